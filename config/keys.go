@@ -1,0 +1,85 @@
+package config
+
+import "time"
+
+// kind is the type a key's value must have in the TOML file or the environment.
+type kind int
+
+const (
+	kindString kind = iota
+	kindInt
+	kindBool
+	kindDuration
+	kindStrings
+	kindIntents // a list of intent names, or one integer
+)
+
+func (k kind) String() string {
+	return [...]string{"a string", "an integer", "true or false", `a duration such as "30s" or "8h"`,
+		"a list of strings", "a list of intent names or an integer"}[k]
+}
+
+// keySpec describes one config key. The table below is the single source of truth for which keys
+// exist, their defaults and their types; config.example.toml is tested against it.
+type keySpec struct {
+	path   string
+	kind   kind
+	def    any
+	secret bool // masked when the effective config is printed
+}
+
+// keys lists every config key with its default. Defaults use the types the TOML parser produces
+// (int64, string, bool, []any), so a default and a file value travel the same road.
+var keys = []keySpec{
+	{path: "secret", kind: kindString, def: "", secret: true},
+
+	{path: "log.level", kind: kindString, def: "info"},
+	{path: "log.format", kind: kindString, def: "json"},
+
+	{path: "discord.token", kind: kindString, def: "", secret: true},
+	{path: "discord.api_url", kind: kindString, def: "https://discord.com/api"},
+	{path: "discord.api_version", kind: kindInt, def: int64(10)},
+
+	{path: "store.path", kind: kindString, def: "data"},
+	{path: "store.sync_writes", kind: kindBool, def: false},
+
+	{path: "rest.listen", kind: kindString, def: "127.0.0.1:8000"},
+	{path: "rest.url", kind: kindString, def: ""},
+	{path: "rest.secret", kind: kindString, def: "", secret: true},
+
+	{path: "gateway.listen", kind: kindString, def: "127.0.0.1:8001"},
+	{path: "gateway.url", kind: kindString, def: ""},
+	{path: "gateway.secret", kind: kindString, def: "", secret: true},
+	{path: "gateway.intents", kind: kindIntents, def: []any{"Guilds", "GuildMessages"}},
+	{path: "gateway.total_shards", kind: kindInt, def: int64(0)},
+	{path: "gateway.first_shard", kind: kindInt, def: int64(0)},
+	{path: "gateway.last_shard", kind: kindInt, def: int64(-1)},
+	{path: "gateway.compress", kind: kindString, def: "zstd-stream"},
+	{path: "gateway.reshard", kind: kindBool, def: true},
+	{path: "gateway.reshard_percentage", kind: kindInt, def: int64(80)},
+	{path: "gateway.reshard_check_interval", kind: kindDuration, def: "8h"},
+
+	{path: "events.urls", kind: kindStrings, def: []any{"http://127.0.0.1:9000/"}},
+	{path: "events.secret", kind: kindString, def: "", secret: true},
+	{path: "events.max_queue_events", kind: kindInt, def: int64(10000000)},
+
+	{path: "cache.listen", kind: kindString, def: "127.0.0.1:8002"},
+	{path: "cache.url", kind: kindString, def: ""},
+	{path: "cache.secret", kind: kindString, def: "", secret: true},
+
+	{path: "shutdown_timeout", kind: kindDuration, def: "15s"},
+}
+
+var keyIndex = func() map[string]*keySpec {
+	m := make(map[string]*keySpec, len(keys))
+	for i := range keys {
+		m[keys[i].path] = &keys[i]
+	}
+	return m
+}()
+
+// defaultDuration is what a duration key's default parses to (used where code needs it without a Config).
+func defaultDuration(path string) time.Duration {
+	d, _ := time.ParseDuration(keyIndex[path].def.(string))
+	return d
+}

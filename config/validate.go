@@ -1,0 +1,164 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// validate checks values whose type was right but whose meaning is not. Every message names the key.
+func (c *Config) validate(role Role) error {
+	var problems []error
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "%q is not one of json, console", c.Log.Format)
+	}
+
+	needsToken := role.Runs(RoleRest) || role.Runs(RoleGateway)
+	switch tok := c.Discord.Token; {
+	case tok == "" && needsToken:
+		bad("discord.token", "required for --role=%s (set it in the file or as DD_DISCORD__TOKEN)", role)
+	case strings.HasPrefix(strings.ToLower(tok), "bot "):
+		bad("discord.token", `give the token without the "Bot " prefix`)
+	case strings.ContainsAny(tok, " \t\r\n"):
+		bad("discord.token", "contains white space")
+	}
+	if err := checkURL(c.Discord.APIURL, false); err != nil {
+		bad("discord.api_url", "%v", err)
+	}
+	if c.Discord.APIVersion < 6 || c.Discord.APIVersion > 10 {
+		bad("discord.api_version", "%d is not a Discord API version (6 to 10; 10 is current)", c.Discord.APIVersion)
+	}
+
+	if strings.TrimSpace(c.Store.Path) == "" {
+		bad("store.path", "must name a directory")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+
+	listeners := []struct {
+		name string
+		l    Listener
+		used bool
+	}{
+		{"rest", c.Rest.Listener, role.Runs(RoleRest)},
+		{"gateway", c.Gateway.Listener, role.Runs(RoleGateway)},
+		{"cache", c.Cache.Listener, role.Runs(RoleCache)},
+	}
+	for _, l := range listeners {
+		loopback, err := checkListen(l.l.Listen)
+		if err != nil {
+			bad(l.name+".listen", "%v", err)
+		}
+		if err := checkURL(l.l.URL, true); err != nil {
+			bad(l.name+".url", "%v", err)
+		}
+		if l.used && err == nil && !loopback && l.l.Secret == "" {
+			bad(l.name+".secret", "empty while %s.listen (%s) is reachable from other machines; set secret or %s.secret",
+				l.name, l.l.Listen, l.name)
+		}
+	}
+
+	g := c.Gateway
+	if g.TotalShards < 0 {
+		bad("gateway.total_shards", "must be 0 (Discord's recommendation) or positive, got %d", g.TotalShards)
+	}
+	if g.FirstShard < 0 {
+		bad("gateway.first_shard", "must not be negative, got %d", g.FirstShard)
+	}
+	if g.LastShard < -1 {
+		bad("gateway.last_shard", "must be -1 (the last shard) or a shard id, got %d", g.LastShard)
+	}
+	if g.LastShard >= 0 && g.LastShard < g.FirstShard {
+		bad("gateway.last_shard", "%d is before gateway.first_shard %d", g.LastShard, g.FirstShard)
+	}
+	if g.TotalShards > 0 && g.LastShard >= g.TotalShards {
+		bad("gateway.last_shard", "%d is not below gateway.total_shards %d", g.LastShard, g.TotalShards)
+	}
+	if g.TotalShards > 0 && g.FirstShard >= g.TotalShards {
+		bad("gateway.first_shard", "%d is not below gateway.total_shards %d", g.FirstShard, g.TotalShards)
+	}
+	switch g.Compress {
+	case "zstd-stream", "zlib-stream", "none":
+	default:
+		bad("gateway.compress", "%q is not one of zstd-stream, zlib-stream, none", g.Compress)
+	}
+	if g.ReshardPercentage < 1 || g.ReshardPercentage > 100 {
+		bad("gateway.reshard_percentage", "must be between 1 and 100, got %d", g.ReshardPercentage)
+	}
+	if g.ReshardCheckInterval <= 0 {
+		bad("gateway.reshard_check_interval", "must be positive, got %s", g.ReshardCheckInterval)
+	}
+
+	if role.Runs(RoleGateway) && len(c.Events.URLs) == 0 {
+		bad("events.urls", "needs at least one URL for --role=%s", role)
+	}
+	for i, u := range c.Events.URLs {
+		if err := checkURL(u, false); err != nil {
+			bad("events.urls", "entry %d: %v", i, err)
+		}
+	}
+	if c.Events.MaxQueueEvents < 1 {
+		bad("events.max_queue_events", "must be at least 1, got %d", c.Events.MaxQueueEvents)
+	}
+	return errors.Join(problems...)
+}
+
+// checkListen checks a host:port and says whether it is a loopback address.
+func checkListen(addr string) (loopback bool, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("%q is not host:port (for example \"127.0.0.1:8000\" or \":8000\")", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return false, fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	if host == "" {
+		return false, nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		// A host name: dd resolves it when listening; treat it as reachable from outside.
+		return false, nil
+	}
+	return ip.IsLoopback(), nil
+}
+
+// checkURL checks an http(s) URL; empty is allowed where optional.
+func checkURL(s string, optional bool) error {
+	if s == "" {
+		if optional {
+			return nil
+		}
+		return errors.New("must not be empty")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	return nil
+}
