@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var ddBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dd-bin-")
+	if err != nil {
+		panic(err)
+	}
+	ddBinary = filepath.Join(dir, "dd")
+	if out, err := exec.Command("go", "build", "-o", ddBinary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ddProcess is a running dd whose JSON log lines are collected.
+type ddProcess struct {
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	log   strings.Builder
+	done  chan struct{}
+}
+
+func startDD(t *testing.T, dir string, env []string, args ...string) *ddProcess {
+	t.Helper()
+	cmd := exec.Command(ddBinary, args...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &ddProcess{cmd: cmd, lines: make(chan map[string]any, 1000), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.log.WriteString(sc.Text() + "\n")
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case p.lines <- m:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// waitListening returns role -> address from the "listening" log lines.
+func (p *ddProcess) waitListening(t *testing.T, n int) map[string]string {
+	t.Helper()
+	addrs := map[string]string{}
+	deadline := time.After(20 * time.Second)
+	for len(addrs) < n {
+		select {
+		case m := <-p.lines:
+			if m["msg"] == "listening" {
+				addrs[m["role"].(string)] = m["addr"].(string)
+			}
+		case <-deadline:
+			t.Fatalf("dd did not report %d listeners in time; log:\n%s", n, p.log.String())
+		}
+	}
+	return addrs
+}
+
+func (p *ddProcess) wait(t *testing.T) int {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- p.cmd.Wait() }()
+	select {
+	case <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("dd did not exit in time")
+	}
+	<-p.done
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func runDD(t *testing.T, dir string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(ddBinary, args...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+func TestFlagsAndExitStatuses(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args       []string
+		env        []string
+		code       int
+		stdout     string
+		stderrHint string
+	}{
+		{[]string{"--version"}, nil, 0, "dd ", ""},
+		{[]string{"--help"}, nil, 0, "--check-config", ""},
+		{[]string{"-h"}, nil, 0, "--role", ""},
+		{[]string{"--role=nope"}, nil, 2, "", `"nope"`},
+		{[]string{"--bogus"}, nil, 2, "", "bogus"},
+		{[]string{"--config", "missing.toml", "--check-config"}, nil, 2, "", "missing.toml"},
+		{[]string{"--role=rest", "--check-config"}, nil, 2, "", "discord.token"},
+		{[]string{"--role=cache", "--check-config"}, nil, 0, "[cache]", ""},
+		{[]string{"--role=all", "--check-config"}, []string{"DD_DISCORD__TOKEN=tok-123456"}, 0, "token = '********'", ""},
+	}
+	for _, c := range cases {
+		code, stdout, stderr := runDD(t, dir, c.env, c.args...)
+		if code != c.code || !strings.Contains(stdout, c.stdout) || !strings.Contains(stderr, c.stderrHint) {
+			t.Errorf("dd %v: exit %d (want %d)\nstdout %q (want %q)\nstderr %q (want %q)", c.args, code, c.code, stdout, c.stdout, stderr, c.stderrHint)
+		}
+	}
+}
+
+func TestCheckConfigNeverPrintsSecrets(t *testing.T) {
+	dir := t.TempDir()
+	cfg := "secret = \"top-secret-value\"\n[discord]\ntoken = \"MTA.token-value.xyz\"\n[events]\nsecret = \"bot-secret-value\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "dd.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runDD(t, dir, nil, "--check-config")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, s := range []string{"top-secret-value", "MTA.token-value.xyz", "bot-secret-value"} {
+		if strings.Contains(stdout+stderr, s) {
+			t.Errorf("--check-config printed secret %q", s)
+		}
+	}
+}
+
+// A running dd serves health, readiness and metrics on every role's listener, keeps secrets out of its
+// logs, and exits 0 on SIGTERM after closing its store.
+func TestServesHealthAndShutsDownCleanly(t *testing.T) {
+	dir := t.TempDir()
+	token := "MTA1.secret-token-for-logs.x"
+	env := []string{
+		"DD_DISCORD__TOKEN=" + token, "DD_SECRET=role-secret-abc",
+		"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
+		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_LOG__LEVEL=debug",
+	}
+	p := startDD(t, dir, env, "--role=all")
+	addrs := p.waitListening(t, 3)
+	for role, addr := range addrs {
+		for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": `dd_build_info{role="all"`} {
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				t.Fatalf("%s %s: %v", role, path, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+				t.Errorf("%s %s: %d %q, want 200 containing %q", role, path, resp.StatusCode, body, want)
+			}
+		}
+		// Anything else needs the role's secret.
+		resp, err := http.Get("http://" + addr + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusNotImplemented {
+			t.Errorf("%s /status without a secret: %d", role, resp.StatusCode)
+		}
+	}
+
+	// A second dd on the same store is refused with a clear error and exit 1.
+	code, _, stderr := runDD(t, dir, append(env, "DD_LOG__FORMAT=console"), "--role=gateway")
+	if code != 1 || !strings.Contains(stderr, "another dd") {
+		t.Errorf("second dd on the same store: exit %d, stderr %q; want 1 and a message about another dd", code, stderr)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0; log:\n%s", code, p.log.String())
+	}
+	logs := p.log.String()
+	if !strings.Contains(logs, "stopped cleanly") {
+		t.Errorf("no clean-stop line in log:\n%s", logs)
+	}
+	if strings.Contains(logs, token) || strings.Contains(logs, "role-secret-abc") {
+		t.Errorf("log shows a secret:\n%s", logs)
+	}
+	// The store was closed: a new process can open it at once.
+	p2 := startDD(t, dir, env, "--role=cache")
+	p2.waitListening(t, 1)
+	_ = p2.cmd.Process.Signal(syscall.SIGINT)
+	if code := p2.wait(t); code != 0 {
+		t.Fatalf("restart on the same store: exit %d; log:\n%s", code, p2.log.String())
+	}
+}
+
+func TestListenConflictExitsOne(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"DD_CACHE__LISTEN=127.0.0.1:0", "DD_STORE__PATH=" + filepath.Join(dir, "d1")}
+	p := startDD(t, dir, env, "--role=cache")
+	addr := p.waitListening(t, 1)["cache"]
+	code, _, stderr := runDD(t, dir, []string{"DD_CACHE__LISTEN=" + addr, "DD_STORE__PATH=" + filepath.Join(dir, "d2")}, "--role=cache")
+	if code != 1 || !strings.Contains(stderr, "cache.listen") {
+		t.Fatalf("port in use: exit %d stderr %q; want 1 naming cache.listen", code, stderr)
+	}
+}

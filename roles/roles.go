@@ -1,0 +1,192 @@
+// Package roles is dd's thin wiring: it reads the config, builds the packages a role needs, connects them
+// and serves their HTTP APIs. Logic lives in the packages (shard, queue, ratelimit, store); a role only
+// assembles them, so the same pieces can be embedded by another Go program without a role.
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/store"
+)
+
+// Options for Run.
+type Options struct {
+	Config  *config.Config
+	Role    config.Role
+	Logger  *zap.Logger
+	Version string
+	// Ready, when set, receives the listeners' addresses once every listener accepts connections
+	// (tests listen on port 0 and need to know where).
+	Ready func(addrs map[config.Role]string)
+}
+
+// FatalError is an error after which retrying cannot help (Discord refused the token, say). main exits 1
+// and prints Hint.
+type FatalError struct {
+	Err  error
+	Hint string
+}
+
+func (e *FatalError) Error() string { return e.Err.Error() }
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// Run starts the role's parts and blocks until ctx is cancelled, then shuts down gracefully within
+// shutdown_timeout. It returns nil after a clean shutdown.
+func Run(ctx context.Context, o Options) error {
+	cfg, log := o.Config, o.Logger
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dd_build_info", Help: "dd's version and role."},
+		[]string{"version", "role"})
+	buildInfo.WithLabelValues(o.Version, string(o.Role)).Set(1)
+	reg.MustRegister(buildInfo)
+
+	var st *store.Store
+	if o.Role.Runs(config.RoleGateway) || o.Role.Runs(config.RoleCache) {
+		var err error
+		st, err = store.Open(store.Options{Path: cfg.Store.Path, SyncWrites: cfg.Store.SyncWrites, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := st.Close(); err != nil {
+				log.Error("closing store", zap.Error(err))
+			}
+		}()
+	}
+
+	var servers []*roleServer
+	add := func(r config.Role, l config.Listener, h http.Handler) {
+		servers = append(servers, newRoleServer(r, l, h, reg, log))
+	}
+	if o.Role.Runs(config.RoleRest) {
+		add(config.RoleRest, cfg.Rest.Listener, notYet("rest"))
+	}
+	if o.Role.Runs(config.RoleGateway) {
+		add(config.RoleGateway, cfg.Gateway.Listener, notYet("gateway"))
+	}
+	if o.Role.Runs(config.RoleCache) {
+		add(config.RoleCache, cfg.Cache.Listener, notYet("cache"))
+	}
+
+	addrs := map[config.Role]string{}
+	for _, s := range servers {
+		if err := s.listen(); err != nil {
+			for _, started := range servers {
+				started.close()
+			}
+			return err
+		}
+		addrs[s.role] = s.addr()
+	}
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errc <- s.serve() }()
+		s.ready.Store(true)
+		log.Info("listening", zap.String("role", string(s.role)), zap.String("addr", s.addr()))
+	}
+	if o.Ready != nil {
+		o.Ready(addrs)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		s.ready.Store(false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.http.Shutdown(sctx); err != nil {
+				log.Warn("listener did not drain in time", zap.String("role", string(s.role)), zap.Error(err))
+				s.close()
+			}
+		}()
+	}
+	wg.Wait()
+	return runErr
+}
+
+// roleServer is one role's HTTP listener: health, readiness and metrics without auth, the role's API
+// behind it.
+type roleServer struct {
+	role     config.Role
+	cfg      config.Listener
+	http     *http.Server
+	listener net.Listener
+	ready    atomic.Bool
+}
+
+func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *prometheus.Registry, log *zap.Logger) *roleServer {
+	s := &roleServer{role: role, cfg: l}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			writeError(w, http.StatusServiceUnavailable, "not ready")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", api)
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	return s
+}
+
+func (s *roleServer) listen() error {
+	l, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("%s.listen %s: %w", s.role, s.cfg.Listen, err)
+	}
+	s.listener = l
+	return nil
+}
+
+func (s *roleServer) addr() string { return s.listener.Addr().String() }
+
+func (s *roleServer) serve() error {
+	if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s listener: %w", s.role, err)
+	}
+	return nil
+}
+
+func (s *roleServer) close() {
+	if s.listener != nil {
+		_ = s.http.Close()
+	}
+}
+
+// notYet answers for a role whose API is not built yet, so that a caller gets a clear error.
+func notYet(role string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, fmt.Sprintf("the %s role's API is not available in this build", role))
+	})
+}

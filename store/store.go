@@ -1,0 +1,177 @@
+// Package store is the only package that knows Badger. The event queue, shard sessions and cache keep
+// their data through the small API here (Get, atomic Update, ordered Scan), so another backend can plug in
+// at this one seam. It does not know what the keys mean: each user owns a key prefix.
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// ErrNotFound is returned by Get for a key that is not stored.
+var ErrNotFound = errors.New("store: key not found")
+
+// ErrStopScan, returned by a Scan callback, ends the scan without error.
+var ErrStopScan = errors.New("store: stop scan")
+
+// ErrLocked means another process holds the store's directory.
+var ErrLocked = errors.New("store: directory in use by another process")
+
+// Options configure Open.
+type Options struct {
+	Path string
+	// SyncWrites fsyncs every commit: power-loss durability at a cost in throughput. Without it a commit
+	// survives a crash of dd (it is in the OS's page cache) but not of the machine.
+	SyncWrites bool
+	Logger     *zap.Logger
+}
+
+// Store is an open Badger database.
+type Store struct {
+	db   *badger.DB
+	path string
+}
+
+// Open opens (creating if needed) the store at o.Path.
+func Open(o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if err := checkWritable(o.Path); err != nil {
+		return nil, err
+	}
+	opts := badger.DefaultOptions(o.Path).
+		WithSyncWrites(o.SyncWrites).
+		WithLogger(badgerLogger{o.Logger.Named("badger").Sugar()}).
+		// Sized for dd's machines (2 cores): fewer compactors and smaller tables than Badger's defaults,
+		// which assume a database server.
+		WithNumCompactors(2).
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(3).
+		WithBlockCacheSize(64 << 20).
+		WithValueLogFileSize(128 << 20).
+		WithValueThreshold(4 << 10)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "directory lock") {
+			return nil, fmt.Errorf("%w: %s is locked, is another dd running with store.path = %q? (%v)",
+				ErrLocked, o.Path, o.Path, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", o.Path, err)
+	}
+	return &Store{db: db, path: o.Path}, nil
+}
+
+// checkWritable creates the directory and proves a file can be written there, so that a read-only
+// volume is reported as such instead of as a Badger internals error.
+func checkWritable(path string) error {
+	if strings.TrimSpace(path) == "" {
+		return errors.New("store: no path given (store.path)")
+	}
+	if err := os.MkdirAll(path, 0o750); err != nil {
+		return fmt.Errorf("store: cannot create %s (store.path): %w", path, err)
+	}
+	f, err := os.CreateTemp(path, ".dd-write-check-*")
+	if err != nil {
+		return fmt.Errorf("store: %s (store.path) is not writable: %w", path, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// Path is the directory the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// Close flushes and closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Get returns a copy of the value stored at key, or ErrNotFound.
+func (s *Store) Get(key []byte) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		out, err = item.ValueCopy(nil)
+		return err
+	})
+	return out, err
+}
+
+// Writer stages writes inside Update.
+type Writer interface {
+	Set(key, value []byte) error
+	Delete(key []byte) error
+}
+
+// Update applies fn's writes atomically: all of them are stored or none. Keys and values handed to the
+// Writer must not be changed until Update returns.
+func (s *Store) Update(fn func(w Writer) error) error {
+	return s.db.Update(func(txn *badger.Txn) error { return fn(txnWriter{txn}) })
+}
+
+type txnWriter struct{ txn *badger.Txn }
+
+func (w txnWriter) Set(k, v []byte) error { return w.txn.Set(k, v) }
+func (w txnWriter) Delete(k []byte) error { return w.txn.Delete(k) }
+
+// ErrTooBig is returned by Update when one transaction holds more than the store can commit at once;
+// callers that batch should split the batch.
+var ErrTooBig = badger.ErrTxnTooBig
+
+// Scan calls fn for each key with prefix, in key order, starting at from (or at the prefix when from is
+// nil). Key and value are valid only during the call. Returning ErrStopScan ends the scan cleanly.
+func (s *Store) Scan(prefix, from []byte, fn func(key, value []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := prefix
+		if from != nil && bytes.Compare(from, prefix) > 0 {
+			start = from
+		}
+		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
+			if errors.Is(err, ErrStopScan) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Size reports the bytes the store takes on disk (LSM tree and value log).
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+// lockFile is where Badger keeps its directory lock (used by tests to explain failures).
+func lockFile(path string) string { return filepath.Join(path, "LOCK") }
+
+// badgerLogger sends Badger's logs to zap, one level down: Badger is chatty about routine work.
+type badgerLogger struct{ l *zap.SugaredLogger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Errorf(strings.TrimSpace(f), a...) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warnf(strings.TrimSpace(f), a...) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debugf(strings.TrimSpace(f), a...) }
+func (b badgerLogger) Debugf(f string, a ...any)   {}
