@@ -1,0 +1,240 @@
+package shard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/klauspost/compress/zlib"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/ddhq/dd/discord"
+)
+
+// Compression names, as in gateway.compress.
+const (
+	CompressZstd = "zstd-stream"
+	CompressZlib = "zlib-stream"
+	CompressNone = "none"
+)
+
+// conn is one websocket connection to the gateway. Reading is pull-based on one goroutine: the JSON
+// decoder pulls from the decompressor, which pulls websocket frames from the socket as it needs them, so a
+// payload is decompressed and parsed without intermediate copies and with one decompression context for
+// the connection's life, as Discord's stream compression requires.
+type conn struct {
+	nc  net.Conn
+	rd  *wsutil.Reader
+	dec *json.Decoder
+	zr  io.Closer // decompressor, if any
+
+	ctl wsutil.FrameHandlerFunc
+
+	wmu    sync.Mutex
+	closed bool
+}
+
+// gatewayURL adds the query Discord requires to a gateway or resume URL.
+func gatewayURL(base string, version int, compress string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("gateway url %q: %w", base, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("gateway url %q: scheme must be wss or ws", base)
+	}
+	q := u.Query()
+	q.Set("v", fmt.Sprint(version))
+	q.Set("encoding", "json")
+	if compress != CompressNone && compress != "" {
+		q.Set("compress", compress)
+	} else {
+		q.Del("compress")
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
+	d := ws.Dialer{Timeout: 15 * time.Second}
+	nc, br, _, err := d.Dial(ctx, rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("dial gateway: %w", err)
+	}
+	var src io.Reader = nc
+	if br != nil {
+		// The handshake reader may hold the first frames already.
+		src = io.MultiReader(br, nc)
+	}
+	c := &conn{nc: nc}
+	c.ctl = wsutil.ControlFrameHandler(lockedWriter{c}, ws.StateClientSide)
+	c.rd = &wsutil.Reader{Source: src, State: ws.StateClientSide, OnIntermediate: c.ctl}
+	feed := &frameFeeder{c: c}
+	var payloads io.Reader = feed
+	switch compress {
+	case CompressZstd:
+		zd, err := zstd.NewReader(feed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(32<<20))
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		payloads, c.zr = zd, zstdCloser{zd}
+	case CompressZlib:
+		payloads = &lazyZlib{src: feed, c: c}
+	}
+	c.dec = json.NewDecoder(payloads)
+	return c, nil
+}
+
+// next reads the next gateway payload, exactly as sent (after decompression).
+func (c *conn) next() (json.RawMessage, error) {
+	var raw json.RawMessage
+	if err := c.dec.Decode(&raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// send writes one text message. Callers have passed the send limiter.
+func (c *conn) send(payload []byte) error {
+	if len(payload) > discord.MaxSendBytes {
+		return fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return wsutil.WriteClientMessage(c.nc, ws.OpText, payload)
+}
+
+// close sends a close frame with code (never 1000/1001 unless the session should end) and closes the
+// socket.
+func (c *conn) close(code int, reason string) {
+	c.wmu.Lock()
+	if !c.closed {
+		c.closed = true
+		_ = c.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		body := ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+		_ = ws.WriteFrame(c.nc, ws.MaskFrameInPlace(ws.NewCloseFrame(body)))
+	}
+	c.wmu.Unlock()
+	c.nc.Close()
+	if c.zr != nil {
+		c.zr.Close()
+	}
+}
+
+// drop closes the socket without a close frame (as a network failure would).
+func (c *conn) drop() {
+	c.wmu.Lock()
+	c.closed = true
+	c.wmu.Unlock()
+	c.nc.Close()
+}
+
+// lockedWriter lets the control-frame handler (pong, close reply) write between our own sends.
+type lockedWriter struct{ c *conn }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
+	return w.c.nc.Write(p)
+}
+
+// frameFeeder is an io.Reader over the data frames of the connection: when one message is used up it
+// reads the next one from the socket, handling control frames on the way. A server close frame becomes
+// a *CloseError.
+type frameFeeder struct {
+	c     *conn
+	inMsg bool
+}
+
+func (f *frameFeeder) Read(p []byte) (int, error) {
+	for {
+		if f.inMsg {
+			n, err := f.c.rd.Read(p)
+			if errors.Is(err, io.EOF) {
+				f.inMsg = false
+				if n > 0 {
+					return n, nil
+				}
+				continue
+			}
+			return n, wrapClose(err)
+		}
+		hdr, err := f.c.rd.NextFrame()
+		if err != nil {
+			return 0, wrapClose(err)
+		}
+		if hdr.OpCode.IsControl() {
+			if err := f.c.ctl(hdr, f.c.rd); err != nil {
+				return 0, wrapClose(err)
+			}
+			continue
+		}
+		f.inMsg = true
+	}
+}
+
+// CloseError is a close frame received from the gateway.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	cc := discord.LookupCloseCode(e.Code)
+	if e.Reason != "" {
+		return fmt.Sprintf("gateway closed with %d (%s): %s", e.Code, cc.Name, e.Reason)
+	}
+	return fmt.Sprintf("gateway closed with %d (%s)", e.Code, cc.Name)
+}
+
+func wrapClose(err error) error {
+	var ce wsutil.ClosedError
+	if errors.As(err, &ce) {
+		return &CloseError{Code: int(ce.Code), Reason: ce.Reason}
+	}
+	return err
+}
+
+// lazyZlib creates the zlib reader on first use: zlib.NewReader reads the stream header at once, and that
+// header arrives with the first message.
+type lazyZlib struct {
+	src io.Reader
+	c   *conn
+	zr  io.ReadCloser
+}
+
+func (z *lazyZlib) Read(p []byte) (int, error) {
+	if z.zr == nil {
+		zr, err := zlib.NewReader(z.src)
+		if err != nil {
+			return 0, err
+		}
+		z.zr = zr
+		z.c.zr = zr
+	}
+	return z.zr.Read(p)
+}
+
+type zstdCloser struct{ d *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.d.Close(); return nil }

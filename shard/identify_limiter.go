@@ -1,0 +1,150 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// IdentifyLimiter paces IDENTIFY across shards: one identify per max_concurrency bucket
+// (shard_id % max_concurrency) per window, and never past the daily session-start budget. An in-process
+// and a remote (shared by several dd instances) limiter are interchangeable behind this interface.
+type IdentifyLimiter interface {
+	// Acquire blocks until shardID may send IDENTIFY. The caller must call the returned release once the
+	// identify succeeded (READY) or failed; the next identify of the bucket waits at least one window
+	// after this one was sent, and for release.
+	Acquire(ctx context.Context, shardID int) (release func(), err error)
+	// Sent records when the IDENTIFY left (Discord judges spacing by receipt, so timing starts at the
+	// send, not at Acquire).
+	Sent(shardID int, at time.Time)
+}
+
+// SessionStartLimit is Discord's identify budget from /gateway/bot.
+type SessionStartLimit struct {
+	Total          int           `json:"total"`
+	Remaining      int           `json:"remaining"`
+	ResetAfter     time.Duration `json:"-"`
+	MaxConcurrency int           `json:"max_concurrency"`
+}
+
+// LocalIdentifyLimiter is the in-process IdentifyLimiter.
+type LocalIdentifyLimiter struct {
+	window time.Duration
+	margin time.Duration
+	log    *zap.Logger
+
+	mu        sync.Mutex
+	buckets   []*identifyBucket
+	remaining int
+	resetAt   time.Time
+}
+
+type identifyBucket struct {
+	slot     chan struct{} // holds one token while free
+	lastSent time.Time
+}
+
+// NewLocalIdentifyLimiter builds a limiter for a bot's limits. window is Discord's 5 s; margin is added
+// to it to absorb network jitter between our send and Discord's receipt.
+func NewLocalIdentifyLimiter(limit SessionStartLimit, window, margin time.Duration, log *zap.Logger) *LocalIdentifyLimiter {
+	if limit.MaxConcurrency < 1 {
+		limit.MaxConcurrency = 1
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	l := &LocalIdentifyLimiter{window: window, margin: margin, log: log, remaining: limit.Remaining,
+		resetAt: time.Now().Add(limit.ResetAfter)}
+	for i := 0; i < limit.MaxConcurrency; i++ {
+		b := &identifyBucket{slot: make(chan struct{}, 1)}
+		b.slot <- struct{}{}
+		l.buckets = append(l.buckets, b)
+	}
+	return l
+}
+
+// Acquire implements IdentifyLimiter.
+func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(), error) {
+	b := l.buckets[shardID%len(l.buckets)]
+	select {
+	case <-b.slot:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	release := func() { b.slot <- struct{}{} }
+	// Spacing within the bucket.
+	l.mu.Lock()
+	wait := time.Until(b.lastSent.Add(l.window + l.margin))
+	l.mu.Unlock()
+	if err := sleep(ctx, wait); err != nil {
+		release()
+		return nil, err
+	}
+	// The daily budget: wait for its reset rather than burn the last identify (running out resets the
+	// bot's token).
+	for {
+		l.mu.Lock()
+		if time.Now().After(l.resetAt) && l.remaining <= 0 {
+			l.log.Info("session start budget reset time passed; identifying again")
+			l.remaining = 1
+		}
+		if l.remaining > 0 {
+			l.remaining--
+			l.mu.Unlock()
+			break
+		}
+		until := time.Until(l.resetAt)
+		l.mu.Unlock()
+		l.log.Warn("daily identify budget (session_start_limit) is spent; waiting for its reset instead of burning the token",
+			zap.Int("shard", shardID), zap.Duration("reset_after", until))
+		if err := sleep(ctx, until+time.Second); err != nil {
+			release()
+			return nil, err
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(release) }, nil
+}
+
+// Sent implements IdentifyLimiter.
+func (l *LocalIdentifyLimiter) Sent(shardID int, at time.Time) {
+	l.mu.Lock()
+	l.buckets[shardID%len(l.buckets)].lastSent = at
+	l.mu.Unlock()
+}
+
+// Update replaces the budget with fresh numbers from /gateway/bot.
+func (l *LocalIdentifyLimiter) Update(limit SessionStartLimit) {
+	l.mu.Lock()
+	l.remaining = limit.Remaining
+	l.resetAt = time.Now().Add(limit.ResetAfter)
+	l.mu.Unlock()
+}
+
+// Remaining is the identify budget left as dd counts it.
+func (l *LocalIdentifyLimiter) Remaining() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.remaining
+}
+
+func (l *LocalIdentifyLimiter) String() string {
+	return fmt.Sprintf("identify limiter: %d buckets, window %s", len(l.buckets), l.window)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,204 @@
+package shard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/discord"
+)
+
+// header is the part of every payload dd routes on.
+type header struct {
+	Op int     `json:"op"`
+	S  *int64  `json:"s"`
+	T  *string `json:"t"`
+}
+
+// readLoop reads payloads until the connection ends. It runs HELLO, then IDENTIFY or RESUME, then
+// routes every payload.
+func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, events chan<- Event) connEnd {
+	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, c.drop)
+	defer helloTimer.Stop()
+	healthy := false
+	for {
+		raw, err := c.next()
+		if err != nil {
+			return s.endFromReadError(err, healthy)
+		}
+		var h header
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return connEnd{err: fmt.Errorf("gateway sent undecodable payload: %w", err), healthy: healthy}
+		}
+		t := ""
+		if h.T != nil {
+			t = *h.T
+		}
+		if s.cfg.Hooks.OnPayload != nil && !s.cfg.Hooks.OnPayload(s, h.Op, t, raw) {
+			continue
+		}
+		switch h.Op {
+		case discord.OpHello:
+			helloTimer.Stop()
+			var p struct {
+				D struct {
+					HeartbeatInterval int64 `json:"heartbeat_interval"`
+				} `json:"d"`
+			}
+			if err := json.Unmarshal(raw, &p); err != nil || p.D.HeartbeatInterval <= 0 {
+				return connEnd{err: fmt.Errorf("bad HELLO: %s", raw)}
+			}
+			hb.start(time.Duration(p.D.HeartbeatInterval) * time.Millisecond)
+			if err := s.authenticate(ctx, c); err != nil {
+				return connEnd{err: err}
+			}
+		case discord.OpHeartbeat:
+			hb.beatNow()
+		case discord.OpHeartbeatAck:
+			hb.acked()
+		case discord.OpReconnect:
+			return connEnd{err: errors.New("Discord asked to reconnect (op 7)"), immediate: true, healthy: healthy}
+		case discord.OpInvalidSession:
+			var p struct {
+				D bool `json:"d"`
+			}
+			_ = json.Unmarshal(raw, &p)
+			s.releaseIdentify()
+			if p.D {
+				return connEnd{err: errors.New("session invalidated (op 9, resumable)"), healthy: healthy}
+			}
+			return connEnd{err: errors.New("session invalidated (op 9, not resumable)"), newSession: true, invalidated: true, healthy: healthy}
+		case discord.OpDispatch:
+			if h.S == nil {
+				continue
+			}
+			s.mu.Lock()
+			if *h.S > s.seq {
+				s.seq = *h.S
+			}
+			s.mu.Unlock()
+			switch t {
+			case "READY":
+				if err := s.onReady(raw); err != nil {
+					return connEnd{err: err}
+				}
+				healthy = true
+			case "RESUMED":
+				s.log.Info("resumed")
+				s.setState(StateReady)
+				healthy = true
+			}
+			ev := Event{Seq: *h.S, Type: t, Raw: raw}
+			if s.cfg.Hooks.OnDispatch != nil && !s.cfg.Hooks.OnDispatch(s, &ev) {
+				continue
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return connEnd{err: ctx.Err(), healthy: healthy}
+			}
+		}
+	}
+}
+
+// authenticate sends RESUME for a resumable session, else IDENTIFY within the identify limits.
+func (s *Shard) authenticate(ctx context.Context, c *conn) error {
+	s.mu.Lock()
+	sess := s.persisted
+	s.mu.Unlock()
+	if sess.Resumable() {
+		s.setState(StateResuming)
+		s.mu.Lock()
+		s.live = sess
+		s.seq = sess.Seq
+		s.mu.Unlock()
+		payload, _ := json.Marshal(map[string]any{"op": discord.OpResume, "d": map[string]any{
+			"token": "Bot " + s.cfg.Token, "session_id": sess.ID, "seq": sess.Seq}})
+		s.log.Debug("resuming", zap.String("session", sess.ID), zap.Int64("seq", sess.Seq))
+		return s.sendPriority(ctx, c, payload)
+	}
+	s.setState(StateIdentifying)
+	id := Identify{Token: "Bot " + s.cfg.Token, Properties: s.cfg.Properties, Intents: s.cfg.Intents,
+		Shard: [2]int{s.cfg.ShardID, s.cfg.NumShards}, LargeThreshold: s.cfg.LargeThreshold, Presence: s.cfg.Presence}
+	if s.cfg.Hooks.BeforeIdentify != nil {
+		if err := s.cfg.Hooks.BeforeIdentify(s, &id); err != nil {
+			return fmt.Errorf("before identify: %w", err)
+		}
+	}
+	payload, err := json.Marshal(map[string]any{"op": discord.OpIdentify, "d": id})
+	if err != nil {
+		return err
+	}
+	release, err := s.cfg.Identify.Acquire(ctx, s.cfg.ShardID)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.identifyRelease = release
+	s.seq = 0
+	s.mu.Unlock()
+	err = s.sendPriority(ctx, c, payload)
+	s.cfg.Identify.Sent(s.cfg.ShardID, time.Now())
+	if err != nil {
+		s.releaseIdentify()
+		return err
+	}
+	s.log.Info("identified")
+	return nil
+}
+
+// releaseIdentify frees the shard's identify slot, if it holds one.
+func (s *Shard) releaseIdentify() {
+	s.mu.Lock()
+	r := s.identifyRelease
+	s.identifyRelease = nil
+	s.mu.Unlock()
+	if r != nil {
+		r()
+	}
+}
+
+func (s *Shard) onReady(raw json.RawMessage) error {
+	var p struct {
+		D struct {
+			SessionID        string `json:"session_id"`
+			ResumeGatewayURL string `json:"resume_gateway_url"`
+		} `json:"d"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil || p.D.SessionID == "" {
+		return fmt.Errorf("bad READY: %v", err)
+	}
+	s.mu.Lock()
+	s.live = Session{ShardID: s.cfg.ShardID, NumShards: s.cfg.NumShards, ID: p.D.SessionID, ResumeURL: p.D.ResumeGatewayURL}
+	s.mu.Unlock()
+	s.releaseIdentify()
+	s.setState(StateReady)
+	s.log.Info("ready", zap.String("session", p.D.SessionID))
+	return nil
+}
+
+// endFromReadError turns a read failure into what to do next, by the close code table.
+func (s *Shard) endFromReadError(err error, healthy bool) connEnd {
+	s.releaseIdentify()
+	var ce *CloseError
+	if !errors.As(err, &ce) {
+		return connEnd{err: err, healthy: healthy}
+	}
+	cc := discord.LookupCloseCode(ce.Code)
+	end := connEnd{err: err, code: ce.Code, healthy: healthy}
+	switch cc.Action {
+	case discord.CloseFatal:
+		end.fatal = &FatalError{ShardID: s.cfg.ShardID, Code: ce.Code, Name: cc.Name, Hint: cc.Hint}
+	case discord.CloseNewSession:
+		end.newSession = true
+	}
+	if ce.Code == 1000 || ce.Code == 1001 {
+		// Discord ended the session itself.
+		end.newSession = true
+	}
+	return end
+}

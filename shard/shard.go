@@ -1,0 +1,443 @@
+// Package shard runs Discord gateway shards: one websocket connection's state machine per shard
+// (hello, heartbeat, identify, resume, reconnect, close codes), and a Manager that runs a set of shards
+// with a shared identify limiter. It hands dispatch events, in order, to a Sink together with the
+// session state to persist with them; it does not store or deliver events itself (see queue/ and
+// delivery/). Other Go programs can embed a Manager and replace its default behaviour with Hooks.
+package shard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/discord"
+)
+
+// ErrPayloadTooLarge is returned for a command over Discord's 4096-byte limit; it is never sent.
+var ErrPayloadTooLarge = errors.New("shard: payload over 4096 bytes")
+
+// ErrNotConnected is returned by Send while the shard has no live session.
+var ErrNotConnected = errors.New("shard: not connected")
+
+// State is where a shard is in its life.
+type State int32
+
+// The states of a shard. Transitions happen in Shard.Run only.
+const (
+	StateDisconnected State = iota
+	StateConnecting
+	StateIdentifying
+	StateResuming
+	StateReady
+	StateFatal
+	StateStopped
+)
+
+func (s State) String() string {
+	return [...]string{"disconnected", "connecting", "identifying", "resuming", "ready", "fatal", "stopped"}[s]
+}
+
+// Session is what a shard needs to resume after a disconnect or a restart of dd.
+type Session struct {
+	ShardID   int    `json:"shard_id"`
+	NumShards int    `json:"num_shards"`
+	ID        string `json:"session_id"`
+	ResumeURL string `json:"resume_gateway_url"`
+	Seq       int64  `json:"seq"`
+}
+
+// Resumable reports whether the session can be resumed.
+func (s Session) Resumable() bool { return s.ID != "" && s.ResumeURL != "" }
+
+// Event is one dispatch (op 0) as received.
+type Event struct {
+	Seq  int64
+	Type string
+	// Raw is the whole payload, {"op":0,"t":...,"s":...,"d":...}, byte for byte as Discord sent it.
+	Raw json.RawMessage
+}
+
+// Sink receives a shard's events in order. Dispatch must make the events and the session (whose Seq is
+// the last event's) durable atomically before it returns: a shard resumes from the last session a Sink
+// accepted, so an event is never skipped. An error makes the shard reconnect and resume from there.
+type Sink interface {
+	Dispatch(ctx context.Context, events []Event, session Session) error
+}
+
+// Hooks replace or extend a shard's default behaviour (the "controllers" of an embedding program).
+// Every hook is optional and runs on the shard's own goroutine: keep it quick.
+type Hooks struct {
+	// OnPayload sees every payload received, before dd handles it. Returning false skips dd's handling:
+	// use with care (a skipped HELLO or READY stalls the shard).
+	OnPayload func(s *Shard, op int, t string, raw json.RawMessage) bool
+	// OnDispatch sees each dispatch before it goes to the Sink; returning false drops the event (its
+	// sequence still counts as received).
+	OnDispatch func(s *Shard, ev *Event) bool
+	// BeforeIdentify may change the IDENTIFY payload (presence, properties) or refuse with an error,
+	// which counts as a failed connection attempt.
+	BeforeIdentify func(s *Shard, id *Identify) error
+	// OnClose is told of every connection end: the close code (0 when there was none) and the error.
+	OnClose func(s *Shard, code int, err error)
+	// OnStateChange is told of every state transition.
+	OnStateChange func(s *Shard, from, to State)
+}
+
+// Properties are IDENTIFY's connection properties.
+type Properties struct {
+	OS      string `json:"os"`
+	Browser string `json:"browser"`
+	Device  string `json:"device"`
+}
+
+// Identify is the IDENTIFY payload's d.
+type Identify struct {
+	Token          string          `json:"token"`
+	Properties     Properties      `json:"properties"`
+	Intents        int             `json:"intents"`
+	Shard          [2]int          `json:"shard"`
+	LargeThreshold int             `json:"large_threshold,omitempty"`
+	Presence       json.RawMessage `json:"presence,omitempty"`
+}
+
+// Config configures one shard.
+type Config struct {
+	ShardID, NumShards int
+	Token              string // without "Bot "
+	Intents            int
+	GatewayURL         string // from /gateway/bot
+	APIVersion         int    // default 10
+	Compress           string // zstd-stream (default) | zlib-stream | none
+	LargeThreshold     int    // 50..250; 0 leaves Discord's default
+	Presence           json.RawMessage
+	Properties         Properties
+	Identify           IdentifyLimiter
+	Sink               Sink
+	Hooks              Hooks
+	Logger             *zap.Logger
+	// Session is a stored session to resume; zero means identify.
+	Session Session
+
+	// SendLimit commands per SendWindow (Discord: 120 per 60 s); SendReserve of them are kept for
+	// heartbeats, identify and resume.
+	SendLimit   int
+	SendWindow  time.Duration
+	SendReserve int
+	// ReconnectMin and ReconnectMax bound the reconnect backoff (default 1 s and 60 s).
+	ReconnectMin, ReconnectMax time.Duration
+	// HelloTimeout bounds the wait for HELLO after connecting (default 20 s).
+	HelloTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.APIVersion == 0 {
+		c.APIVersion = 10
+	}
+	if c.Compress == "" {
+		c.Compress = CompressZstd
+	}
+	if c.SendLimit == 0 {
+		c.SendLimit = 120
+	}
+	if c.SendWindow == 0 {
+		c.SendWindow = 60 * time.Second
+	}
+	if c.SendReserve == 0 {
+		c.SendReserve = 5
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = time.Second
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = 60 * time.Second
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Properties.OS == "" {
+		c.Properties = Properties{OS: "linux", Browser: "dd", Device: "dd"}
+	}
+}
+
+// FatalError means Discord refused the shard for a reason that reconnecting cannot fix.
+type FatalError struct {
+	ShardID int
+	Code    int
+	Name    string
+	Hint    string
+}
+
+func (e *FatalError) Error() string {
+	return fmt.Sprintf("shard %d: Discord closed the connection with %d (%s): %s", e.ShardID, e.Code, e.Name, e.Hint)
+}
+
+// Shard is one gateway shard. Run drives it; the other methods are safe from any goroutine.
+type Shard struct {
+	cfg  Config
+	log  *zap.Logger
+	send *sendLimiter
+
+	state atomic.Int32
+	rtt   atomic.Int64 // nanoseconds, last heartbeat round trip
+
+	mu        sync.Mutex
+	conn      *conn
+	persisted Session // the last session the Sink made durable: what we resume from
+	live      Session // the session of the current connection (its Seq is not used)
+	seq       int64   // the last sequence received (heartbeats carry it)
+
+	identifyRelease func() // held from IDENTIFY until READY or failure
+}
+
+// New builds a shard; Run starts it.
+func New(cfg Config) *Shard {
+	cfg.defaults()
+	s := &Shard{cfg: cfg, log: cfg.Logger.With(zap.Int("shard", cfg.ShardID), zap.Int("shards", cfg.NumShards))}
+	s.send = newSendLimiter(cfg.SendLimit, cfg.SendReserve, cfg.SendWindow)
+	if cfg.Session.NumShards == cfg.NumShards && cfg.Session.ShardID == cfg.ShardID {
+		s.persisted = cfg.Session
+		s.seq = cfg.Session.Seq
+	}
+	return s
+}
+
+// ID is the shard's id.
+func (s *Shard) ID() int { return s.cfg.ShardID }
+
+// NumShards is the shard count this shard belongs to.
+func (s *Shard) NumShards() int { return s.cfg.NumShards }
+
+// State is the shard's current state.
+func (s *Shard) State() State { return State(s.state.Load()) }
+
+// RTT is the last heartbeat round trip.
+func (s *Shard) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Session is the last durable session (what a restart would resume).
+func (s *Shard) Session() Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.persisted
+}
+
+func (s *Shard) setState(to State) {
+	from := State(s.state.Swap(int32(to)))
+	if from != to && s.cfg.Hooks.OnStateChange != nil {
+		s.cfg.Hooks.OnStateChange(s, from, to)
+	}
+}
+
+// Send sends a command (op and d) on the live connection, through the send limiter. Payloads over
+// 4096 bytes are refused with ErrPayloadTooLarge.
+func (s *Shard) Send(ctx context.Context, op int, d any) error {
+	b, err := json.Marshal(map[string]any{"op": op, "d": d})
+	if err != nil {
+		return err
+	}
+	return s.SendRaw(ctx, b)
+}
+
+// SendRaw sends an already encoded payload {"op":..,"d":..}.
+func (s *Shard) SendRaw(ctx context.Context, payload []byte) error {
+	if len(payload) > discord.MaxSendBytes {
+		return fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
+	}
+	if st := s.State(); st != StateReady {
+		return fmt.Errorf("%w (shard %d is %s)", ErrNotConnected, s.cfg.ShardID, st)
+	}
+	if err := s.send.wait(ctx, false); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return ErrNotConnected
+	}
+	return c.send(payload)
+}
+
+// sendPriority sends heartbeat, identify and resume, which may use the limiter's reserve.
+func (s *Shard) sendPriority(ctx context.Context, c *conn, payload []byte) error {
+	if err := s.send.wait(ctx, true); err != nil {
+		return err
+	}
+	return c.send(payload)
+}
+
+// Run connects and keeps the shard connected until ctx is cancelled (then it closes with a resumable
+// code and returns nil) or Discord refuses it for good (a *FatalError).
+func (s *Shard) Run(ctx context.Context) error {
+	backoff := s.cfg.ReconnectMin
+	for {
+		if ctx.Err() != nil {
+			s.setState(StateStopped)
+			return nil
+		}
+		started := time.Now()
+		end := s.connectOnce(ctx)
+		if ctx.Err() != nil {
+			s.setState(StateStopped)
+			return nil
+		}
+		if s.cfg.Hooks.OnClose != nil {
+			s.cfg.Hooks.OnClose(s, end.code, end.err)
+		}
+		if end.fatal != nil {
+			s.setState(StateFatal)
+			s.log.Error("shard stopped for good", zap.Int("code", end.fatal.Code), zap.String("reason", end.fatal.Name),
+				zap.String("what_to_do", end.fatal.Hint))
+			return end.fatal
+		}
+		if end.newSession {
+			s.mu.Lock()
+			s.persisted.ID, s.persisted.ResumeURL = "", ""
+			s.mu.Unlock()
+		}
+		s.setState(StateDisconnected)
+		if end.healthy || time.Since(started) > 2*time.Minute {
+			backoff = s.cfg.ReconnectMin
+		}
+		wait := time.Duration(0)
+		if !end.immediate {
+			wait = backoff/2 + rand.N(backoff/2+1)
+			backoff = min(backoff*2, s.cfg.ReconnectMax)
+		}
+		if end.newSession && end.invalidated {
+			// Discord asks for a pause of 1-5 s before identifying again after op 9.
+			wait = max(wait, time.Second+rand.N(4*time.Second))
+		}
+		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", !end.newSession),
+			zap.Duration("after", wait))
+		if err := sleep(ctx, wait); err != nil {
+			s.setState(StateStopped)
+			return nil
+		}
+	}
+}
+
+// connEnd says how a connection ended and what to do next.
+type connEnd struct {
+	err         error
+	code        int
+	fatal       *FatalError
+	newSession  bool // identify anew instead of resuming
+	invalidated bool // op 9
+	immediate   bool // reconnect at once (op 7)
+	healthy     bool // the connection reached READY/RESUMED
+}
+
+// connectOnce runs one websocket connection from dial to its end.
+func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
+	s.setState(StateConnecting)
+	s.mu.Lock()
+	sess := s.persisted
+	s.mu.Unlock()
+	base := s.cfg.GatewayURL
+	if sess.Resumable() {
+		base = sess.ResumeURL
+	}
+	u, err := gatewayURL(base, s.cfg.APIVersion, s.cfg.Compress)
+	if err != nil {
+		return connEnd{err: err, fatal: &FatalError{ShardID: s.cfg.ShardID, Name: "bad gateway url", Hint: err.Error()}}
+	}
+	c, err := dial(ctx, u, s.cfg.Compress)
+	if err != nil {
+		return connEnd{err: err}
+	}
+	s.mu.Lock()
+	s.conn = c
+	s.mu.Unlock()
+
+	cctx, cancel := context.WithCancel(ctx)
+	events := make(chan Event, 1024)
+	sinkFailed := make(chan error, 1)
+	sinkDone := make(chan struct{})
+	go func() { s.runSink(cctx, events, sinkFailed); close(sinkDone) }()
+	hb := &heartbeater{s: s, c: c}
+	defer func() {
+		// Close first, so the read loop stops; then let the sink persist what was read, so the next
+		// connection resumes from the newest durable sequence.
+		cancel()
+		if ctx.Err() != nil {
+			c.close(discord.ResumableCloseCode, "dd shutting down")
+		} else {
+			c.close(discord.ResumableCloseCode, "reconnecting")
+		}
+		hb.stop()
+		close(events)
+		<-sinkDone
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+	}()
+
+	readErr := make(chan connEnd, 1)
+	go func() { readErr <- s.readLoop(cctx, c, hb, events) }()
+	select {
+	case end = <-readErr:
+	case err := <-sinkFailed:
+		// The sink could not persist (a full disk, say): stop reading; the next connection resumes from
+		// the last durable sequence and Discord replays the rest.
+		c.drop()
+		<-readErr
+		end = connEnd{err: fmt.Errorf("persisting events: %w", err)}
+	case <-ctx.Done():
+		c.drop()
+		end = <-readErr
+	}
+	return end
+}
+
+// runSink hands events to the Sink in batches, in order, and records the durable session. After a
+// failure it reports once and drops the rest: those events are replayed on resume.
+func (s *Shard) runSink(ctx context.Context, events <-chan Event, failed chan<- error) {
+	batch := make([]Event, 0, 256)
+	broken := false
+	for ev := range events {
+		if broken {
+			continue
+		}
+		batch = append(batch[:0], ev)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case e, ok := <-events:
+				if !ok {
+					break more
+				}
+				batch = append(batch, e)
+			default:
+				break more
+			}
+		}
+		sess := s.currentSession()
+		sess.Seq = batch[len(batch)-1].Seq
+		// Persisting must finish even while the connection is being torn down.
+		if err := s.cfg.Sink.Dispatch(context.WithoutCancel(ctx), batch, sess); err != nil {
+			s.log.Error("could not persist events; will resume from the last durable sequence", zap.Error(err))
+			broken = true
+			failed <- err
+			continue
+		}
+		s.mu.Lock()
+		s.persisted = sess
+		s.mu.Unlock()
+	}
+}
+
+// currentSession is the live connection's session (from READY, or the one being resumed).
+func (s *Shard) currentSession() Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
