@@ -1,0 +1,239 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ddhq/dd/store"
+)
+
+// Consumer reads the queue from its own position in each shard (delivery to the bot is one, the cache
+// another). An event is deleted once every registered consumer has acknowledged it, so register every
+// consumer before any of them acknowledges: one registered later starts from what is still stored.
+type Consumer struct {
+	q     *Queue
+	name  string
+	idx   int
+	acked prometheus.Counter
+}
+
+// Consumer registers (or returns the already registered) consumer called name, resuming from its
+// persisted positions.
+func (q *Queue) Consumer(name string) (*Consumer, error) {
+	if name == "" || len(name) > 255 {
+		return nil, fmt.Errorf("queue: consumer name %q must be 1 to 255 bytes", name)
+	}
+	q.shardsMu.Lock()
+	defer q.shardsMu.Unlock()
+	for _, c := range q.consumers {
+		if c.name == name {
+			return c, nil
+		}
+	}
+	c := &Consumer{q: q, name: name, idx: len(q.consumers), acked: q.m.acked.WithLabelValues(name)}
+	for id, s := range q.shards {
+		p := q.savedPos[name][id]
+		s.mu.Lock()
+		cp := consumerPos{pos: p, persisted: p}
+		switch {
+		case s.count == 0 || p >= s.tail:
+		case p < s.head:
+			cp.unacked = s.count
+		default:
+			cp.unacked = q.countRange(s, p+1, s.tail)
+		}
+		s.cons = append(s.cons, cp)
+		s.mu.Unlock()
+	}
+	q.consumers = append(q.consumers, c)
+	return c, nil
+}
+
+// Name is the consumer's name.
+func (c *Consumer) Name() string { return c.name }
+
+// Shards returns the shards the queue has seen and a channel closed when another one appears.
+func (c *Consumer) Shards() (ids []int, changed <-chan struct{}) { return c.q.Shards() }
+
+// Read returns up to max of the shard's next unacknowledged events, in order, without waiting. Until
+// they are acknowledged, Read returns them again. Their payloads are shared: do not modify them.
+func (c *Consumer) Read(shard, max int) ([]Record, error) {
+	s := c.q.shard(shard)
+	if s == nil || max <= 0 {
+		return nil, nil
+	}
+	s.mu.Lock()
+	pos, tail := s.cons[c.idx].pos, s.tail
+	if s.count == 0 || pos >= tail {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	if s.cacheFrom <= pos+1 {
+		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > pos })
+		out := make([]Record, min(max, len(s.cache)-i))
+		copy(out, s.cache[i:])
+		s.mu.Unlock()
+		c.q.setIDs(out)
+		return out, nil
+	}
+	s.mu.Unlock()
+
+	// Behind the cache: read the store, but not past the tail memory knows, so that Ack never has to
+	// accept a sequence the queue has not accounted for yet.
+	var out []Record
+	err := c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
+		if seqOfKey(k) > tail || len(out) == max {
+			return store.ErrStopScan
+		}
+		r, err := decodeRecord(k, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
+	}
+	c.q.setIDs(out)
+	return out, nil
+}
+
+// Next is Read that waits until the shard has an unacknowledged event, ctx ends or the queue closes.
+func (c *Consumer) Next(ctx context.Context, shard, max int) ([]Record, error) {
+	for {
+		// Take the channel before reading, so that an append between the two is not missed.
+		changed := c.q.changedChan(shard)
+		recs, err := c.Read(shard, max)
+		if err != nil || len(recs) > 0 {
+			return recs, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.q.closing:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// Ack acknowledges the shard's events up to and including seq. Positions only move forward; they are
+// persisted within FlushInterval, so after a crash the last acknowledged events may be read again.
+func (c *Consumer) Ack(shard int, seq uint64) {
+	s := c.q.shard(shard)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	cp := &s.cons[c.idx]
+	seq = min(seq, s.tail) // never past what exists: that would skip events appended later
+	if seq <= cp.pos {
+		s.mu.Unlock()
+		return
+	}
+	n := c.q.countRange(s, cp.pos+1, seq)
+	cp.pos = seq
+	cp.unacked -= n
+	s.resync(cp)
+	s.mu.Unlock()
+	c.q.markDirty(shard)
+	c.acked.Add(float64(n))
+}
+
+// Position is the sequence the consumer has acknowledged the shard up to.
+func (c *Consumer) Position(shard int) uint64 {
+	s := c.q.shard(shard)
+	if s == nil {
+		return c.q.savedPosition(c.name, shard)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cons[c.idx].pos
+}
+
+// Depth is the number of stored events the consumer has not acknowledged.
+func (c *Consumer) Depth() int {
+	n := 0
+	for _, d := range c.ShardDepths() {
+		n += d
+	}
+	return n
+}
+
+// ShardDepths is Depth per shard.
+func (c *Consumer) ShardDepths() map[int]int {
+	c.q.shardsMu.RLock()
+	defer c.q.shardsMu.RUnlock()
+	out := make(map[int]int, len(c.q.shards))
+	for id, s := range c.q.shards {
+		s.mu.Lock()
+		out[id] = s.cons[c.idx].unacked
+		s.mu.Unlock()
+	}
+	return out
+}
+
+func (q *Queue) savedPosition(name string, shard int) uint64 {
+	q.shardsMu.RLock()
+	defer q.shardsMu.RUnlock()
+	return q.savedPos[name][shard]
+}
+
+func (q *Queue) setIDs(recs []Record) {
+	for i := range recs {
+		recs[i].ID = eventID(q.instance, recs[i].Seq)
+	}
+}
+
+// changedChan is closed when the shard gets new events (or appears, if it does not exist yet).
+func (q *Queue) changedChan(shard int) <-chan struct{} {
+	q.shardsMu.RLock()
+	s := q.shards[shard]
+	if s == nil {
+		defer q.shardsMu.RUnlock()
+		return q.shardsChanged
+	}
+	q.shardsMu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// countRange counts the shard's stored events in [from, to], for the depth gauges. Called with s.mu held.
+// It is exact when the committer is idle; a race with a commit is corrected by resync.
+func (q *Queue) countRange(s *shardLog, from, to uint64) int {
+	if s.cacheFrom <= from {
+		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq >= from })
+		j := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > to })
+		return max(0, j-i)
+	}
+	n := 0
+	err := q.st.Scan(shardPrefix(s.id), eventKey(s.id, from), func(k, _ []byte) error {
+		if seqOfKey(k) > to {
+			return store.ErrStopScan
+		}
+		n++
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrStopScan) {
+		return 0
+	}
+	return n
+}
+
+// resync snaps a consumer's unacked count to the exact value where it is known without counting.
+func (s *shardLog) resync(cp *consumerPos) {
+	switch {
+	case s.count == 0 || cp.pos >= s.tail:
+		cp.unacked = 0
+	case cp.pos < s.head:
+		cp.unacked = s.count
+	default:
+		cp.unacked = min(max(cp.unacked, 0), s.count)
+	}
+}

@@ -1,0 +1,393 @@
+// Package queue is dd's durable event log: the gateway's dispatch events, partitioned by shard, kept on
+// disk until every consumer (delivery to the bot, the cache) has acknowledged them, so a bot that is down
+// or restarting loses nothing. Appends from many shards are group-committed by one goroutine; the log is
+// bounded (the oldest events overall are dropped past MaxEvents, and counted).
+//
+// It is not a delivery mechanism (see package delivery) and does not parse payloads: it stores the bytes
+// the gateway sent and gives them back in order. Delivery is at-least-once: a consumer's position is
+// persisted lazily, so after a crash some events are read again, never skipped.
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/store"
+)
+
+// ErrClosed is returned by calls on a closed queue.
+var ErrClosed = errors.New("queue: closed")
+
+// Store is what the queue needs from dd's store; *store.Store implements it.
+type Store interface {
+	Get(key []byte) ([]byte, error)
+	Update(fn func(w store.Writer) error) error
+	Scan(prefix, from []byte, fn func(key, value []byte) error) error
+}
+
+// Options configure Open. Zero values take the defaults given.
+type Options struct {
+	// MaxEvents bounds the events stored (events.max_queue_events). Past it the oldest events overall are
+	// dropped. Default 10,000,000.
+	MaxEvents int
+	// CacheBytes bounds the memory kept for the newest events of each shard, so that consumers that keep
+	// up read from memory instead of the store. Default 64 MiB.
+	CacheBytes int
+	// FlushInterval is how long consumers' positions and the deletion of acknowledged events may lag.
+	// Default 100ms.
+	FlushInterval time.Duration
+	Logger        *zap.Logger
+	// Registerer receives the queue's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+const (
+	defaultMaxEvents     = 10_000_000
+	defaultCacheBytes    = 64 << 20
+	defaultFlushInterval = 100 * time.Millisecond
+
+	// A commit gathers at most this much; more waits for the next one. Badger refuses transactions
+	// larger than 15% of a memtable (4.8 MB with the store's options).
+	maxBatchBytes   = 2 << 20
+	maxBatchRecords = 4096
+	// Deletions are written in transactions of at most this many operations.
+	maxMaintenanceOps = 4096
+	// A shard keeps at most this many records in memory.
+	maxCachedPerShard = 1024
+	// recordOverhead is what a cached record costs beyond its payload.
+	recordOverhead = 96
+)
+
+// Queue is the durable, ordered, bounded event log. Its methods are safe for concurrent use.
+type Queue struct {
+	st       Store
+	o        Options
+	log      *zap.Logger
+	instance string
+	m        *metrics
+
+	// shardsMu guards the shards map, the consumers list and savedPos. Lock order: shardsMu, then a
+	// shardLog's mu.
+	shardsMu      sync.RWMutex
+	shards        map[int]*shardLog
+	shardsChanged chan struct{} // closed and replaced when a shard appears
+	consumers     []*Consumer
+	savedPos      map[string]map[int]uint64 // positions found at Open
+
+	pendMu  sync.Mutex
+	pending []*appendReq
+	closed  bool
+
+	dirtyMu sync.Mutex
+	dirty   map[int]struct{} // shards whose consumer positions moved
+
+	wake     chan struct{}
+	flushReq chan chan error
+	closing  chan struct{}
+	done     chan struct{}
+	closeErr error
+	closeMu  sync.Once
+
+	total atomic.Int64 // events stored
+
+	// Owned by the committer goroutine.
+	nextSeq    uint64
+	cacheBytes int
+	drops      dropLog
+}
+
+// shardLog is the in-memory view of one shard's log. The committer is its only writer (under mu), so the
+// committer may read the fields it owns without mu.
+type shardLog struct {
+	id int
+
+	mu        sync.Mutex
+	count     int    // events stored
+	head      uint64 // lowest stored seq, when count > 0
+	tail      uint64 // highest seq ever stored
+	cache     []Record
+	cacheFrom uint64        // the cache holds every stored record with Seq >= cacheFrom
+	cons      []consumerPos // by consumer index
+	changed   chan struct{} // closed and replaced when records are appended
+}
+
+// consumerPos is one consumer's position in one shard.
+type consumerPos struct {
+	pos       uint64 // acknowledged up to and including this seq
+	persisted uint64 // what the store holds
+	unacked   int    // stored records after pos (for Depth)
+}
+
+type appendReq struct {
+	recs []Record
+	also []KV
+	done chan error
+	err  error
+}
+
+// Open loads the queue's state from st (a fast read of per-shard summaries and positions, not of the
+// events) and starts its committer. Close it before closing st.
+func Open(st Store, o Options) (*Queue, error) {
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = defaultMaxEvents
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = defaultCacheBytes
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = defaultFlushInterval
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	q := &Queue{
+		st:            st,
+		o:             o,
+		log:           o.Logger.Named("queue"),
+		shards:        map[int]*shardLog{},
+		shardsChanged: make(chan struct{}),
+		savedPos:      map[string]map[int]uint64{},
+		dirty:         map[int]struct{}{},
+		wake:          make(chan struct{}, 1),
+		flushReq:      make(chan chan error),
+		closing:       make(chan struct{}),
+		done:          make(chan struct{}),
+		nextSeq:       1,
+	}
+	if err := q.load(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(q, o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	q.m = m
+	q.log.Info("queue opened", zap.String("instance", q.instance), zap.Int("shards", len(q.shards)),
+		zap.Int64("events", q.total.Load()), zap.Uint64("next_seq", q.nextSeq))
+	go q.run()
+	return q, nil
+}
+
+func (q *Queue) load() error {
+	inst, err := q.st.Get([]byte(instanceKey))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("queue: instance id: %w", err)
+		}
+		inst = []byte(hex.EncodeToString(b[:]))
+		if err := q.st.Update(func(w store.Writer) error { return w.Set([]byte(instanceKey), inst) }); err != nil {
+			return fmt.Errorf("queue: saving instance id: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("queue: reading instance id: %w", err)
+	}
+	q.instance = string(inst)
+
+	b, err := q.st.Get([]byte(seqKey))
+	switch {
+	case err == nil:
+		last, err := decodeUint64(b)
+		if err != nil {
+			return fmt.Errorf("queue: %s: %w", seqKey, err)
+		}
+		q.nextSeq = last + 1
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("queue: reading %s: %w", seqKey, err)
+	}
+
+	err = q.st.Scan([]byte(shardMetaPrefix), nil, func(k, v []byte) error {
+		if len(k) != len(shardMetaPrefix)+4 {
+			return fmt.Errorf("queue: malformed shard key %x", k)
+		}
+		meta, err := decodeShardMeta(v)
+		if err != nil {
+			return err
+		}
+		id := int(binary.BigEndian.Uint32(k[len(shardMetaPrefix):]))
+		s := newShardLog(id)
+		s.head, s.tail, s.count = meta.head, meta.tail, meta.count
+		s.cacheFrom = meta.tail + 1
+		q.shards[id] = s
+		q.total.Add(int64(meta.count))
+		q.nextSeq = max(q.nextSeq, meta.tail+1)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: loading shards: %w", err)
+	}
+
+	err = q.st.Scan([]byte(consumerPrefix), nil, func(k, v []byte) error {
+		name, shard, ok := parseConsumerKey(k)
+		pos, err := decodeUint64(v)
+		if !ok || err != nil {
+			return fmt.Errorf("queue: malformed consumer position %x", k)
+		}
+		if q.savedPos[name] == nil {
+			q.savedPos[name] = map[int]uint64{}
+		}
+		q.savedPos[name][shard] = pos
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: loading consumer positions: %w", err)
+	}
+	return nil
+}
+
+func newShardLog(id int) *shardLog {
+	return &shardLog{id: id, cacheFrom: 1, changed: make(chan struct{})}
+}
+
+// Append stores recs and the key/values also in one atomic commit, and returns once they are committed.
+// Calls from many goroutines are committed together by one writer, each call's records in order and
+// calls in arrival order (a later call's write to the same key wins). It sets Seq (and Time when zero)
+// in recs.
+//
+// The shard persists its session's last sequence in also, so that it never gets ahead of the stored
+// events. Only a call too large for one transaction is split (its records first, also with the last
+// part); if a part fails, the error is returned and the parts before it stay committed.
+//
+// If ctx ends first Append returns ctx.Err(), and the records may or may not be committed.
+func (q *Queue) Append(ctx context.Context, recs []Record, also ...KV) error {
+	if len(recs) == 0 && len(also) == 0 {
+		return nil
+	}
+	now := time.Now()
+	own := slices.Clone(recs)
+	for i := range own {
+		if own[i].Shard < 0 || own[i].Shard > math.MaxUint32 {
+			return fmt.Errorf("queue: shard %d out of range", own[i].Shard)
+		}
+		if own[i].Time.IsZero() {
+			own[i].Time = now
+		}
+	}
+	for _, kv := range also {
+		if len(kv.Key) >= len(keyPrefix) && string(kv.Key[:len(keyPrefix)]) == keyPrefix {
+			return fmt.Errorf("queue: key %q is inside the queue's own prefix %q", kv.Key, keyPrefix)
+		}
+	}
+	req := &appendReq{recs: own, also: also, done: make(chan error, 1)}
+	q.pendMu.Lock()
+	if q.closed {
+		q.pendMu.Unlock()
+		return ErrClosed
+	}
+	q.pending = append(q.pending, req)
+	q.pendMu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-req.done:
+		for i := range recs {
+			recs[i].Seq, recs[i].Time = own[i].Seq, own[i].Time
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush commits pending appends, persists consumers' positions and deletes what every consumer has
+// acknowledged, then returns.
+func (q *Queue) Flush(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case q.flushReq <- reply:
+	case <-q.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close commits pending appends and positions and stops the committer. Later Appends fail with ErrClosed.
+// It does not close the store.
+func (q *Queue) Close() error {
+	q.closeMu.Do(func() { close(q.closing) })
+	<-q.done
+	return q.closeErr
+}
+
+// EventID is the stable id of the event with sequence seq (the X-DD-Event-Id header).
+func (q *Queue) EventID(seq uint64) string { return eventID(q.instance, seq) }
+
+// Depth is the number of events stored (not yet acknowledged by every consumer).
+func (q *Queue) Depth() int { return int(q.total.Load()) }
+
+// ShardDepths is the number of events stored per shard.
+func (q *Queue) ShardDepths() map[int]int {
+	q.shardsMu.RLock()
+	defer q.shardsMu.RUnlock()
+	out := make(map[int]int, len(q.shards))
+	for id, s := range q.shards {
+		s.mu.Lock()
+		out[id] = s.count
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// Shards returns the shards the queue has seen, sorted, and a channel closed when another one appears.
+func (q *Queue) Shards() (ids []int, changed <-chan struct{}) {
+	q.shardsMu.RLock()
+	defer q.shardsMu.RUnlock()
+	ids = make([]int, 0, len(q.shards))
+	for id := range q.shards {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, q.shardsChanged
+}
+
+func (q *Queue) shard(id int) *shardLog {
+	q.shardsMu.RLock()
+	defer q.shardsMu.RUnlock()
+	return q.shards[id]
+}
+
+// shardForAppend returns the shard's log, creating it (committer only).
+func (q *Queue) shardForAppend(id int) *shardLog {
+	if s := q.shard(id); s != nil {
+		return s
+	}
+	q.shardsMu.Lock()
+	defer q.shardsMu.Unlock()
+	s := newShardLog(id)
+	for _, c := range q.consumers {
+		p := q.savedPos[c.name][id]
+		s.cons = append(s.cons, consumerPos{pos: p, persisted: p})
+	}
+	q.shards[id] = s
+	close(q.shardsChanged)
+	q.shardsChanged = make(chan struct{})
+	return s
+}
+
+func (q *Queue) markDirty(shard int) {
+	q.dirtyMu.Lock()
+	q.dirty[shard] = struct{}{}
+	q.dirtyMu.Unlock()
+}
