@@ -90,6 +90,28 @@ type Listener struct {
 // Rest configures the rest role.
 type Rest struct {
 	Listener `koanf:",squash"`
+	// SecretHeader, when set, is a header that may carry the secret instead of Authorization, so that
+	// callers keep Authorization for their own token (OAuth2 Bearer calls). Default "".
+	SecretHeader string `koanf:"secret_header"`
+	// AllowAnyToken lets callers send "Authorization: Bot <their own token>"; each token gets its own
+	// rate limits. Default false: only the configured token (or the secret) is accepted.
+	AllowAnyToken bool `koanf:"allow_any_token"`
+	// MaxBody is the largest request body accepted, in bytes. Default 100 MiB (above Discord's upload
+	// limits).
+	MaxBody int64 `koanf:"max_body"`
+	// MaxWait bounds the time a request may wait in dd's queues; past it dd answers 504. Default 60s.
+	MaxWait time.Duration `koanf:"max_wait"`
+	// GlobalRateLimit is the per-token global limit in requests per second. Default 50 (Discord's).
+	GlobalRateLimit int `koanf:"global_rate_limit"`
+	// InvalidRequestLimit is how many 401/403/429 answers in 10 minutes dd allows before it refuses
+	// requests itself (503) rather than earn Discord's ban at 10,000. Default 9500.
+	InvalidRequestLimit int `koanf:"invalid_request_limit"`
+	// MaxRetries bounds retries of shared-scope 429s, 502/503/504 and network errors. Default 3.
+	MaxRetries int `koanf:"max_retries"`
+	// UpstreamTimeout bounds the wait for Discord's response headers on one attempt. Default 60s.
+	UpstreamTimeout time.Duration `koanf:"upstream_timeout"`
+	// SpoolDir holds request bodies too large to keep in memory. Default "": the system temp directory.
+	SpoolDir string `koanf:"spool_dir"`
 }
 
 // Gateway configures the gateway role.

@@ -73,6 +73,8 @@ func (c *Config) validate(role Role) error {
 		}
 	}
 
+	c.validateRest(bad)
+
 	g := c.Gateway
 	if g.TotalShards < 0 {
 		bad("gateway.total_shards", "must be 0 (Discord's recommendation) or positive, got %d", g.TotalShards)
@@ -161,4 +163,47 @@ func checkURL(s string, optional bool) error {
 		return fmt.Errorf("%q has no host", s)
 	}
 	return nil
+}
+
+// validateRest checks the [rest] keys beyond their types.
+func (c *Config) validateRest(bad func(key, format string, args ...any)) {
+	r := c.Rest
+	if h := r.SecretHeader; h != "" {
+		switch {
+		case !isHeaderName(h):
+			bad("rest.secret_header", "%q is not a valid HTTP header name", h)
+		case strings.EqualFold(h, "Authorization"):
+			bad("rest.secret_header", `"Authorization" is already where the secret goes; leave secret_header empty or name another header`)
+		}
+	}
+	if r.MaxBody < 1<<20 {
+		bad("rest.max_body", "must be at least 1048576 (1 MiB), got %d", r.MaxBody)
+	}
+	if r.MaxWait <= 0 {
+		bad("rest.max_wait", "must be positive, got %s", r.MaxWait)
+	}
+	if r.GlobalRateLimit < 1 {
+		bad("rest.global_rate_limit", "must be at least 1 request per second, got %d", r.GlobalRateLimit)
+	}
+	if r.InvalidRequestLimit < 1 || r.InvalidRequestLimit > 10000 {
+		bad("rest.invalid_request_limit", "must be between 1 and 10000 (Discord bans at 10,000 per 10 minutes), got %d", r.InvalidRequestLimit)
+	}
+	if r.MaxRetries < 0 || r.MaxRetries > 100 {
+		bad("rest.max_retries", "must be between 0 and 100, got %d", r.MaxRetries)
+	}
+	if r.UpstreamTimeout <= 0 {
+		bad("rest.upstream_timeout", "must be positive, got %s", r.UpstreamTimeout)
+	}
+}
+
+// isHeaderName reports whether s is an HTTP header field name (an RFC 9110 token).
+func isHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return s != ""
 }
