@@ -99,6 +99,12 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
 	}
+	if len(out) > 0 {
+		s.mu.Lock()
+		lr := &s.cons[c.idx].lastRead
+		lr.pos, lr.to, lr.n = pos, out[len(out)-1].Seq, len(out)
+		s.mu.Unlock()
+	}
 	c.q.setIDs(out)
 	return out, nil
 }
@@ -136,7 +142,12 @@ func (c *Consumer) Ack(shard int, seq uint64) {
 		s.mu.Unlock()
 		return
 	}
-	n := c.q.countRange(s, cp.pos+1, seq)
+	var n int
+	if lr := cp.lastRead; lr.pos == cp.pos && lr.to == seq {
+		n = lr.n
+	} else {
+		n = c.q.countRange(s, cp.pos+1, seq)
+	}
 	cp.pos = seq
 	cp.unacked -= n
 	s.resync(cp)

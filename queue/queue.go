@@ -128,6 +128,12 @@ type consumerPos struct {
 	pos       uint64 // acknowledged up to and including this seq
 	persisted uint64 // what the store holds
 	unacked   int    // stored records after pos (for Depth)
+	// lastRead is what the last read from the store returned: events in (pos, to], n of them. Acking
+	// exactly that then needs no second scan to count them.
+	lastRead struct {
+		pos, to uint64
+		n       int
+	}
 }
 
 type appendReq struct {

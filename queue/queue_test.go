@@ -18,7 +18,7 @@ import (
 
 // env is a queue on a real Badger store in a temporary directory, reopenable.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	o   Options
 	st  *store.Store
@@ -26,7 +26,7 @@ type env struct {
 	reg *prometheus.Registry
 }
 
-func newEnv(t *testing.T, o Options) *env {
+func newEnv(t testing.TB, o Options) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), o: o}
 	e.open()
