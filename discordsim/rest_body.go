@@ -94,9 +94,13 @@ func (c *restReq) readJSON(v any) bool {
 		c.bodyError(err)
 		return false
 	}
-	if len(data) == 0 {
+	mt, _, _ := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	switch {
+	case len(data) == 0 || (mt != "application/json" && mt != "application/x-www-form-urlencoded"):
+		// Discord reads no body it was not told the type of: a JSON body without its Content-Type is
+		// an empty one.
 		data = []byte("{}")
-	} else if mt, _, _ := mime.ParseMediaType(c.r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
+	case mt == "application/x-www-form-urlencoded":
 		// Discord also takes form fields; they arrive as strings.
 		vals, err := url.ParseQuery(string(data))
 		if err != nil {

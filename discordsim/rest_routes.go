@@ -285,19 +285,14 @@ func (c *restReq) id(name string) uint64 {
 	return 0
 }
 
-// parseParams reads the path parameters; those named *_id must be snowflakes.
+// parseParams reads the path parameters (already unescaped); those named *_id must be snowflakes.
 func (c *restReq) parseParams(segs []string) bool {
 	n := 0
 	for i, s := range c.rt.segs {
 		if s[0] != '{' {
 			continue
 		}
-		v, err := url.PathUnescape(segs[i])
-		if err != nil {
-			writeError(c.w, http.StatusBadRequest, 0, "400: Bad Request")
-			return false
-		}
-		name := c.rt.params[n]
+		v, name := segs[i], c.rt.params[n]
 		c.vals[n] = v
 		if strings.HasSuffix(name, "_id") || (name == "message_ref" && v != "@original") {
 			id, err := strconv.ParseUint(v, 10, 64)

@@ -118,6 +118,23 @@ func TestMalformedJSONGets50109(t *testing.T) {
 	}
 }
 
+func TestJSONBodyNeedsItsContentType(t *testing.T) {
+	s := startREST(t, Config{})
+	path := "/api/v10/channels/" + channelOf(s, 0, 0) + "/messages"
+	for _, ct := range []string{"", "text/plain"} {
+		r := call(t, s, "POST", path, `{"content":"x"}`, "Content-Type", ct).want(t, 400)
+		if r.code(t) != 50006 {
+			t.Fatalf("JSON sent as %q: %s, want 50006 (Discord ignores the body)", ct, r.body)
+		}
+	}
+	var m struct{ Content string }
+	call(t, s, "POST", path, `{"content":"x"}`, "Content-Type", "application/json; charset=utf-8").want(t, 200).json(t, &m)
+	call(t, s, "POST", path, "content=from+a+form", "Content-Type", "application/x-www-form-urlencoded").want(t, 200).json(t, &m)
+	if m.Content != "from a form" {
+		t.Fatalf("form-encoded message content %q, want %q", m.Content, "from a form")
+	}
+}
+
 func TestNoContentRoutesAnswer204WithoutBody(t *testing.T) {
 	s := startREST(t, Config{})
 	g := s.Guilds()[0]
