@@ -21,6 +21,11 @@ package discordsim
 //
 
 // Route keys are "METHOD /pattern", e.g. "POST /channels/{channel_id}/messages"; see DefaultRouteLimits.
+//
+// Messages are not stored, so memory stays flat under load: any message ID is accepted unless it cannot
+// exist yet (a snowflake from the future: 10008 Unknown Message). Interactions are not stored either:
+// a callback is accepted once, within 3 s of the interaction ID's timestamp (10062 after), so whoever
+// dispatches INTERACTION_CREATE must mint the ID from the current time.
 
 import (
 	"bytes"

@@ -60,8 +60,8 @@ type restRouteTable struct {
 
 type restRouteOpt func(*restRoute)
 
-// publicRoute marks routes that need no bot token and are exempt from the global limit (webhooks with a token,
-// interaction callbacks).
+// publicRoute marks routes that need no bot token and are exempt from the global limit (webhooks
+// with a token, interaction callbacks).
 func publicRoute(r *restRoute) { r.auth, r.global = false, false }
 
 func withSharedLimit(limit int, window time.Duration, resource func(c *restReq) uint64) restRouteOpt {
@@ -473,8 +473,8 @@ func (c *restReq) querySnowflake(name string) (uint64, bool) {
 	return id, true
 }
 
-// hGetMessages synthesises history: messages one millisecond apart before `before` (or now), or
-// after `after` up to now.
+// hGetMessages synthesises history, newest first: messages one millisecond apart before `before`
+// (or now), or the oldest ones after `after` up to now.
 func hGetMessages(c *restReq) {
 	limit, ok := c.queryInt("limit", 50, 1, 100)
 	if !ok {
@@ -487,26 +487,30 @@ func hGetMessages(c *restReq) {
 	}
 	ch := c.id("channel_id")
 	nowID := Snowflake(time.Now().UnixMilli(), 0)
-	out := make([]restMessage, 0, limit)
-	for i := 1; i <= limit; i++ {
-		var id uint64
-		switch {
-		case after != 0:
-			id = after + uint64(i)<<22
-			if id > nowID {
-				i = limit
-				continue
+	if before == 0 {
+		before = nowID + 1<<22
+	}
+	ids := make([]uint64, 0, limit)
+	for i := uint64(1); len(ids) < limit; i++ {
+		step := i << 22
+		if after != 0 {
+			if after+step >= before || after+step > nowID {
+				break
 			}
-		case before != 0:
-			if before <= uint64(i)<<22 {
-				i = limit
-				continue
+			ids = append(ids, after+step)
+		} else {
+			if before <= step {
+				break
 			}
-			id = before - uint64(i)<<22
-		default:
-			id = nowID - uint64(i)<<22
+			ids = append(ids, before-step)
 		}
-		out = append(out, newRESTMessage(id, ch, c.author()))
+	}
+	out := make([]restMessage, len(ids))
+	for i, id := range ids {
+		if after != 0 {
+			i = len(ids) - 1 - i
+		}
+		out[i] = newRESTMessage(id, ch, c.author())
 	}
 	writeJSON(c.w, http.StatusOK, out)
 }

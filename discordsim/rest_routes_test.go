@@ -230,6 +230,22 @@ func TestGuildAndMemberRoutesServeTheWorld(t *testing.T) {
 	call(t, s, "POST", "/api/v10/channels/"+dm.ID+"/messages", `{"content":"hi"}`).want(t, 200)
 }
 
+func TestMessageHistoryIsNewestFirstAndHonoursItsBounds(t *testing.T) {
+	s := startREST(t, Config{})
+	ch := channelOf(s, 0, 0)
+	after := Snowflake(time.Now().UnixMilli()-60_000, 0)
+	var msgs []struct{ ID string }
+	call(t, s, "GET", "/api/v10/channels/"+ch+"/messages?limit=3&after="+FormatID(after), "").want(t, 200).json(t, &msgs)
+	if len(msgs) != 3 || msgs[0].ID != FormatID(after+3<<22) || msgs[2].ID != FormatID(after+1<<22) {
+		t.Fatalf("3 messages after %d: %+v, want the next three, newest first", after, msgs)
+	}
+	call(t, s, "GET", "/api/v10/channels/"+ch+"/messages", "").want(t, 200).json(t, &msgs)
+	if len(msgs) != 50 {
+		t.Fatalf("default history: %d messages, want 50", len(msgs))
+	}
+	call(t, s, "GET", "/api/v10/channels/"+ch+"/messages?limit=101", "").want(t, 400)
+}
+
 func TestWebhooksWithATokenNeedNoBotAuth(t *testing.T) {
 	s := startREST(t, Config{})
 	ch := channelOf(s, 0, 0)
