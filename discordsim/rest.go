@@ -428,7 +428,7 @@ type RESTStats struct {
 	Forbidden         int64 `json:"forbidden"`    // 403s
 	// InvalidRequests counts 401, 403 and non-shared 429s, the ones Discord bans for.
 	InvalidRequests int64 `json:"invalid_requests"`
-	Bans            int64 `json:"bans"`            // times a client address or token got banned
+	Bans            int64 `json:"bans"`            // invalid requests that started a ban (address, token or both)
 	BannedRequests  int64 `json:"banned_requests"` // requests answered with the ban page
 	// MissingUserAgent counts requests without a User-Agent (answered 403).
 	MissingUserAgent int64            `json:"missing_user_agent"`

@@ -348,21 +348,21 @@ func (rs *restState) ipCounter(ip string) *ipState {
 }
 
 // countInvalid records a 401, 403 or non-shared 429 for the client address and, when known, the token.
+// A request that bans both counts as one ban.
 func (rs *restState) countInvalid(ip string, l *restLimiter, now int64) {
 	rs.stats.invalid.Add(1)
 	window, limit := int64(rs.s.cfg.InvalidRequestWindow), rs.s.cfg.InvalidRequestLimit
 	st := rs.ipCounter(ip)
 	st.mu.Lock()
-	if st.c.add(now, window, limit) {
-		rs.stats.bans.Add(1)
-	}
+	ban := st.c.add(now, window, limit)
 	st.mu.Unlock()
 	if l != nil {
 		l.mu.Lock()
-		if l.invalid.add(now, window, limit) {
-			rs.stats.bans.Add(1)
-		}
+		ban = l.invalid.add(now, window, limit) || ban
 		l.mu.Unlock()
+	}
+	if ban {
+		rs.stats.bans.Add(1)
 	}
 }
 

@@ -377,3 +377,21 @@ func TestRateLimitTableIsDiscoverable(t *testing.T) {
 		t.Fatal("a server's SetRouteLimit changed the default table")
 	}
 }
+
+func TestResetLimitsStartsEveryBudgetAfresh(t *testing.T) {
+	s := startREST(t, Config{InvalidRequestLimit: 1})
+	if err := s.SetRouteLimit("user-me", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	call(t, s, "GET", "/api/v10/users/@me", "").want(t, 200)
+	call(t, s, "GET", "/api/v10/users/@me", "").want(t, 429)
+	call(t, s, "GET", "/api/v10/users/@me", "").want(t, 429) // banned now: one invalid request is the limit
+	if st := s.RESTStats(); st.Bans != 1 {
+		t.Fatalf("stats %+v: want a ban after one invalid request", st)
+	}
+	call(t, s, "POST", "/_sim/rest/reset-limits", "").want(t, 204)
+	r := call(t, s, "GET", "/api/v10/users/@me", "").want(t, 200)
+	if r.Header.Get("X-RateLimit-Limit") != "1" {
+		t.Fatalf("after reset-limits: limit %q, want the SetRouteLimit value kept", r.Header.Get("X-RateLimit-Limit"))
+	}
+}
