@@ -231,7 +231,7 @@ func (rs *restState) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 // dispatch runs Discord's checks in order: ban, client, path, auth, rate limits, resource, handler.
 func (rs *restState) dispatch(c *restReq, ip string, now int64, rec *RecordedRequest) {
-	if d, b := rs.banned(ip, nil, now); b {
+	if d, b := rs.ipBanned(ip, now); b {
 		rs.answerBan(c, d, rec)
 		return
 	}

@@ -366,15 +366,10 @@ func (rs *restState) countInvalid(ip string, l *restLimiter, now int64) {
 	}
 }
 
-// banned reports whether the client address or token is banned, and for how long still.
-func (rs *restState) banned(ip string, l *restLimiter, now int64) (time.Duration, bool) {
+// ipBanned reports whether the client address is banned, and for how long still.
+func (rs *restState) ipBanned(ip string, now int64) (time.Duration, bool) {
 	if v, ok := rs.ips.Load(ip); ok {
-		if d, b := v.(*ipState).c.banned(now); b {
-			return d, true
-		}
-	}
-	if l != nil {
-		return l.invalid.banned(now)
+		return v.(*ipState).c.banned(now)
 	}
 	return 0, false
 }
