@@ -1,0 +1,852 @@
+package discordsim
+
+import (
+	"encoding/json"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Gateway intents (API v10). validIntents is every documented bit: IDENTIFY with any other bit closes
+// with 4013.
+const (
+	IntentGuilds                      = 1 << 0
+	IntentGuildMembers                = 1 << 1 // privileged
+	IntentGuildModeration             = 1 << 2
+	IntentGuildExpressions            = 1 << 3
+	IntentGuildIntegrations           = 1 << 4
+	IntentGuildWebhooks               = 1 << 5
+	IntentGuildInvites                = 1 << 6
+	IntentGuildVoiceStates            = 1 << 7
+	IntentGuildPresences              = 1 << 8 // privileged
+	IntentGuildMessages               = 1 << 9
+	IntentGuildMessageReactions       = 1 << 10
+	IntentGuildMessageTyping          = 1 << 11
+	IntentDirectMessages              = 1 << 12
+	IntentDirectMessageReactions      = 1 << 13
+	IntentDirectMessageTyping         = 1 << 14
+	IntentMessageContent              = 1 << 15 // privileged
+	IntentGuildScheduledEvents        = 1 << 16
+	IntentAutoModerationConfiguration = 1 << 20
+	IntentAutoModerationExecution     = 1 << 21
+	IntentGuildMessagePolls           = 1 << 24
+	IntentDirectMessagePolls          = 1 << 25
+
+	privilegedIntents = IntentGuildMembers | IntentGuildPresences | IntentMessageContent
+	validIntents      = 1<<17 - 1 | IntentAutoModerationConfiguration | IntentAutoModerationExecution |
+		IntentGuildMessagePolls | IntentDirectMessagePolls
+)
+
+// eventIntent is the intent a session needs to receive an event; 0 means every session gets it.
+// inGuild distinguishes guild events from direct-message ones.
+func eventIntent(name string, inGuild bool) int {
+	pick := func(guild, dm int) int {
+		if inGuild {
+			return guild
+		}
+		return dm
+	}
+	switch name {
+	case "GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE", "GUILD_ROLE_CREATE", "GUILD_ROLE_UPDATE",
+		"GUILD_ROLE_DELETE", "CHANNEL_CREATE", "CHANNEL_UPDATE", "CHANNEL_DELETE", "THREAD_CREATE",
+		"THREAD_UPDATE", "THREAD_DELETE", "THREAD_LIST_SYNC", "THREAD_MEMBER_UPDATE", "THREAD_MEMBERS_UPDATE",
+		"STAGE_INSTANCE_CREATE", "STAGE_INSTANCE_UPDATE", "STAGE_INSTANCE_DELETE":
+		return IntentGuilds
+	case "CHANNEL_PINS_UPDATE":
+		return pick(IntentGuilds, IntentDirectMessages)
+	case "GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE":
+		return IntentGuildMembers
+	case "GUILD_AUDIT_LOG_ENTRY_CREATE", "GUILD_BAN_ADD", "GUILD_BAN_REMOVE":
+		return IntentGuildModeration
+	case "GUILD_EMOJIS_UPDATE", "GUILD_STICKERS_UPDATE", "GUILD_SOUNDBOARD_SOUND_CREATE",
+		"GUILD_SOUNDBOARD_SOUND_UPDATE", "GUILD_SOUNDBOARD_SOUND_DELETE", "GUILD_SOUNDBOARD_SOUNDS_UPDATE":
+		return IntentGuildExpressions
+	case "GUILD_INTEGRATIONS_UPDATE", "INTEGRATION_CREATE", "INTEGRATION_UPDATE", "INTEGRATION_DELETE":
+		return IntentGuildIntegrations
+	case "WEBHOOKS_UPDATE":
+		return IntentGuildWebhooks
+	case "INVITE_CREATE", "INVITE_DELETE":
+		return IntentGuildInvites
+	case "VOICE_STATE_UPDATE", "VOICE_CHANNEL_EFFECT_SEND":
+		return IntentGuildVoiceStates
+	case "PRESENCE_UPDATE":
+		return IntentGuildPresences
+	case "MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE", "MESSAGE_DELETE_BULK":
+		return pick(IntentGuildMessages, IntentDirectMessages)
+	case "MESSAGE_REACTION_ADD", "MESSAGE_REACTION_REMOVE", "MESSAGE_REACTION_REMOVE_ALL",
+		"MESSAGE_REACTION_REMOVE_EMOJI":
+		return pick(IntentGuildMessageReactions, IntentDirectMessageReactions)
+	case "TYPING_START":
+		return pick(IntentGuildMessageTyping, IntentDirectMessageTyping)
+	case "GUILD_SCHEDULED_EVENT_CREATE", "GUILD_SCHEDULED_EVENT_UPDATE", "GUILD_SCHEDULED_EVENT_DELETE",
+		"GUILD_SCHEDULED_EVENT_USER_ADD", "GUILD_SCHEDULED_EVENT_USER_REMOVE":
+		return IntentGuildScheduledEvents
+	case "AUTO_MODERATION_RULE_CREATE", "AUTO_MODERATION_RULE_UPDATE", "AUTO_MODERATION_RULE_DELETE":
+		return IntentAutoModerationConfiguration
+	case "AUTO_MODERATION_ACTION_EXECUTION":
+		return IntentAutoModerationExecution
+	case "MESSAGE_POLL_VOTE_ADD", "MESSAGE_POLL_VOTE_REMOVE":
+		return pick(IntentGuildMessagePolls, IntentDirectMessagePolls)
+	}
+	return 0
+}
+
+// gwEvent is one dispatch, marshalled once and shared by every session that receives it (a session's
+// replay log holds pointers to it, so a resume re-sends the same bytes).
+type gwEvent struct {
+	n       uint64 // the event key is "evt-<n>"
+	name    string
+	guildID uint64 // 0: not routed by guild (DM: shard 0)
+	intent  int    // eventIntent(name, guildID != 0)
+	at      int64  // unix nanos when created: the replay log drops entries older than ResumeWindow
+	data    []byte // the JSON of d
+
+	// Messages reach sessions without MESSAGE_CONTENT with content, embeds, attachments, components and
+	// poll emptied, unless the bot wrote the message or is mentioned in it.
+	stripContent bool
+	stripOnce    sync.Once
+	stripFn      func() ([]byte, []uint64) // returns the stripped d and the exempt user IDs
+	stripped     []byte
+	exempt       []uint64
+}
+
+func eventKey(n uint64) string { return "evt-" + strconv.FormatUint(n, 10) }
+
+// payloadFor returns the d this session receives.
+func (e *gwEvent) payloadFor(s *session) []byte {
+	if !e.stripContent || s.intents&IntentMessageContent != 0 {
+		return e.data
+	}
+	e.stripOnce.Do(func() {
+		if e.stripFn != nil {
+			e.stripped, e.exempt = e.stripFn()
+		} else {
+			e.stripped, e.exempt = stripMessageJSON(e.data)
+		}
+	})
+	for _, id := range e.exempt {
+		if id == s.botID {
+			return e.data
+		}
+	}
+	return e.stripped
+}
+
+// stripMessageJSON empties the content fields of a message object given as JSON, as Discord does for
+// apps without the MESSAGE_CONTENT intent, and returns the author and mentioned user IDs (exempt).
+func stripMessageJSON(data []byte) ([]byte, []uint64) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return data, nil
+	}
+	var exempt []uint64
+	var author struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(m["author"], &author) == nil {
+		if id, err := strconv.ParseUint(author.ID, 10, 64); err == nil {
+			exempt = append(exempt, id)
+		}
+	}
+	var mentions []struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(m["mentions"], &mentions) == nil {
+		for _, u := range mentions {
+			if id, err := strconv.ParseUint(u.ID, 10, 64); err == nil {
+				exempt = append(exempt, id)
+			}
+		}
+	}
+	empty := map[string]json.RawMessage{"content": json.RawMessage(`""`), "embeds": json.RawMessage(`[]`),
+		"attachments": json.RawMessage(`[]`), "components": json.RawMessage(`[]`)}
+	for k, v := range empty {
+		if _, ok := m[k]; ok {
+			m[k] = v
+		}
+	}
+	delete(m, "poll")
+	out, err := json.Marshal(m)
+	if err != nil {
+		return data, exempt
+	}
+	return out, exempt
+}
+
+// newEvent creates an event with the next key. d is marshalled here, once.
+func (g *gatewayState) newEvent(name string, guildID uint64, data []byte) *gwEvent {
+	e := &gwEvent{n: g.eventSeq.Add(1), name: name, guildID: guildID, intent: eventIntent(name, guildID != 0),
+		at: time.Now().UnixNano(), data: data}
+	e.stripContent = guildID != 0 && (name == "MESSAGE_CREATE" || name == "MESSAGE_UPDATE")
+	g.eventsCreated.Add(1)
+	return e
+}
+
+// Dispatch sends an event of a guild (guildID 0: a direct-message event, which goes to shard 0) to every
+// live or resumable session whose shard holds the guild (judged with each session's own shard count)
+// and whose intents allow it; sessions that are disconnected store it for their resume. It returns the
+// event's unique key ("evt-<n>"): EventKeysSent maps each session's sequence numbers back to it. Events
+// of unknown guilds or guilds in an outage are not sent (Discord sends nothing for them); Dispatch then
+// returns "". d is marshalled once, with encoding/json.
+func (s *Server) Dispatch(guildID uint64, eventName string, d any) string {
+	if guildID != 0 {
+		g, ok := s.world.guild(guildID)
+		if !ok || g.Unavailable {
+			return ""
+		}
+	}
+	data, err := json.Marshal(d)
+	if err != nil {
+		panic("discordsim: Dispatch " + eventName + ": " + err.Error())
+	}
+	e := s.gw.newEvent(eventName, guildID, data)
+	s.gw.deliver(e)
+	return eventKey(e.n)
+}
+
+// deliver appends e to every session it is routed to.
+func (g *gatewayState) deliver(e *gwEvent) {
+	rt := g.routes.Load()
+	for num, shards := range rt.byNum {
+		shard := 0
+		if e.guildID != 0 {
+			shard = ShardFor(e.guildID, num)
+		}
+		for _, sess := range shards[shard] {
+			if e.intent != 0 && sess.intents&e.intent == 0 {
+				continue
+			}
+			sess.push(e)
+		}
+	}
+}
+
+// deliverEach sends a per-session variant of one event (GUILD_CREATE depends on the session's intents
+// and large_threshold) to the sessions holding guildID. The variants share one key.
+func (g *gatewayState) deliverEach(name string, guildID uint64, build func(*session) []byte) string {
+	proto := g.newEvent(name, guildID, nil)
+	rt := g.routes.Load()
+	for num, shards := range rt.byNum {
+		for _, sess := range shards[ShardFor(guildID, num)] {
+			if proto.intent != 0 && sess.intents&proto.intent == 0 {
+				continue
+			}
+			e := &gwEvent{n: proto.n, name: name, guildID: guildID, intent: proto.intent, at: proto.at,
+				data: build(sess)}
+			sess.push(e)
+		}
+	}
+	return eventKey(proto.n)
+}
+
+// ---- Discord-shaped objects ----
+
+type gwUser struct {
+	ID            string  `json:"id"`
+	Username      string  `json:"username"`
+	Discriminator string  `json:"discriminator"`
+	GlobalName    *string `json:"global_name"`
+	Avatar        *string `json:"avatar"`
+	Bot           bool    `json:"bot,omitempty"`
+	PublicFlags   int     `json:"public_flags"`
+}
+
+type gwMember struct {
+	User                       *gwUser  `json:"user,omitempty"`
+	Nick                       *string  `json:"nick"`
+	Avatar                     *string  `json:"avatar"`
+	Roles                      []string `json:"roles"`
+	JoinedAt                   string   `json:"joined_at"`
+	PremiumSince               *string  `json:"premium_since"`
+	Deaf                       bool     `json:"deaf"`
+	Mute                       bool     `json:"mute"`
+	Flags                      int      `json:"flags"`
+	Pending                    bool     `json:"pending"`
+	CommunicationDisabledUntil *string  `json:"communication_disabled_until"`
+}
+
+type gwChannel struct {
+	ID                   string   `json:"id"`
+	Type                 int      `json:"type"`
+	Name                 string   `json:"name"`
+	Position             int      `json:"position"`
+	PermissionOverwrites []string `json:"permission_overwrites"`
+	Topic                *string  `json:"topic"`
+	NSFW                 bool     `json:"nsfw"`
+	LastMessageID        *string  `json:"last_message_id"`
+	RateLimitPerUser     int      `json:"rate_limit_per_user"`
+	ParentID             *string  `json:"parent_id"`
+	Flags                int      `json:"flags"`
+}
+
+type gwRole struct {
+	ID           string  `json:"id"`
+	Name         string  `json:"name"`
+	Color        int     `json:"color"`
+	Hoist        bool    `json:"hoist"`
+	Icon         *string `json:"icon"`
+	UnicodeEmoji *string `json:"unicode_emoji"`
+	Position     int     `json:"position"`
+	Permissions  string  `json:"permissions"`
+	Managed      bool    `json:"managed"`
+	Mentionable  bool    `json:"mentionable"`
+	Flags        int     `json:"flags"`
+}
+
+type gwGuildCreate struct {
+	ID                          string      `json:"id"`
+	Name                        string      `json:"name"`
+	Icon                        *string     `json:"icon"`
+	Splash                      *string     `json:"splash"`
+	DiscoverySplash             *string     `json:"discovery_splash"`
+	OwnerID                     string      `json:"owner_id"`
+	AFKChannelID                *string     `json:"afk_channel_id"`
+	AFKTimeout                  int         `json:"afk_timeout"`
+	VerificationLevel           int         `json:"verification_level"`
+	DefaultMessageNotifications int         `json:"default_message_notifications"`
+	ExplicitContentFilter       int         `json:"explicit_content_filter"`
+	Roles                       []gwRole    `json:"roles"`
+	Emojis                      []string    `json:"emojis"`
+	Features                    []string    `json:"features"`
+	MFALevel                    int         `json:"mfa_level"`
+	ApplicationID               *string     `json:"application_id"`
+	SystemChannelID             *string     `json:"system_channel_id"`
+	SystemChannelFlags          int         `json:"system_channel_flags"`
+	RulesChannelID              *string     `json:"rules_channel_id"`
+	MaxMembers                  int         `json:"max_members"`
+	VanityURLCode               *string     `json:"vanity_url_code"`
+	Description                 *string     `json:"description"`
+	Banner                      *string     `json:"banner"`
+	PremiumTier                 int         `json:"premium_tier"`
+	PremiumSubscriptionCount    int         `json:"premium_subscription_count"`
+	PreferredLocale             string      `json:"preferred_locale"`
+	PublicUpdatesChannelID      *string     `json:"public_updates_channel_id"`
+	NSFWLevel                   int         `json:"nsfw_level"`
+	Stickers                    []string    `json:"stickers"`
+	PremiumProgressBarEnabled   bool        `json:"premium_progress_bar_enabled"`
+	SafetyAlertsChannelID       *string     `json:"safety_alerts_channel_id"`
+	JoinedAt                    string      `json:"joined_at"`
+	Large                       bool        `json:"large"`
+	Unavailable                 bool        `json:"unavailable"`
+	MemberCount                 int         `json:"member_count"`
+	VoiceStates                 []string    `json:"voice_states"`
+	Members                     []gwMember  `json:"members"`
+	Channels                    []gwChannel `json:"channels"`
+	Threads                     []string    `json:"threads"`
+	Presences                   []string    `json:"presences"`
+	StageInstances              []string    `json:"stage_instances"`
+	GuildScheduledEvents        []string    `json:"guild_scheduled_events"`
+	SoundboardSounds            []string    `json:"soundboard_sounds"`
+	Lazy                        bool        `json:"lazy"`
+}
+
+// gwMaxMembersInCreate bounds the members list of GUILD_CREATE (Discord sends only some members of
+// large guilds; the rest come from REQUEST_GUILD_MEMBERS).
+const gwMaxMembersInCreate = 100
+
+// discordTime renders a time as Discord does: ISO 8601 with microseconds and +00:00.
+func discordTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
+}
+
+// snowflakeTime is the creation time encoded in a snowflake.
+func snowflakeTime(id uint64) time.Time {
+	return time.UnixMilli(int64(id>>22) + DiscordEpoch)
+}
+
+func guildJoinedAt(g *Guild) string { return discordTime(snowflakeTime(g.ID).Add(24 * time.Hour)) }
+
+func botUser(tokenIdx int) gwUser {
+	return gwUser{ID: FormatID(BotUserID(tokenIdx)), Username: "sim-bot-" + strconv.Itoa(tokenIdx),
+		Discriminator: "0", Bot: true}
+}
+
+func memberUser(id uint64) gwUser {
+	return gwUser{ID: FormatID(id), Username: "user-" + FormatID(id), Discriminator: "0"}
+}
+
+// guildMemberCount counts the simulated members plus the bot itself.
+func guildMemberCount(g *Guild) int { return g.MemberCount + 1 }
+
+// buildGuildCreate renders a guild as GUILD_CREATE sends it to this session. The members list holds
+// the bot, and with GUILD_PRESENCES up to gwMaxMembersInCreate members (without it Discord sends only
+// the bot's own member and members in voice). Channels omit guild_id, as in GUILD_CREATE.
+func buildGuildCreate(g *Guild, s *session) []byte {
+	joined := guildJoinedAt(g)
+	gc := gwGuildCreate{ID: FormatID(g.ID), Name: g.Name, OwnerID: FormatID(g.OwnerID), AFKTimeout: 300,
+		Emojis: []string{}, Features: []string{}, MaxMembers: 500000, PreferredLocale: "en-US",
+		Stickers: []string{}, JoinedAt: joined, MemberCount: guildMemberCount(g),
+		VoiceStates: []string{}, Threads: []string{}, Presences: []string{}, StageInstances: []string{},
+		GuildScheduledEvents: []string{}, SoundboardSounds: []string{}, Lazy: true}
+	gc.Large = gc.MemberCount > s.largeThreshold
+	for i, r := range g.RoleIDs {
+		role := gwRole{ID: FormatID(r), Name: "@everyone", Position: i, Permissions: "1071698660929"}
+		if i > 0 {
+			role.Name, role.Permissions = "role-"+strconv.Itoa(i), "0"
+		}
+		gc.Roles = append(gc.Roles, role)
+	}
+	for i, ch := range g.Channels {
+		gc.Channels = append(gc.Channels, gwChannel{ID: FormatID(ch), Type: 0, Name: "channel-" + strconv.Itoa(i),
+			Position: i, PermissionOverwrites: []string{}})
+	}
+	bot := botUser(s.tokenIdx)
+	gc.Members = append(gc.Members, gwMember{User: &bot, Roles: []string{}, JoinedAt: joined})
+	if s.intents&IntentGuildPresences != 0 {
+		for i := 0; i < g.MemberCount && i < gwMaxMembersInCreate; i++ {
+			u := memberUser(MemberUserID(g.ID, i))
+			gc.Members = append(gc.Members, gwMember{User: &u, Roles: []string{}, JoinedAt: joined})
+		}
+	}
+	out, err := json.Marshal(gc)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+type gwUnavailableGuild struct {
+	ID          string `json:"id"`
+	Unavailable bool   `json:"unavailable"`
+}
+
+type gwReady struct {
+	V                int                  `json:"v"`
+	User             gwReadyUser          `json:"user"`
+	Guilds           []gwUnavailableGuild `json:"guilds"`
+	SessionID        string               `json:"session_id"`
+	ResumeGatewayURL string               `json:"resume_gateway_url"`
+	Shard            [2]int               `json:"shard"`
+	Application      gwApplication        `json:"application"`
+	SessionType      string               `json:"session_type"`
+	PrivateChannels  []string             `json:"private_channels"`
+	Relationships    []string             `json:"relationships"`
+	Presences        []string             `json:"presences"`
+	GuildJoinReqs    []string             `json:"guild_join_requests"`
+	GeoRTCRegions    []string             `json:"geo_ordered_rtc_regions"`
+	UserSettings     struct{}             `json:"user_settings"`
+	Trace            []string             `json:"_trace"`
+}
+
+type gwReadyUser struct {
+	gwUser
+	Verified   bool    `json:"verified"`
+	MFAEnabled bool    `json:"mfa_enabled"`
+	Email      *string `json:"email"`
+	Flags      int     `json:"flags"`
+}
+
+type gwApplication struct {
+	ID    string `json:"id"`
+	Flags int    `json:"flags"`
+}
+
+// applicationFlags are the GATEWAY_* flags matching the privileged intents the app has enabled.
+func applicationFlags(privileged int) int {
+	f := 0
+	if privileged&IntentGuildPresences != 0 {
+		f |= 1 << 12
+	}
+	if privileged&IntentGuildMembers != 0 {
+		f |= 1 << 14
+	}
+	if privileged&IntentMessageContent != 0 {
+		f |= 1 << 18
+	}
+	return f
+}
+
+var gwTrace = []string{`["gateway-sim",{"micros":0}]`}
+
+// buildReady renders READY. resumeURL is built from the Host the client connected to, so a client
+// behind a proxy resumes through the same proxy.
+func (g *gatewayState) buildReady(s *session, guilds []Guild, resumeURL string) []byte {
+	r := gwReady{V: 10, User: gwReadyUser{gwUser: botUser(s.tokenIdx), Verified: true}, SessionID: s.id,
+		ResumeGatewayURL: resumeURL, Shard: [2]int{s.shard, s.num},
+		Application: gwApplication{ID: FormatID(BotUserID(s.tokenIdx)),
+			Flags: applicationFlags(g.s.cfg.PrivilegedIntents)},
+		SessionType: "normal", PrivateChannels: []string{}, Relationships: []string{}, Presences: []string{},
+		GuildJoinReqs: []string{}, GeoRTCRegions: []string{"sim"}, Trace: gwTrace}
+	r.Guilds = make([]gwUnavailableGuild, len(guilds))
+	for i, gd := range guilds {
+		r.Guilds[i] = gwUnavailableGuild{ID: FormatID(gd.ID), Unavailable: true}
+	}
+	out, err := json.Marshal(r)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// ---- firehose ----
+
+// FirehoseOptions shapes the synthetic traffic of StartFirehose.
+type FirehoseOptions struct {
+	// Rate is events per second across all guilds. Default 1000. Ignored with MaxSpeed.
+	Rate float64 `json:"rate"`
+	// MaxSpeed generates as fast as the simulator can, pausing only while connections have more than
+	// FirehoseBacklog messages queued (so a slow reader cannot make the simulator grow without bound).
+	MaxSpeed bool `json:"max_speed"`
+	// Total stops the firehose after this many events; 0 means until stopped.
+	Total int64 `json:"total"`
+	// Guilds restricts the traffic to these guilds; empty means every available guild (re-read every
+	// 100ms, so added guilds join and guilds in an outage leave).
+	Guilds []uint64 `json:"guilds,omitempty"`
+	// Weights of each event kind; all zero means 60/15/5/10/10.
+	MessageCreate, MessageUpdate, MemberAdd, TypingStart, ReactionAdd int `json:",omitempty"`
+	// Done, if set, is closed when the firehose ends (Total reached or stopped).
+	Done chan struct{} `json:"-"`
+}
+
+// FirehoseBacklog is the number of queued outgoing messages (summed over all connections) above which
+// a MaxSpeed firehose waits.
+const FirehoseBacklog = 20000
+
+type firehoseGuild struct {
+	id       uint64
+	channels []uint64
+	members  int
+}
+
+type gwMessage struct {
+	ID              string     `json:"id"`
+	Type            int        `json:"type"`
+	ChannelID       string     `json:"channel_id"`
+	GuildID         string     `json:"guild_id"`
+	Author          gwUser     `json:"author"`
+	Member          *gwMember  `json:"member,omitempty"`
+	Content         string     `json:"content"`
+	Timestamp       string     `json:"timestamp"`
+	EditedTimestamp *string    `json:"edited_timestamp"`
+	TTS             bool       `json:"tts"`
+	MentionEveryone bool       `json:"mention_everyone"`
+	Mentions        []string   `json:"mentions"`
+	MentionRoles    []string   `json:"mention_roles"`
+	Attachments     []string   `json:"attachments"`
+	Embeds          []gwEmbed  `json:"embeds"`
+	Pinned          bool       `json:"pinned"`
+	Flags           int        `json:"flags"`
+	Components      []string   `json:"components"`
+	Nonce           string     `json:"nonce,omitempty"`
+	Reactions       []struct{} `json:"reactions,omitempty"`
+}
+
+type gwEmbed struct {
+	Type        string `json:"type"`
+	URL         string `json:"url"`
+	Title       string `json:"title"`
+	Description string `json:"description"`
+}
+
+type gwMemberAdd struct {
+	gwMember
+	GuildID string `json:"guild_id"`
+}
+
+type gwTyping struct {
+	ChannelID string   `json:"channel_id"`
+	GuildID   string   `json:"guild_id"`
+	UserID    string   `json:"user_id"`
+	Timestamp int64    `json:"timestamp"`
+	Member    gwMember `json:"member"`
+}
+
+type gwReactionAdd struct {
+	UserID          string   `json:"user_id"`
+	ChannelID       string   `json:"channel_id"`
+	MessageID       string   `json:"message_id"`
+	GuildID         string   `json:"guild_id"`
+	Member          gwMember `json:"member"`
+	Emoji           gwEmoji  `json:"emoji"`
+	MessageAuthorID string   `json:"message_author_id"`
+	Burst           bool     `json:"burst"`
+	BurstColors     []string `json:"burst_colors"`
+	Type            int      `json:"type"`
+}
+
+type gwEmoji struct {
+	ID   *string `json:"id"`
+	Name string  `json:"name"`
+}
+
+// firehose generates events; one goroutine each.
+type firehose struct {
+	g      *gatewayState
+	opts   FirehoseOptions
+	guilds []firehoseGuild
+	loaded time.Time
+	rnd    uint64
+	recent [64]recentMessage // messages created lately, for updates and reactions
+	nRec   int
+}
+
+type recentMessage struct {
+	id, channel, guild, author uint64
+	content                    string
+	at                         string
+}
+
+// StartFirehose generates a mix of guild events (MESSAGE_CREATE with unique IDs and content,
+// MESSAGE_UPDATE of recent messages, some with unchanged content and an added embed as link unfurls do,
+// GUILD_MEMBER_ADD, TYPING_START, MESSAGE_REACTION_ADD) across the guilds, each through the same path
+// as Dispatch. A MESSAGE_CREATE carries its event key in nonce. stop ends it and waits for it to exit;
+// calling stop more than once is fine.
+func (s *Server) StartFirehose(opts FirehoseOptions) (stop func()) {
+	if opts.Rate <= 0 {
+		opts.Rate = 1000
+	}
+	if opts.MessageCreate+opts.MessageUpdate+opts.MemberAdd+opts.TypingStart+opts.ReactionAdd <= 0 {
+		opts.MessageCreate, opts.MessageUpdate, opts.MemberAdd, opts.TypingStart, opts.ReactionAdd = 60, 15, 5, 10, 10
+	}
+	f := &firehose{g: s.gw, opts: opts, rnd: uint64(time.Now().UnixNano()) | 1}
+	quit := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		if opts.Done != nil {
+			defer close(opts.Done)
+		}
+		f.run(quit)
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-exited
+	}
+}
+
+func (f *firehose) run(quit chan struct{}) {
+	var sent int64
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if f.opts.Total > 0 && sent >= f.opts.Total {
+			return
+		}
+		var want int64
+		if f.opts.MaxSpeed {
+			for f.g.pending.Load() > FirehoseBacklog {
+				select {
+				case <-quit:
+					return
+				case <-time.After(200 * time.Microsecond):
+				}
+			}
+			want = sent + 256
+		} else {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			want = int64(time.Since(start).Seconds() * f.opts.Rate)
+		}
+		if f.opts.Total > 0 && want > f.opts.Total {
+			want = f.opts.Total
+		}
+		for sent < want {
+			if !f.emit() {
+				// No guild to send to: wait for one rather than spin.
+				select {
+				case <-quit:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				break
+			}
+			sent++
+		}
+		select {
+		case <-quit:
+			return
+		default:
+		}
+	}
+}
+
+func (f *firehose) rand() uint64 {
+	f.rnd ^= f.rnd << 13
+	f.rnd ^= f.rnd >> 7
+	f.rnd ^= f.rnd << 17
+	return f.rnd
+}
+
+func (f *firehose) refreshGuilds() {
+	if time.Since(f.loaded) < 100*time.Millisecond && f.guilds != nil {
+		return
+	}
+	f.loaded = time.Now()
+	f.guilds = f.guilds[:0]
+	want := map[uint64]bool{}
+	for _, id := range f.opts.Guilds {
+		want[id] = true
+	}
+	w := f.g.s.world
+	w.mu.RLock()
+	for _, g := range w.guilds {
+		if g.Unavailable || len(g.Channels) == 0 || (len(want) > 0 && !want[g.ID]) {
+			continue
+		}
+		f.guilds = append(f.guilds, firehoseGuild{id: g.ID, channels: g.Channels, members: g.MemberCount})
+	}
+	w.mu.RUnlock()
+}
+
+// emit sends one event; false if there is no guild to send it to.
+func (f *firehose) emit() bool {
+	f.refreshGuilds()
+	if len(f.guilds) == 0 {
+		return false
+	}
+	o := f.opts
+	total := uint64(o.MessageCreate + o.MessageUpdate + o.MemberAdd + o.TypingStart + o.ReactionAdd)
+	r := int(f.rand() % total)
+	switch {
+	case r < o.MessageCreate || f.nRec == 0 && r < o.MessageCreate+o.MessageUpdate:
+		f.messageCreate()
+	case r < o.MessageCreate+o.MessageUpdate:
+		f.messageUpdate()
+	case r < o.MessageCreate+o.MessageUpdate+o.MemberAdd:
+		f.memberAdd()
+	case r < o.MessageCreate+o.MessageUpdate+o.MemberAdd+o.TypingStart:
+		f.typingStart()
+	default:
+		if f.nRec == 0 {
+			f.messageCreate()
+		} else {
+			f.reactionAdd()
+		}
+	}
+	return true
+}
+
+func (f *firehose) pickAuthor() (firehoseGuild, uint64, uint64) {
+	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
+	ch := gd.channels[f.rand()%uint64(len(gd.channels))]
+	members := gd.members
+	if members < 1 {
+		members = 1
+	}
+	return gd, ch, MemberUserID(gd.id, int(f.rand()%uint64(members)))
+}
+
+// uniqueID makes a snowflake for a new object: the current millisecond and a per-server counter, so
+// IDs are unique and increase, as Discord's do.
+func (g *gatewayState) uniqueID() uint64 {
+	return Snowflake(time.Now().UnixMilli(), 0) | g.idSeq.Add(1)&(1<<22-1)
+}
+
+func (f *firehose) messageCreate() {
+	gd, ch, author := f.pickAuthor()
+	g := f.g
+	id := g.uniqueID()
+	now := discordTime(time.Now())
+	e := g.newEvent("MESSAGE_CREATE", gd.id, nil)
+	content := "firehose message " + eventKey(e.n)
+	m := gwMessage{ID: FormatID(id), ChannelID: FormatID(ch), GuildID: FormatID(gd.id), Author: memberUser(author),
+		Member: &gwMember{Roles: []string{}, JoinedAt: now}, Content: content, Timestamp: now,
+		Mentions: []string{}, MentionRoles: []string{}, Attachments: []string{}, Embeds: []gwEmbed{},
+		Components: []string{}, Nonce: eventKey(e.n)}
+	e.data = mustMarshal(m)
+	e.stripFn = func() ([]byte, []uint64) {
+		m.Content = ""
+		return mustMarshal(m), []uint64{author}
+	}
+	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author,
+		content: content, at: now}
+	f.nRec++
+	g.deliver(e)
+}
+
+func (f *firehose) pickRecent() recentMessage {
+	n := f.nRec
+	if n > len(f.recent) {
+		n = len(f.recent)
+	}
+	return f.recent[f.rand()%uint64(n)]
+}
+
+func (f *firehose) messageUpdate() {
+	rm := f.pickRecent()
+	g := f.g
+	e := g.newEvent("MESSAGE_UPDATE", rm.guild, nil)
+	m := gwMessage{ID: FormatID(rm.id), ChannelID: FormatID(rm.channel), GuildID: FormatID(rm.guild),
+		Author: memberUser(rm.author), Member: &gwMember{Roles: []string{}, JoinedAt: rm.at}, Content: rm.content,
+		Timestamp: rm.at, Mentions: []string{}, MentionRoles: []string{}, Attachments: []string{},
+		Embeds: []gwEmbed{}, Components: []string{}}
+	if f.rand()%2 == 0 {
+		// A link unfurl: same content, an embed added, not an edit.
+		m.Embeds = []gwEmbed{{Type: "link", URL: "https://example.com/" + eventKey(e.n), Title: "Example",
+			Description: "unfurled link"}}
+	} else {
+		edited := discordTime(time.Now())
+		m.EditedTimestamp = &edited
+		m.Content = rm.content + " (edited " + eventKey(e.n) + ")"
+	}
+	e.data = mustMarshal(m)
+	e.stripFn = func() ([]byte, []uint64) {
+		m.Content, m.Embeds = "", []gwEmbed{}
+		return mustMarshal(m), []uint64{rm.author}
+	}
+	g.deliver(e)
+}
+
+func (f *firehose) memberAdd() {
+	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
+	u := memberUser(f.g.uniqueID())
+	e := f.g.newEvent("GUILD_MEMBER_ADD", gd.id, nil)
+	e.data = mustMarshal(gwMemberAdd{gwMember: gwMember{User: &u, Roles: []string{},
+		JoinedAt: discordTime(time.Now())}, GuildID: FormatID(gd.id)})
+	f.g.deliver(e)
+}
+
+func (f *firehose) typingStart() {
+	gd, ch, author := f.pickAuthor()
+	e := f.g.newEvent("TYPING_START", gd.id, nil)
+	u := memberUser(author)
+	e.data = mustMarshal(gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
+		Timestamp: time.Now().Unix(), Member: gwMember{User: &u, Roles: []string{}, JoinedAt: guildJoinedAt(&Guild{ID: gd.id})}})
+	f.g.deliver(e)
+}
+
+func (f *firehose) reactionAdd() {
+	rm := f.pickRecent()
+	gd := firehoseGuild{id: rm.guild}
+	for _, x := range f.guilds {
+		if x.id == rm.guild {
+			gd = x
+		}
+	}
+	members := gd.members
+	if members < 1 {
+		members = 1
+	}
+	user := MemberUserID(rm.guild, int(f.rand()%uint64(members)))
+	u := memberUser(user)
+	e := f.g.newEvent("MESSAGE_REACTION_ADD", rm.guild, nil)
+	e.data = mustMarshal(gwReactionAdd{UserID: FormatID(user), ChannelID: FormatID(rm.channel),
+		MessageID: FormatID(rm.id), GuildID: FormatID(rm.guild),
+		Member: gwMember{User: &u, Roles: []string{}, JoinedAt: rm.at}, Emoji: gwEmoji{Name: "👍"},
+		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}})
+	f.g.deliver(e)
+}
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// counters used by the event path (fields of gatewayState, kept here with the code that bumps them).
+type eventCounters struct {
+	eventSeq      atomic.Uint64 // last event key number
+	idSeq         atomic.Uint64 // unique-ID counter
+	eventsCreated atomic.Int64
+	dispatched    atomic.Int64 // event × session deliveries
+	pending       atomic.Int64 // messages queued on connections, not yet written
+	heartbeats    atomic.Int64
+}
