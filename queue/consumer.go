@@ -59,6 +59,9 @@ func (c *Consumer) Name() string { return c.name }
 // Shards returns the shards the queue has seen and a channel closed when another one appears.
 func (c *Consumer) Shards() (ids []int, changed <-chan struct{}) { return c.q.Shards() }
 
+// Done is closed when the queue starts closing; Next then returns ErrClosed.
+func (c *Consumer) Done() <-chan struct{} { return c.q.closing }
+
 // Read returns up to max of the shard's next unacknowledged events, in order, without waiting. Until
 // they are acknowledged, Read returns them again. Their payloads are shared: do not modify them.
 func (c *Consumer) Read(shard, max int) ([]Record, error) {
@@ -67,10 +70,27 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 		return nil, nil
 	}
 	s.mu.Lock()
-	pos, tail := s.cons[c.idx].pos, s.tail
+	cp := &s.cons[c.idx]
+	pos, tail := cp.pos, s.tail
 	if s.count == 0 || pos >= tail {
 		s.mu.Unlock()
 		return nil, nil
+	}
+	if len(cp.ahead) > 0 && cp.aheadAfter <= pos {
+		i := sort.Search(len(cp.ahead), func(i int) bool { return cp.ahead[i].Seq > pos })
+		if i < len(cp.ahead) {
+			out := make([]Record, min(max, len(cp.ahead)-i))
+			copy(out, cp.ahead[i:])
+			if cp.ahead = cp.ahead[i+len(out):]; len(cp.ahead) == 0 {
+				cp.ahead = nil
+			}
+			cp.aheadAfter = out[len(out)-1].Seq
+			cp.lastRead.pos, cp.lastRead.to, cp.lastRead.n = pos, cp.aheadAfter, len(out)
+			s.mu.Unlock()
+			c.q.setIDs(out)
+			return out, nil
+		}
+		cp.ahead = nil
 	}
 	if s.cacheFrom <= pos+1 {
 		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > pos })
@@ -85,8 +105,9 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 	// Behind the cache: read the store, but not past the tail memory knows, so that Ack never has to
 	// accept a sequence the queue has not accounted for yet.
 	var out []Record
+	bytes := 0
 	err := c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
-		if seqOfKey(k) > tail || len(out) == max {
+		if seqOfKey(k) > tail || len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= readAheadBytes) {
 			return store.ErrStopScan
 		}
 		r, err := decodeRecord(k, v)
@@ -94,17 +115,26 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 			return err
 		}
 		out = append(out, r)
+		if len(out) > max {
+			bytes += len(r.Payload)
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
 	}
-	if len(out) > 0 {
-		s.mu.Lock()
-		lr := &s.cons[c.idx].lastRead
-		lr.pos, lr.to, lr.n = pos, out[len(out)-1].Seq, len(out)
-		s.mu.Unlock()
+	if len(out) == 0 {
+		return nil, nil
 	}
+	var ahead []Record
+	if len(out) > max {
+		out, ahead = out[:max:max], out[max:]
+	}
+	s.mu.Lock()
+	cp = &s.cons[c.idx]
+	cp.lastRead.pos, cp.lastRead.to, cp.lastRead.n = pos, out[len(out)-1].Seq, len(out)
+	cp.ahead, cp.aheadAfter = ahead, out[len(out)-1].Seq
+	s.mu.Unlock()
 	c.q.setIDs(out)
 	return out, nil
 }

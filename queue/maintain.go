@@ -294,6 +294,9 @@ func (q *Queue) dropOldest(k int) (int, error) {
 				after := len(seqs) - sort.Search(len(seqs), func(j int) bool { return seqs[j] > cp.pos })
 				cp.unacked -= after
 				s.resync(cp)
+				for len(cp.ahead) > 0 && cp.ahead[0].Seq <= seqs[len(seqs)-1] {
+					cp.ahead = cp.ahead[1:]
+				}
 			}
 			s.mu.Unlock()
 		})

@@ -64,6 +64,9 @@ const (
 	maxBatchRecords = 4096
 	// Deletions are written in transactions of at most this many operations.
 	maxMaintenanceOps = 4096
+	// A consumer reading the store reads this much ahead of what it asked for (per shard).
+	readAheadRecords = 256
+	readAheadBytes   = 64 << 10
 	// A shard keeps at most this many records in memory.
 	maxCachedPerShard = 1024
 	// recordOverhead is what a cached record costs beyond its payload.
@@ -134,6 +137,11 @@ type consumerPos struct {
 		pos, to uint64
 		n       int
 	}
+	// ahead holds the stored events that followed aheadAfter when the consumer last read the store,
+	// beyond what it asked for: a consumer behind the cache then costs one store scan per
+	// readAheadRecords events instead of one per Read.
+	ahead      []Record
+	aheadAfter uint64
 }
 
 type appendReq struct {

@@ -476,6 +476,34 @@ func TestBoundDropsTheOldestAcrossShardsAndCountsThem(t *testing.T) {
 	}
 }
 
+func TestBoundDropsWhatAConsumerReadAhead(t *testing.T) {
+	e := newEnv(t, Options{MaxEvents: 10, CacheBytes: 1, FlushInterval: time.Hour})
+	c := e.consumer("bot")
+	first := make([]Record, 5)
+	for i := range first {
+		first[i] = rec(0, i)
+	}
+	e.append(first)
+	got, _ := c.Read(0, 1) // from the store, reading the other four ahead
+	c.Ack(0, got[0].Seq)
+	e.flush()
+	for i := range 15 {
+		e.append([]Record{rec(i%3, 100+i)})
+	}
+	e.flush()
+	// 19 stored, bound 10: the 9 oldest go, among them the four read ahead.
+	for s := range 3 {
+		for _, r := range readAll(t, c, s) {
+			if r.Seq <= first[4].Seq+5 {
+				t.Fatalf("shard %d: read dropped event %d (%s)", s, r.Seq, r.Payload)
+			}
+		}
+	}
+	if got := e.metric("dd_queue_dropped_events_total"); got != 9 {
+		t.Fatalf("dd_queue_dropped_events_total = %v, want 9", got)
+	}
+}
+
 func TestEventIDsAreUniqueAndStableAcrossReopen(t *testing.T) {
 	e := newEnv(t, Options{})
 	c := e.consumer("bot")
