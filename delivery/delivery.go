@@ -1,0 +1,355 @@
+// Package delivery sends the gateway's events from a queue consumer to the bot over HTTP, as PRODUCT.md
+// §4 promises: POST to events.urls[shard % len] with the events secret, Discordeno's big-bot envelope
+// {"shardId": N, "payload": <the gateway payload, byte for byte>} and a stable X-DD-Event-Id. Each
+// shard's events arrive in order (one POST per shard in flight); a 2xx acknowledges them in the queue,
+// anything else is retried with backoff for as long as dd runs, so delivery never drops an event.
+//
+// With BatchMax > 1 every POST carries a JSON array of up to BatchMax envelopes of one shard (an array
+// even when it holds one event, so the bot parses one shape), with X-DD-Event-Ids listing their ids
+// comma-separated in order and X-DD-Event-Id the first one's.
+//
+// It does not store anything (the queue does) and does not interpret payloads.
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/queue"
+)
+
+// Options configure New. Zero values take the defaults given.
+type Options struct {
+	URLs   []string // events.urls: shard N goes to URLs[N % len(URLs)]
+	Secret string   // events.secret: sent as Authorization; omitted when empty
+	// BatchMax is the most events of one shard per POST. 1 (the default) sends one envelope per POST;
+	// more sends a JSON array.
+	BatchMax int
+	// Timeout bounds one POST, response included. Default 10s.
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts, doubling from one to the other with
+	// jitter. Defaults 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxInFlight bounds the POSTs in flight across all shards (and the idle connections kept per bot
+	// host). Default 256.
+	MaxInFlight int
+	// Client overrides the HTTP client (its Timeout is ignored: Timeout applies).
+	Client     *http.Client
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil registers nothing
+}
+
+const (
+	defaultTimeout     = 10 * time.Second
+	defaultMinBackoff  = 100 * time.Millisecond
+	defaultMaxBackoff  = 10 * time.Second
+	defaultMaxInFlight = 256
+	failLogEvery       = 10 * time.Second
+)
+
+// Deliverer delivers one queue consumer's events to the bot.
+type Deliverer struct {
+	c      *queue.Consumer
+	o      Options
+	urls   []string
+	client *http.Client
+	log    *zap.Logger
+	m      *metrics
+	slots  chan struct{} // MaxInFlight tokens
+	fails  failLog
+}
+
+// New checks o and prepares a Deliverer for c; Run starts it.
+func New(c *queue.Consumer, o Options) (*Deliverer, error) {
+	if len(o.URLs) == 0 {
+		return nil, errors.New("delivery: no URL to deliver events to (events.urls)")
+	}
+	for _, u := range o.URLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("delivery: events.urls: %q is not an http(s) URL", u)
+		}
+	}
+	if o.BatchMax <= 0 {
+		o.BatchMax = 1
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = defaultTimeout
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = defaultMinBackoff
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(defaultMaxBackoff, o.MinBackoff)
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = defaultMaxInFlight
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	client := o.Client
+	if client == nil {
+		client = &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        o.MaxInFlight * len(o.URLs),
+			MaxIdleConnsPerHost: o.MaxInFlight,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+		}}
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Deliverer{
+		c: c, o: o, urls: o.URLs, client: client, m: m,
+		log:   o.Logger.Named("delivery").With(zap.String("consumer", c.Name())),
+		slots: make(chan struct{}, o.MaxInFlight),
+	}, nil
+}
+
+// Run delivers until ctx ends or the queue closes, one worker per shard, and returns when every worker
+// has stopped. A POST in flight at that moment is abandoned without acknowledgment: its events are
+// delivered again on the next start, with the same ids.
+func (d *Deliverer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// Cancelled before the wait: a worker retrying a POST must stop when the queue closes too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	started := map[int]bool{}
+	for {
+		ids, changed := d.c.Shards()
+		for _, shard := range ids {
+			if !started[shard] {
+				started[shard] = true
+				wg.Go(func() { d.deliverShard(ctx, shard) })
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-d.c.Done():
+			return queue.ErrClosed
+		}
+	}
+}
+
+// deliverShard sends the shard's events in order, each batch until the bot takes it.
+func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
+	target := d.urls[shard%len(d.urls)]
+	for {
+		recs, err := d.c.Next(ctx, shard, d.o.BatchMax)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, queue.ErrClosed) {
+				d.log.Error("reading the queue failed; stopping this shard's delivery", zap.Int("shard", shard), zap.Error(err))
+			}
+			return
+		}
+		body, ids := d.encode(shard, recs)
+		for attempt := 0; ; attempt++ {
+			reason, err := d.post(ctx, target, body, ids)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			d.m.failed.WithLabelValues(reason).Inc()
+			d.fails.note(d.log, shard, target, attempt+1, err)
+			if !sleep(ctx, d.backoff(attempt)) {
+				return
+			}
+		}
+		d.c.Ack(shard, recs[len(recs)-1].Seq)
+		now := time.Now()
+		for _, r := range recs {
+			d.m.age.Observe(now.Sub(r.Time).Seconds())
+		}
+		d.m.delivered.Add(float64(len(recs)))
+	}
+}
+
+// encode builds the POST body: one envelope, or an array of them when batching.
+func (d *Deliverer) encode(shard int, recs []queue.Record) (body []byte, ids []string) {
+	size := 2
+	for _, r := range recs {
+		size += len(r.Payload) + 40
+	}
+	body = make([]byte, 0, size)
+	ids = make([]string, len(recs))
+	if d.o.BatchMax > 1 {
+		body = append(body, '[')
+	}
+	for i, r := range recs {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = AppendEnvelope(body, shard, r.Payload)
+		ids[i] = r.ID
+	}
+	if d.o.BatchMax > 1 {
+		body = append(body, ']')
+	}
+	return body, ids
+}
+
+// AppendEnvelope appends Discordeno's big-bot envelope {"shardId":N,"payload":<payload>} to b, the
+// payload's bytes copied as they are.
+func AppendEnvelope(b []byte, shard int, payload []byte) []byte {
+	b = append(b, `{"shardId":`...)
+	b = strconv.AppendInt(b, int64(shard), 10)
+	b = append(b, `,"payload":`...)
+	b = append(b, payload...)
+	return append(b, '}')
+}
+
+// post sends one attempt. On failure reason is the metric label.
+func (d *Deliverer) post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return "canceled", ctx.Err()
+	}
+	defer func() { <-d.slots }()
+	d.m.inFlight.Inc()
+	defer d.m.inFlight.Dec()
+
+	pctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return "request", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if d.o.Secret != "" {
+		req.Header.Set("Authorization", d.o.Secret)
+	}
+	req.Header.Set("X-DD-Event-Id", ids[0])
+	if d.o.BatchMax > 1 {
+		req.Header.Set("X-DD-Event-Ids", strings.Join(ids, ","))
+	}
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "timeout", fmt.Errorf("no answer within %s: %w", d.o.Timeout, err)
+		}
+		return "network", err
+	}
+	// Read what the bot sent so that the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		d.m.postSeconds.Observe(time.Since(start).Seconds())
+		return "", nil
+	case resp.StatusCode >= 500:
+		reason = "status_5xx"
+	case resp.StatusCode >= 400:
+		reason = "status_4xx"
+	default:
+		reason = "status_other"
+	}
+	return reason, fmt.Errorf("bot answered %s", resp.Status)
+}
+
+// backoff is the wait before retry number attempt+1: doubling from MinBackoff, capped at MaxBackoff,
+// with jitter between half and all of it so that shards do not retry in lockstep.
+func (d *Deliverer) backoff(attempt int) time.Duration {
+	b := d.o.MaxBackoff
+	if attempt < 30 {
+		b = min(d.o.MaxBackoff, d.o.MinBackoff<<attempt)
+	}
+	return b/2 + rand.N(b/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// failLog rate-limits the warning about failed attempts: while the bot is down thousands of shards
+// fail at once, and one line per 10 seconds says it.
+type failLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (f *failLog) note(log *zap.Logger, shard int, target string, attempt int, err error) {
+	f.mu.Lock()
+	if time.Since(f.last) < failLogEvery {
+		f.suppressed++
+		f.mu.Unlock()
+		return
+	}
+	suppressed := f.suppressed
+	f.last, f.suppressed = time.Now(), 0
+	f.mu.Unlock()
+	log.Warn("delivering events to the bot failed; retrying (events wait in the queue)",
+		zap.Int("shard", shard), zap.String("url", target), zap.Int("attempt", attempt),
+		zap.Int("other_failures_since_last_log", suppressed), zap.Error(err))
+}
+
+type metrics struct {
+	delivered   prometheus.Counter
+	failed      *prometheus.CounterVec
+	postSeconds prometheus.Histogram
+	age         prometheus.Histogram
+	inFlight    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dd_delivery_delivered_events_total", Help: "Events the bot acknowledged with a 2xx."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dd_delivery_failed_attempts_total",
+			Help: "POSTs to the bot that failed and will be retried, by reason (status_5xx, status_4xx, status_other, timeout, network).",
+		}, []string{"reason"}),
+		postSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dd_delivery_post_seconds",
+			Help:    "Duration of successful POSTs to the bot.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9), // 0.5ms .. 33s
+		}),
+		age: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dd_delivery_latency_seconds",
+			Help:    "Time from receiving an event from Discord to the bot acknowledging it (queueing and retries included).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 11), // 1ms .. 17min
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dd_delivery_in_flight_posts", Help: "POSTs to the bot in flight."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.postSeconds, m.age, m.inFlight} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
