@@ -470,8 +470,10 @@ func TestTimeoutIsRetried(t *testing.T) {
 	var first atomic.Bool
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !first.Swap(true) {
-			_, _ = io.ReadAll(r.Body) // then the server notices the client hanging up
-			select { // hang past the deliverer's timeout
+			// Read the body, so that the server notices the client hanging up, then hang past the
+			// deliverer's timeout.
+			_, _ = io.ReadAll(r.Body)
+			select {
 			case <-r.Context().Done():
 			case <-time.After(5 * time.Second):
 			}
