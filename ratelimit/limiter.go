@@ -1,0 +1,495 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors Acquire returns instead of a Ticket.
+var (
+	// ErrWouldWait: the request cannot be sent before its deadline (rest.max_wait).
+	ErrWouldWait = errors.New("ratelimit: the request would wait longer than allowed")
+	// ErrInvalidRequestBudget: dd stopped short of Discord's invalid-request ban.
+	ErrInvalidRequestBudget = errors.New("ratelimit: too many 401/403/429 answers in the last 10 minutes; dd refuses requests until the count falls, to avoid Discord's ban")
+	// ErrBanned: Discord (Cloudflare) answered with its ban page; dd waits out the ban.
+	ErrBanned = errors.New("ratelimit: Discord has temporarily banned this IP (Cloudflare 429); dd waits until the ban ends")
+)
+
+// Options configure a Limiter. Zero values take the defaults in their comments.
+type Options struct {
+	// GlobalRate is each token's global limit, in requests per second. Default 50.
+	GlobalRate int
+	// GlobalMargin widens the global window beyond 1 s, for the jitter between dd granting a send and
+	// Discord receiving it. Default 20ms.
+	GlobalMargin time.Duration
+	// InvalidRequestLimit 401/403/429 answers per InvalidRequestWindow make dd refuse requests. Defaults
+	// 9500 and 10 minutes (Discord bans at 10,000).
+	InvalidRequestLimit  int
+	InvalidRequestWindow time.Duration
+	// IdleAfter is how long an unused bucket, route or token is kept. Default 10 minutes.
+	IdleAfter time.Duration
+	// Clock is the time source. Default: the real clock.
+	Clock Clock
+}
+
+func (o Options) withDefaults() Options {
+	if o.GlobalRate <= 0 {
+		o.GlobalRate = 50
+	}
+	if o.GlobalMargin <= 0 {
+		o.GlobalMargin = 20 * time.Millisecond
+	}
+	if o.InvalidRequestLimit <= 0 {
+		o.InvalidRequestLimit = 9500
+	}
+	if o.InvalidRequestWindow <= 0 {
+		o.InvalidRequestWindow = InvalidRequestWindow
+	}
+	if o.IdleAfter <= 0 {
+		o.IdleAfter = 10 * time.Minute
+	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
+	return o
+}
+
+// Limiter keeps the rate limits of every token dd sends with. It is safe for concurrent use.
+type Limiter struct {
+	o     Options
+	clock Clock
+	guard *guard
+
+	mu     sync.Mutex
+	tokens map[[32]byte]*tokenState
+
+	waiting atomic.Int64 // requests waiting in bucket and global queues
+	stop    chan struct{}
+	stopped sync.Once
+}
+
+// tokenState is one token's routes, buckets and global limit.
+type tokenState struct {
+	mu       sync.Mutex
+	routes   map[string]*routeState
+	buckets  map[bucketKey]*bucket
+	global   *globalLimiter
+	lastUsed time.Time
+	dead     bool // reclaimed: look the token up again
+}
+
+// routeState is what has been learned about a route key.
+type routeState struct {
+	hash     string // X-RateLimit-Bucket, "" until learned
+	none     bool   // Discord sends no rate-limit headers for this route
+	lastUsed time.Time
+}
+
+// New returns a Limiter; Close stops its reclaiming of idle state.
+func New(o Options) *Limiter {
+	o = o.withDefaults()
+	l := &Limiter{o: o, clock: o.Clock, guard: newGuard(o.InvalidRequestLimit, o.InvalidRequestWindow),
+		tokens: map[[32]byte]*tokenState{}, stop: make(chan struct{})}
+	go l.reclaimLoop()
+	return l
+}
+
+// Close stops the background reclaiming. Requests in progress are not affected.
+func (l *Limiter) Close() { l.stopped.Do(func() { close(l.stop) }) }
+
+// Ticket is the permission to send one attempt. Exactly one of Done, Failed or Cancel must be called.
+type Ticket struct {
+	l     *Limiter
+	ts    *tokenState
+	b     *bucket // nil: the route has no bucket
+	route Route
+}
+
+// Acquire waits until a request on route may be sent with the token identified by identity (the
+// Authorization value dd sends upstream; it is kept only as a hash), in FIFO order per bucket, then
+// within the token's global limit. It returns ErrWouldWait when ctx's deadline comes first (or surely
+// will), ErrInvalidRequestBudget or ErrBanned when dd must not send at all, or ctx's error.
+func (l *Limiter) Acquire(ctx context.Context, identity string, route Route) (*Ticket, error) {
+	now := l.clock.Now()
+	if err, _ := l.guard.blocked(now); err != nil {
+		return nil, err
+	}
+	ts := l.token(identity)
+	t := &Ticket{l: l, ts: ts, route: route}
+
+	b := ts.bucketFor(route, now)
+	if b != nil {
+		b.roll(now)
+		if b.queue.live == 0 && b.avail(now) > 0 {
+			b.take()
+			ts.mu.Unlock()
+		} else {
+			if dl, ok := ctx.Deadline(); ok {
+				if at := b.blockedUntil(now); !at.IsZero() && at.After(dl) {
+					ts.mu.Unlock()
+					return nil, ErrWouldWait
+				}
+			}
+			w := newWaiter(b)
+			b.queue.push(w)
+			l.waiting.Add(1)
+			l.pump(b, now)
+			ts.mu.Unlock()
+			if err := l.wait(ctx, ts, w); err != nil {
+				return nil, err
+			}
+			b = w.b
+		}
+	} else {
+		ts.mu.Unlock()
+	}
+	t.b = b
+
+	if route.Global {
+		if err := ts.global.acquire(ctx); err != nil {
+			t.Cancel()
+			return nil, err
+		}
+	}
+	if err, _ := l.guard.blocked(l.clock.Now()); err != nil {
+		t.Cancel()
+		return nil, err
+	}
+	return t, nil
+}
+
+// wait blocks until w is granted or ctx ends.
+func (l *Limiter) wait(ctx context.Context, ts *tokenState, w *waiter) error {
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if w.granted {
+		return nil
+	}
+	w.cancelled = true
+	w.b.queue.live--
+	l.waiting.Add(-1)
+	return waitError(ctx)
+}
+
+func waitError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ErrWouldWait
+	}
+	return ctx.Err()
+}
+
+// token returns the token's state with its mutex held.
+func (l *Limiter) token(identity string) *tokenState {
+	key := sha256.Sum256([]byte(identity))
+	for {
+		l.mu.Lock()
+		ts := l.tokens[key]
+		if ts == nil {
+			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{},
+				global: newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) })}
+			l.tokens[key] = ts
+		}
+		l.mu.Unlock()
+		ts.mu.Lock()
+		if !ts.dead {
+			return ts
+		}
+		ts.mu.Unlock()
+	}
+}
+
+// bucketFor returns the bucket a request on route waits in, nil when the route has none.
+func (ts *tokenState) bucketFor(r Route, now time.Time) *bucket {
+	ts.lastUsed = now
+	rs := ts.routes[r.Key]
+	if rs == nil {
+		rs = &routeState{}
+		ts.routes[r.Key] = rs
+	}
+	rs.lastUsed = now
+	if rs.none {
+		return nil
+	}
+	key := bucketKey{hash: rs.hash, major: r.Major}
+	if rs.hash == "" {
+		key = bucketKey{hash: r.Key, major: r.Major, temp: true}
+	}
+	b := ts.buckets[key]
+	if b == nil {
+		b = &bucket{key: key, owner: ts}
+		ts.buckets[key] = b
+	}
+	b.lastUsed = now
+	return b
+}
+
+// pump grants every waiter the bucket allows now, and arms a timer for the instant it next allows one
+// when no answer from Discord will. Called with the token's mutex held.
+func (l *Limiter) pump(b *bucket, now time.Time) {
+	b.roll(now)
+	for b.queue.live > 0 && b.avail(now) > 0 {
+		w := b.queue.pop()
+		b.take()
+		w.grant()
+		l.waiting.Add(-1)
+	}
+	if b.queue.live == 0 {
+		return
+	}
+	at := b.blockedUntil(now)
+	if at.IsZero() || (b.timer != nil && b.timerAt.Equal(at)) {
+		return
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	ts := b.owner
+	b.timerAt = at
+	b.timer = l.clock.AfterFunc(at.Sub(now), func() {
+		ts.mu.Lock()
+		b.timer = nil
+		l.pump(b, l.clock.Now())
+		ts.mu.Unlock()
+	})
+}
+
+// Outcome is what the limiter made of an answer.
+type Outcome struct {
+	// Scope is set for a 429: ScopeUser, ScopeGlobal, ScopeShared or ScopeBan.
+	Scope string
+	// RetryAfter is how long Discord asked to wait (for a 429). The next Acquire on the route already
+	// waits for it.
+	RetryAfter time.Duration
+	// Invalid says whether the answer counts towards Discord's invalid-request ban.
+	Invalid bool
+}
+
+// Done reports Discord's answer to the attempt: the limiter learns the route's bucket from its headers,
+// and for a 429 holds the bucket (or every request of the token, or of dd, for a global 429 or a ban)
+// for retry_after.
+func (t *Ticket) Done(resp Response) Outcome {
+	l, ts := t.l, t.ts
+	now := l.clock.Now()
+	h := parseRateHeaders(resp.Header)
+	var out Outcome
+	if resp.Status == 429 {
+		out.RetryAfter = resp.RetryAfter
+		if out.RetryAfter <= 0 {
+			out.RetryAfter = max(h.retryAfter, h.resetAfter)
+		}
+		switch {
+		case h.scope == ScopeShared:
+			out.Scope = ScopeShared
+		case h.scope == ScopeGlobal || h.global || resp.Global:
+			out.Scope = ScopeGlobal
+		case h.scope == "" && !resp.JSON && !h.hasLimit:
+			out.Scope = ScopeBan
+		default:
+			out.Scope = ScopeUser
+		}
+	}
+	out.Invalid = resp.Status == 401 || resp.Status == 403 || (resp.Status == 429 && out.Scope != ScopeShared)
+	if out.Invalid {
+		l.guard.add(now)
+	}
+	switch out.Scope {
+	case ScopeGlobal:
+		ts.global.pause(now.Add(out.RetryAfter))
+	case ScopeBan:
+		l.guard.ban(now.Add(max(out.RetryAfter, time.Second)))
+	}
+
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	rs := ts.routes[t.route.Key]
+	if rs == nil { // reclaimed while in flight (cannot happen while the ticket holds a bucket)
+		rs = &routeState{lastUsed: now}
+		ts.routes[t.route.Key] = rs
+	}
+	if t.b != nil {
+		t.b.release(false)
+	}
+	var target *bucket
+	switch {
+	case h.bucket != "" && h.hasLimit:
+		rs.none, rs.hash = false, h.bucket
+		target = ts.learn(t.b, bucketKey{hash: h.bucket, major: t.route.Major}, now)
+	case h.hasLimit:
+		rs.none = false // limits without a hash: keep them under the route's own key
+		target = t.b
+		if target == nil {
+			target = ts.bucketFor(t.route, now)
+		}
+	case resp.Status >= 200 && resp.Status < 300 && rs.hash == "":
+		rs.none = true
+		if t.b != nil {
+			ts.unlimit(l, t.b)
+		}
+	default:
+		target = t.b // nothing learned (an error without headers, a global 429)
+	}
+	if target != nil && out.Scope != ScopeGlobal && out.Scope != ScopeBan {
+		target.observe(h, now)
+		if out.Scope == ScopeUser || out.Scope == ScopeShared {
+			if p := now.Add(out.RetryAfter); p.After(target.pausedUntil) {
+				target.pausedUntil = p
+			}
+		}
+		target.lastUsed = now
+	}
+	if target != nil {
+		l.pump(target, now)
+	}
+	if t.b != nil && t.b != target {
+		l.pump(t.b, now)
+	}
+	return out
+}
+
+// learn moves what waited under a route's temporary bucket to the bucket Discord named. Called with the
+// token's mutex held.
+func (ts *tokenState) learn(from *bucket, key bucketKey, now time.Time) *bucket {
+	to := ts.buckets[key]
+	if to == from && to != nil {
+		return to
+	}
+	if to == nil && from != nil && from.key.temp && from.state == stateUnknown && !from.learning {
+		// Re-key the temporary bucket: its waiters carry over in order.
+		delete(ts.buckets, from.key)
+		from.key = key
+		ts.buckets[key] = from
+		return from
+	}
+	if to == nil {
+		to = &bucket{key: key, owner: ts, lastUsed: now}
+		ts.buckets[key] = to
+	}
+	if from != nil && from.key.temp {
+		for _, w := range from.queue.drain() {
+			w.b = to
+			to.queue.push(w)
+		}
+		if from.timer != nil {
+			from.timer.Stop()
+			from.timer = nil
+		}
+		if !from.learning && from.pending == 0 {
+			delete(ts.buckets, from.key)
+		}
+	}
+	return to
+}
+
+// unlimit lets every request waiting for a route without a bucket go (they still keep the global limit).
+func (ts *tokenState) unlimit(l *Limiter, b *bucket) {
+	for _, w := range b.queue.drain() {
+		w.b = nil
+		w.grant()
+		l.waiting.Add(-1)
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	if b.key.temp && !b.learning && b.pending == 0 {
+		delete(ts.buckets, b.key)
+	}
+}
+
+// Failed reports that the attempt got no answer (a network error): it may have reached Discord, so it
+// stays charged to its bucket.
+func (t *Ticket) Failed() { t.finish(true) }
+
+// Cancel reports that the attempt was not sent after all.
+func (t *Ticket) Cancel() { t.finish(false) }
+
+func (t *Ticket) finish(consumed bool) {
+	if t.b == nil {
+		return
+	}
+	t.ts.mu.Lock()
+	t.b.release(consumed)
+	t.l.pump(t.b, t.l.clock.Now())
+	t.ts.mu.Unlock()
+}
+
+// Stats is a snapshot for metrics.
+type Stats struct {
+	Waiting         int64 // requests waiting in bucket and global queues
+	InvalidRequests int   // 401/403/429 answers in the sliding window
+	InvalidTotal    int64 // since start
+	Tokens          int
+	Buckets         int
+}
+
+// Stats returns the limiter's current figures.
+func (l *Limiter) Stats() Stats {
+	now := l.clock.Now()
+	s := Stats{Waiting: l.waiting.Load(), InvalidRequests: l.guard.count(now)}
+	l.guard.mu.Lock()
+	s.InvalidTotal = l.guard.total
+	l.guard.mu.Unlock()
+	l.mu.Lock()
+	tokens := make([]*tokenState, 0, len(l.tokens))
+	for _, ts := range l.tokens {
+		tokens = append(tokens, ts)
+	}
+	l.mu.Unlock()
+	s.Tokens = len(tokens)
+	for _, ts := range tokens {
+		ts.mu.Lock()
+		s.Buckets += len(ts.buckets)
+		ts.mu.Unlock()
+	}
+	return s
+}
+
+// reclaimLoop drops idle buckets, routes and tokens, so that memory follows the live working set.
+func (l *Limiter) reclaimLoop() {
+	every := max(l.o.IdleAfter/2, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.Reclaim()
+		}
+	}
+}
+
+// Reclaim drops state unused for IdleAfter now (it also runs on its own in the background).
+func (l *Limiter) Reclaim() {
+	now := l.clock.Now()
+	after := l.o.IdleAfter
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, ts := range l.tokens {
+		ts.mu.Lock()
+		for k, b := range ts.buckets {
+			if b.idle(now, after) {
+				delete(ts.buckets, k)
+			}
+		}
+		for k, rs := range ts.routes {
+			if now.Sub(rs.lastUsed) > after {
+				delete(ts.routes, k)
+			}
+		}
+		if len(ts.buckets) == 0 && len(ts.routes) == 0 && now.Sub(ts.lastUsed) > after && ts.global.idle(now) {
+			ts.dead = true
+			delete(l.tokens, key)
+		}
+		ts.mu.Unlock()
+	}
+}
