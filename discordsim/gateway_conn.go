@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +41,9 @@ const (
 	// maxQueued messages waiting for the writer: past it the client is too slow and is dropped (its
 	// session stays resumable).
 	maxQueued = 1 << 18
+	// largeBotGuilds: past this many guilds a bot uses large bot sharding, where the shard count must be
+	// a multiple of max_concurrency (else 4010).
+	largeBotGuilds = 150000
 	// closeHeartbeatTimeout is sent when a client misses its heartbeat (see gateway.go).
 	closeHeartbeatTimeout = 4000
 )
@@ -458,6 +462,9 @@ func (c *gwConn) parseIdentify(d json.RawMessage) (req identifyReq, code int, re
 	}
 	if !shardOK {
 		return req, 4010, "invalid shard"
+	}
+	if mc := c.g.s.cfg.MaxConcurrency; mc > 1 && req.num%mc != 0 && c.g.s.world.count() > largeBotGuilds {
+		return req, 4010, fmt.Sprintf("large bot sharding: the shard count must be a multiple of %d", mc)
 	}
 	req.guilds = c.g.s.world.shardGuilds(req.shard, req.num)
 	if len(req.guilds) > c.g.s.cfg.MaxGuildsPerShard {

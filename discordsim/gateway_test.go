@@ -299,6 +299,9 @@ func TestIdentifyValidationClosesWithDiscordsCodes(t *testing.T) {
 		}},
 		{name: "shard id equal to num", code: 4010, send: func(c *testClient) { c.identify(testToken, 2, 2, IntentGuilds) }},
 		{name: "zero shards", code: 4010, send: func(c *testClient) { c.identify(testToken, 0, 0, IntentGuilds) }},
+		{name: "large bot with a shard count not a multiple of max_concurrency", code: 4010,
+			tune: func(c *Config) { c.Guilds, c.MaxConcurrency, c.ChannelsPerGuild = largeBotGuilds+1, 16, 1 },
+			send: func(c *testClient) { c.identify(testToken, 0, 100, IntentGuilds) }},
 		{name: "too many guilds on the shard", code: 4011, tune: func(c *Config) { c.MaxGuildsPerShard = 5 },
 			send: func(c *testClient) { c.identify(testToken, 0, 1, IntentGuilds) }},
 		{name: "api v9", query: "v=9&encoding=json", code: 4012},
@@ -366,6 +369,16 @@ func TestPrivilegedIntentEnabledInPortalIsAccepted(t *testing.T) {
 	r := c.expectReady()
 	if r.Application.Flags&(1<<18) == 0 || r.Application.Flags&(1<<14) == 0 {
 		t.Fatalf("application flags %b lack GATEWAY_MESSAGE_CONTENT / GATEWAY_GUILD_MEMBERS", r.Application.Flags)
+	}
+}
+
+func TestLargeBotShardCountMultipleOfMaxConcurrencyIsAccepted(t *testing.T) {
+	s := startGateway(t, func(c *Config) { c.Guilds, c.MaxConcurrency, c.ChannelsPerGuild = largeBotGuilds+1, 16, 1 })
+	c := dial(t, s)
+	c.expectHello()
+	c.identify(testToken, 3, 160, IntentGuildMessages)
+	if r := c.expectReady(); len(r.Guilds) != len(guildIDsOfShard(s, 3, 160)) {
+		t.Fatalf("READY lists %d guilds, want %d", len(r.Guilds), len(guildIDsOfShard(s, 3, 160)))
 	}
 }
 
