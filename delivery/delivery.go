@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,14 +64,15 @@ const (
 
 // Deliverer delivers one queue consumer's events to the bot.
 type Deliverer struct {
-	c      *queue.Consumer
-	o      Options
-	urls   []string
-	client *http.Client
-	log    *zap.Logger
-	m      *metrics
-	slots  chan struct{} // MaxInFlight tokens
-	fails  failLog
+	c       *queue.Consumer
+	o       Options
+	urls    []string
+	client  *http.Client
+	log     *zap.Logger
+	m       *metrics
+	slots   chan struct{} // MaxInFlight tokens
+	fails   failLog
+	failing atomic.Int64 // shards retrying a POST
 }
 
 // New checks o and prepares a Deliverer for c; Run starts it.
@@ -104,13 +106,18 @@ func New(c *queue.Consumer, o Options) (*Deliverer, error) {
 	}
 	client := o.Client
 	if client == nil {
-		client = &http.Client{Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        o.MaxInFlight * len(o.URLs),
-			MaxIdleConnsPerHost: o.MaxInFlight,
-			IdleConnTimeout:     90 * time.Second,
-			ForceAttemptHTTP2:   true,
-		}}
+		client = &http.Client{
+			Transport: &http.Transport{
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:        o.MaxInFlight * len(o.URLs),
+				MaxIdleConnsPerHost: o.MaxInFlight,
+				IdleConnTimeout:     90 * time.Second,
+				ForceAttemptHTTP2:   true,
+			},
+			// A redirect is not followed: a 301/302 would turn the POST into a GET without the events, and
+			// its 2xx would acknowledge them. It counts as a failure instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -157,25 +164,19 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 	for {
 		recs, err := d.c.Next(ctx, shard, d.o.BatchMax)
 		if err != nil {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, queue.ErrClosed) {
-				d.log.Error("reading the queue failed; stopping this shard's delivery", zap.Int("shard", shard), zap.Error(err))
+			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
+				return
 			}
-			return
+			// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
+			d.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
+			if !sleep(ctx, d.o.MaxBackoff) {
+				return
+			}
+			continue
 		}
 		body, ids := d.encode(shard, recs)
-		for attempt := 0; ; attempt++ {
-			reason, err := d.post(ctx, target, body, ids)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			d.m.failed.WithLabelValues(reason).Inc()
-			d.fails.note(d.log, shard, target, attempt+1, err)
-			if !sleep(ctx, d.backoff(attempt)) {
-				return
-			}
+		if !d.postUntilTaken(ctx, shard, target, body, ids) {
+			return
 		}
 		d.c.Ack(shard, recs[len(recs)-1].Seq)
 		now := time.Now()
@@ -183,6 +184,45 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 			d.m.age.Observe(now.Sub(r.Time).Seconds())
 		}
 		d.m.delivered.Add(float64(len(recs)))
+	}
+}
+
+// postUntilTaken posts body until the bot answers 2xx (true) or ctx ends (false).
+func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string, body []byte, ids []string) bool {
+	for attempt := 0; ; attempt++ {
+		reason, err := d.post(ctx, target, body, ids)
+		if err == nil {
+			if attempt > 0 {
+				d.stopFailing(shard, target, attempt+1, true)
+			}
+			return true
+		}
+		if ctx.Err() != nil {
+			if attempt > 0 {
+				d.stopFailing(shard, target, attempt, false)
+			}
+			return false
+		}
+		if attempt == 0 {
+			d.m.failingShards.Inc()
+			d.failing.Add(1)
+		}
+		d.m.failed.WithLabelValues(reason).Inc()
+		d.fails.note(d.log, shard, target, attempt+1, err)
+		if !sleep(ctx, d.backoff(attempt)) {
+			d.stopFailing(shard, target, attempt+1, false)
+			return false
+		}
+	}
+}
+
+// stopFailing notes a shard no longer retrying, and says so when the bot took its events and no shard
+// is failing any more.
+func (d *Deliverer) stopFailing(shard int, target string, attempts int, taken bool) {
+	d.m.failingShards.Dec()
+	if d.failing.Add(-1) == 0 && taken {
+		d.log.Info("delivering events to the bot works again", zap.Int("shard", shard), zap.String("url", target),
+			zap.Int("attempts", attempts))
 	}
 }
 
@@ -320,6 +360,8 @@ type metrics struct {
 	postSeconds prometheus.Histogram
 	age         prometheus.Histogram
 	inFlight    prometheus.Gauge
+	// failingShards counts shards retrying a POST: all of them while the bot is down.
+	failingShards prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -342,11 +384,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dd_delivery_in_flight_posts", Help: "POSTs to the bot in flight."}),
+		failingShards: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dd_delivery_failing_shards", Help: "Shards whose events the bot has not taken on the last attempt."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.postSeconds, m.age, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.postSeconds, m.age, m.inFlight, m.failingShards} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -267,6 +267,21 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name, label string) fl
 	return sum
 }
 
+func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("gauge %s not found", name)
+	return 0
+}
+
 func TestBotDownLosesNothingAndKeepsOrder(t *testing.T) {
 	// The bot's address, with nothing listening yet: connection refused.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -328,6 +343,9 @@ func TestBotDownLosesNothingAndKeepsOrder(t *testing.T) {
 		t.Errorf("dd_delivery_delivered_events_total = %v, want %d", n, 4*40+5)
 	}
 	waitFor(t, "the queue to be emptied", func() bool { return e.q.Depth() == 0 })
+	if n := gaugeValue(t, reg, "dd_delivery_failing_shards"); n != 0 {
+		t.Errorf("dd_delivery_failing_shards = %v after recovery, want 0", n)
+	}
 }
 
 func TestRedeliveredEventsKeepTheirID(t *testing.T) {
@@ -495,6 +513,34 @@ func TestTimeoutIsRetried(t *testing.T) {
 	}
 	if n := counterValue(t, reg, "dd_delivery_failed_attempts_total", "timeout"); n != 1 {
 		t.Fatalf("failed attempts for timeout = %v, want 1", n)
+	}
+}
+
+func TestRedirectIsAFailureNotAnAcknowledgment(t *testing.T) {
+	e := newQueue(t)
+	b := newBot(t)
+	var redirected atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusOK) // what a followed 302 would reach: a GET without the events
+			return
+		}
+		if !redirected.Swap(true) {
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+			return
+		}
+		b.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	reg := prometheus.NewRegistry()
+	start(t, e.c, Options{URLs: []string{srv.URL}, Registerer: reg})
+	e.appendEvents([]int{0}, 1)
+	waitFor(t, "the event posted after the redirect", func() bool {
+		_, evs := b.snapshot()
+		return len(evs) == 1
+	})
+	if n := counterValue(t, reg, "dd_delivery_failed_attempts_total", "status_other"); n != 1 {
+		t.Fatalf("failed attempts status_other = %v, want 1 (the 302)", n)
 	}
 }
 

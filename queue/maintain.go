@@ -121,7 +121,9 @@ func (q *Queue) requeueDirty(ids []int) {
 // consumers acknowledged. more reports that the shard has more to delete once b is committed.
 func (q *Queue) planAckDeletes(s *shardLog, names []string, b *maintBatch, room int) (more bool, err error) {
 	s.mu.Lock()
-	snap := slices.Clone(s.cons[:min(len(s.cons), len(names))])
+	// Every registered consumer holds events back, even one registered since names was taken (its
+	// position is persisted on a later round).
+	snap := slices.Clone(s.cons)
 	s.mu.Unlock()
 	if len(snap) == 0 {
 		return false, nil
@@ -129,7 +131,7 @@ func (q *Queue) planAckDeletes(s *shardLog, names []string, b *maintBatch, room 
 	minPos := uint64(math.MaxUint64)
 	for i, cp := range snap {
 		minPos = min(minPos, cp.pos)
-		if cp.pos != cp.persisted {
+		if i < len(names) && cp.pos != cp.persisted {
 			b.sets = append(b.sets, KV{Key: consumerKey(names[i], s.id), Value: encodeUint64(cp.pos)})
 		}
 	}
@@ -151,7 +153,7 @@ func (q *Queue) planAckDeletes(s *shardLog, names []string, b *maintBatch, room 
 	more = next != 0 && next <= minPos
 	b.apply = append(b.apply, func() {
 		s.mu.Lock()
-		for i, cp := range snap {
+		for i, cp := range snap[:min(len(snap), len(names))] {
 			s.cons[i].persisted = cp.pos
 		}
 		if len(seqs) > 0 {
