@@ -696,6 +696,9 @@ func (s *Server) DropShard(shard, num int) int {
 // CloseSession closes the session's connection with a close code (see closeEndsSession for which codes
 // end the session).
 func (s *Server) CloseSession(id string, code int) bool {
+	if code < 1000 || code > 4999 {
+		return false
+	}
 	var conn *gwConn
 	s.gw.withConn(id, func(_ *session, c *gwConn) { conn = c })
 	if conn == nil {

@@ -494,8 +494,13 @@ type FirehoseOptions struct {
 	// 100ms, so added guilds join and guilds in an outage leave).
 	Guilds []uint64 `json:"guilds,omitempty"`
 	// Weights of each event kind; all zero means 60/15/5/10/10.
-	MessageCreate, MessageUpdate, MemberAdd, TypingStart, ReactionAdd int `json:",omitempty"`
-	// Done, if set, is closed when the firehose ends (Total reached or stopped).
+	MessageCreate int `json:"message_create,omitempty"`
+	MessageUpdate int `json:"message_update,omitempty"`
+	MemberAdd     int `json:"member_add,omitempty"`
+	TypingStart   int `json:"typing_start,omitempty"`
+	ReactionAdd   int `json:"reaction_add,omitempty"`
+	// Done, if set, is closed when the firehose ends (Total reached or stopped). One channel per
+	// firehose.
 	Done chan struct{} `json:"-"`
 }
 

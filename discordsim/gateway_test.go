@@ -1011,9 +1011,10 @@ func TestPayloadCompressionSendsLargePayloadsAsZlib(t *testing.T) {
 
 func TestAdminHTTPEndpoints(t *testing.T) {
 	s := startGateway(t, nil)
-	c, r := connectShard(t, s, 0, 1, IntentGuilds)
-	post := func(path string) map[string]any {
-		resp, err := http.Post(s.URL()+path, "application/json", strings.NewReader(`{"id":"1"}`))
+	c, r := connectShard(t, s, 0, 1, IntentGuilds|IntentGuildMessages)
+	post := func(path, body string) map[string]any {
+		t.Helper()
+		resp, err := http.Post(s.URL()+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1035,11 +1036,23 @@ func TestAdminHTTPEndpoints(t *testing.T) {
 	if len(list) != 1 || list[0].ID != r.SessionID || !list[0].Connected {
 		t.Fatalf("sessions: %+v", list)
 	}
-	if out := post("/_sim/gateway/dispatch?guild=" + FormatID(s.Guilds()[0].ID) + "&event=CHANNEL_UPDATE"); out["key"] == "" {
+	out := post("/_sim/gateway/dispatch?guild="+FormatID(s.Guilds()[0].ID)+"&event=CHANNEL_UPDATE", `{"id":"1"}`)
+	if out["key"] == "" {
 		t.Fatalf("dispatch: %v", out)
 	}
 	c.expect(0, "CHANNEL_UPDATE")
-	if out := post("/_sim/gateway/drop?shard=0&num=1"); out["affected"] != float64(1) {
+	if out := post("/_sim/gateway/heartbeat?session="+r.SessionID, ""); out["affected"] != float64(1) {
+		t.Fatalf("heartbeat: %v", out)
+	}
+	c.expect(1, "")
+	if hose := post("/_sim/gateway/firehose", `{"rate":2000,"message_create":1}`); hose["id"] == nil {
+		t.Fatalf("firehose: %v", hose)
+	}
+	c.expect(0, "MESSAGE_CREATE")
+	if out := post("/_sim/gateway/firehose/stop", ""); out["affected"] != float64(1) {
+		t.Fatalf("firehose/stop: %v", out)
+	}
+	if out := post("/_sim/gateway/drop?shard=0&num=1", ""); out["affected"] != float64(1) {
 		t.Fatalf("drop: %v", out)
 	}
 	if code := c.waitClose(2 * time.Second); code != 0 {
@@ -1047,6 +1060,16 @@ func TestAdminHTTPEndpoints(t *testing.T) {
 	}
 	if s.GatewayStats().AdminDrops != 1 {
 		t.Fatal("AdminDrops not counted")
+	}
+	resp, err = http.Get(s.URL() + "/_sim/gateway/keys?session=" + r.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	_ = json.NewDecoder(resp.Body).Decode(&keys)
+	resp.Body.Close()
+	if len(keys) < 3 || keys[0] == "" {
+		t.Fatalf("keys: %v", keys)
 	}
 }
 
@@ -1062,7 +1085,10 @@ func TestCloseAllKeepsSessionsResumable(t *testing.T) {
 }
 
 // BenchmarkGatewayFirehose measures events per second from a max-speed firehose to one reading client
-// over real sockets (uncompressed, zlib-stream, zstd-stream).
+// over real sockets (uncompressed, zlib-stream, zstd-stream); the client decodes in the same process.
+//
+//	go test -run XXX -bench BenchmarkGatewayFirehose -benchtime 200000x -cpu 2 ./discordsim/
+//	(Xeon, 2 cores): 85k events/s uncompressed, 98k zlib-stream, 100k zstd-stream
 func BenchmarkGatewayFirehose(b *testing.B) {
 	for _, mode := range []string{"", "zlib-stream", "zstd-stream"} {
 		b.Run("compress="+mode, func(b *testing.B) {
