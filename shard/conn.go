@@ -136,6 +136,11 @@ func (c *conn) close(code int, reason string) {
 	}
 	c.wmu.Unlock()
 	c.nc.Close()
+}
+
+// release frees the decompressor. Only after the read loop has returned: the decoder is not safe for
+// use from two goroutines.
+func (c *conn) release() {
 	if c.zr != nil {
 		c.zr.Close()
 	}

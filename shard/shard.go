@@ -374,6 +374,7 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 			c.close(discord.ResumableCloseCode, "reconnecting")
 		}
 		hb.stop()
+		c.release()
 		close(events)
 		<-sinkDone
 		s.mu.Lock()
@@ -392,7 +393,8 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 		<-readErr
 		end = connEnd{err: fmt.Errorf("persisting events: %w", err)}
 	case <-ctx.Done():
-		c.drop()
+		// Close with a resumable code, so that a restarted dd resumes this session.
+		c.close(discord.ResumableCloseCode, "dd shutting down")
 		end = <-readErr
 	}
 	return end

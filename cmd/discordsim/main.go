@@ -1,0 +1,79 @@
+// Command discordsim runs dd's Discord simulator as a process: Discord's REST API under /api, the
+// gateway websocket, and the admin API under /_sim/. It is for local runs (the demo) and for tests that
+// start real processes; Go tests embed the discordsim package directly.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ddhq/dd/discordsim"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("discordsim", flag.ContinueOnError)
+	var (
+		addr        = fs.String("addr", "127.0.0.1:0", "listen address (port 0 picks a free port)")
+		tokens      = fs.String("tokens", "sim-token", "comma-separated bot tokens the simulator accepts")
+		guilds      = fs.Int("guilds", 10, "guilds the bot is in")
+		channels    = fs.Int("channels", 3, "text channels per guild")
+		members     = fs.Int("members", 5, "members per guild")
+		maxConc     = fs.Int("max-concurrency", 1, "session_start_limit.max_concurrency")
+		identifyWin = fs.Duration("identify-window", 5*time.Second, "one identify per bucket per this")
+		sessions    = fs.Int("session-start-total", 1000, "identifies per day")
+		heartbeat   = fs.Duration("heartbeat-interval", 41250*time.Millisecond, "HELLO heartbeat_interval")
+		resumeWin   = fs.Duration("resume-window", 3*time.Minute, "how long a dropped session stays resumable")
+		global      = fs.Int("global-rate-limit", 50, "REST requests per second per token")
+		latency     = fs.Duration("rest-latency", 0, "added to every REST response")
+		privileged  = fs.Int("privileged-intents", 0, "privileged intent bits the application has enabled")
+		rate        = fs.Float64("firehose-rate", 0, "events per second to generate (0: none)")
+		urlFile     = fs.String("url-file", "", "write the simulator's base URL to this file once listening")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: discordsim [flags]\n\nRuns dd's strict Discord simulator.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	sim := discordsim.New(discordsim.Config{
+		Tokens: strings.Split(*tokens, ","), Guilds: *guilds, ChannelsPerGuild: *channels, MembersPerGuild: *members,
+		MaxConcurrency: *maxConc, IdentifyWindow: *identifyWin, SessionStartTotal: *sessions,
+		HeartbeatInterval: *heartbeat, ResumeWindow: *resumeWin, GlobalRateLimit: *global,
+		RESTLatency: *latency, PrivilegedIntents: *privileged,
+	})
+	if err := sim.Start(*addr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("discordsim listening: api_url = %q, gateway = %q\n", sim.APIURL(), sim.GatewayURL())
+	if *urlFile != "" {
+		if err := os.WriteFile(*urlFile, []byte(sim.URL()+"\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if *rate > 0 {
+		stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: *rate})
+		defer stop()
+		fmt.Printf("firehose: %.0f events/s across %d guilds\n", *rate, *guilds)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	<-ctx.Done()
+	_ = sim.Close()
+	return 0
+}
