@@ -275,7 +275,8 @@ func newShardLog(id int) *shardLog {
 // events. Only a call too large for one transaction is split (its records first, also with the last
 // part); if a part fails, the error is returned and the parts before it stay committed.
 //
-// If ctx ends first Append returns ctx.Err(), and the records may or may not be committed.
+// Payloads and also's keys and values must not be changed afterwards (the queue keeps payloads in
+// memory). If ctx ends first Append returns ctx.Err(), and the records may or may not be committed.
 func (q *Queue) Append(ctx context.Context, recs []Record, also ...KV) error {
 	if len(recs) == 0 && len(also) == 0 {
 		return nil
@@ -283,7 +284,7 @@ func (q *Queue) Append(ctx context.Context, recs []Record, also ...KV) error {
 	now := time.Now()
 	own := slices.Clone(recs)
 	for i := range own {
-		if own[i].Shard < 0 || own[i].Shard > math.MaxUint32 {
+		if own[i].Shard < 0 || uint64(own[i].Shard) > math.MaxUint32 {
 			return fmt.Errorf("queue: shard %d out of range", own[i].Shard)
 		}
 		if own[i].Time.IsZero() {
