@@ -116,15 +116,19 @@ type Rest struct {
 
 // Gateway configures the gateway role.
 type Gateway struct {
-	Listener             `koanf:",squash"`
-	Intents              Intents       `koanf:"intents"`
-	TotalShards          int           `koanf:"total_shards"` // 0: Discord's recommendation
-	FirstShard           int           `koanf:"first_shard"`
-	LastShard            int           `koanf:"last_shard"` // -1: total_shards - 1
-	Compress             string        `koanf:"compress"`   // zstd-stream | zlib-stream | none
-	Reshard              bool          `koanf:"reshard"`
-	ReshardPercentage    int           `koanf:"reshard_percentage"`
-	ReshardCheckInterval time.Duration `koanf:"reshard_check_interval"`
+	Listener              `koanf:",squash"`
+	Intents               Intents       `koanf:"intents"`
+	TotalShards           int           `koanf:"total_shards"` // 0: Discord's recommendation
+	FirstShard            int           `koanf:"first_shard"`
+	LastShard             int           `koanf:"last_shard"` // -1: total_shards - 1
+	Compress              string        `koanf:"compress"`   // zstd-stream | zlib-stream | none
+	Reshard               bool          `koanf:"reshard"`
+	ReshardPercentage     int           `koanf:"reshard_percentage"`
+	ReshardCheckInterval  time.Duration `koanf:"reshard_check_interval"`
+	LargeThreshold        int           `koanf:"large_threshold"`          // 50: IDENTIFY's large_threshold (50..250)
+	DedupMessageUpdates   bool          `koanf:"dedup_message_updates"`    // true: drop MESSAGE_UPDATEs whose content did not change
+	DropKnownGuildCreates bool          `koanf:"drop_known_guild_creates"` // true: drop GUILD_CREATE for guilds the shard already had
+	LoadingGuildEvent     string        `koanf:"loading_guild_event"`      // "": rename the initial GUILD_CREATE burst (e.g. GUILD_LOADED_DD)
 }
 
 // Intents is the gateway intents bit set.
@@ -135,6 +139,8 @@ type Events struct {
 	URLs           []string `koanf:"urls"`
 	Secret         string   `koanf:"secret"`
 	MaxQueueEvents int      `koanf:"max_queue_events"`
+	BatchMax       int      `koanf:"batch_max"` // 1: events per POST; above 1 the body is a JSON array
+	Drop           []string `koanf:"drop"`      // event names never queued
 }
 
 // Cache configures the cache role.

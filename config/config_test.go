@@ -190,3 +190,17 @@ func TestBadIntentFromEnvironmentNamesTheVariable(t *testing.T) {
 		t.Fatalf("want an error naming DD_GATEWAY__INTENTS and the bad intent, got %v", err)
 	}
 }
+
+func TestGatewayEventOptionsAreChecked(t *testing.T) {
+	for body, key := range map[string]string{
+		"[gateway]\nlarge_threshold = 10\n":             "gateway.large_threshold",
+		"[gateway]\nloading_guild_event = \"loaded\"\n": "gateway.loading_guild_event",
+		"[events]\nbatch_max = 0\n":                     "events.batch_max",
+		"[events]\ndrop = [\"READY\"]\n":                "events.drop",
+		"[events]\ndrop = [\"typing_start\"]\n":         "events.drop",
+	} {
+		if _, err := load(t, body, nil, RoleCache); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
+		}
+	}
+}

@@ -67,10 +67,16 @@ var keys = []keySpec{
 	{path: "gateway.reshard", kind: kindBool, def: true},
 	{path: "gateway.reshard_percentage", kind: kindInt, def: int64(80)},
 	{path: "gateway.reshard_check_interval", kind: kindDuration, def: "8h"},
+	{path: "gateway.large_threshold", kind: kindInt, def: int64(50)},
+	{path: "gateway.dedup_message_updates", kind: kindBool, def: true},
+	{path: "gateway.drop_known_guild_creates", kind: kindBool, def: true},
+	{path: "gateway.loading_guild_event", kind: kindString, def: ""},
 
 	{path: "events.urls", kind: kindStrings, def: []any{"http://127.0.0.1:9000/"}},
 	{path: "events.secret", kind: kindString, def: "", secret: true},
 	{path: "events.max_queue_events", kind: kindInt, def: int64(10000000)},
+	{path: "events.batch_max", kind: kindInt, def: int64(1)},
+	{path: "events.drop", kind: kindStrings, def: []any{}},
 
 	{path: "cache.listen", kind: kindString, def: "127.0.0.1:8002"},
 	{path: "cache.url", kind: kindString, def: ""},

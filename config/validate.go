@@ -106,6 +106,20 @@ func (c *Config) validate(role Role) error {
 		bad("gateway.reshard_check_interval", "must be positive, got %s", g.ReshardCheckInterval)
 	}
 
+	if g.LargeThreshold < 50 || g.LargeThreshold > 250 {
+		bad("gateway.large_threshold", "must be between 50 and 250 (Discord's range), got %d", g.LargeThreshold)
+	}
+	if g.LoadingGuildEvent != "" && strings.ToUpper(g.LoadingGuildEvent) != g.LoadingGuildEvent {
+		bad("gateway.loading_guild_event", "%q: event names are upper case, like GUILD_LOADED_DD", g.LoadingGuildEvent)
+	}
+	if c.Events.BatchMax < 1 || c.Events.BatchMax > 10000 {
+		bad("events.batch_max", "must be between 1 and 10000, got %d", c.Events.BatchMax)
+	}
+	for _, name := range c.Events.Drop {
+		if name == "READY" || name == "RESUMED" || strings.ToUpper(name) != name {
+			bad("events.drop", "%q: give upper-case event names (READY and RESUMED cannot be dropped)", name)
+		}
+	}
 	if role.Runs(RoleGateway) && len(c.Events.URLs) == 0 {
 		bad("events.urls", "needs at least one URL for --role=%s", role)
 	}
