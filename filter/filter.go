@@ -1,0 +1,330 @@
+// Package filter decides which gateway dispatches are queued for the bot, and keeps the little state
+// that needs: the guilds of each shard (for routing and /status), which guilds are still loading after
+// READY, and recent message contents (to recognise embed-unfurl MESSAGE_UPDATEs). It sits between a
+// shard and the queue, as a shard's OnDispatch hook; it neither stores nor delivers events.
+package filter
+
+import (
+	"bytes"
+	"encoding/json"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Filter.
+type Options struct {
+	// Drop lists event names never queued (events.drop).
+	Drop []string
+	// DedupMessageUpdates drops a MESSAGE_UPDATE whose content and edit time did not change: Discord sends
+	// those when it unfurls a link's embed.
+	DedupMessageUpdates bool
+	// DropKnownGuildCreates drops GUILD_CREATE for a guild its shard already had (after a resume, or
+	// when an outage ends).
+	DropKnownGuildCreates bool
+	// LoadingGuildEvent, when set, renames the GUILD_CREATEs of the burst that follows READY (the guilds
+	// READY listed), so the bot can tell "loaded at start" from "joined" (Discordeno's GUILD_LOADED_DD).
+	LoadingGuildEvent string
+	// MessageMemory bounds the messages remembered for dedup (default 100,000), each for MessageTTL
+	// (default 15 minutes).
+	MessageMemory int
+	MessageTTL    time.Duration
+}
+
+// Filter is safe for concurrent use by many shards.
+type Filter struct {
+	o    Options
+	drop map[string]bool
+
+	mu     sync.Mutex
+	shards map[int]*shardGuilds
+
+	msgMu sync.Mutex
+	msgs  map[uint64]msgEntry
+	order []msgOrder // FIFO of insertions, for eviction by age and count
+	seed  maphash.Seed
+
+	dropped atomic.Int64
+}
+
+type shardGuilds struct {
+	guilds  map[uint64]bool // id -> available
+	loading map[uint64]bool
+}
+
+type msgEntry struct {
+	hash uint64
+	at   time.Time
+}
+
+type msgOrder struct {
+	id uint64
+	at time.Time
+}
+
+// New builds a Filter.
+func New(o Options) *Filter {
+	if o.MessageMemory == 0 {
+		o.MessageMemory = 100_000
+	}
+	if o.MessageTTL == 0 {
+		o.MessageTTL = 15 * time.Minute
+	}
+	f := &Filter{o: o, drop: map[string]bool{}, shards: map[int]*shardGuilds{}, msgs: map[uint64]msgEntry{},
+		seed: maphash.MakeSeed()}
+	for _, n := range o.Drop {
+		f.drop[n] = true
+	}
+	return f
+}
+
+// Keep decides whether a dispatch of type t on shard is queued. It may return a replacement payload
+// (the renamed loading GUILD_CREATE); otherwise it returns raw.
+func (f *Filter) Keep(shard int, t string, raw []byte) (keep bool, out []byte) {
+	switch t {
+	case "READY":
+		f.onReady(shard, raw)
+	case "GUILD_CREATE":
+		return f.onGuildCreate(shard, raw)
+	case "GUILD_DELETE":
+		f.onGuildDelete(shard, raw)
+	case "MESSAGE_CREATE":
+		if f.o.DedupMessageUpdates {
+			f.rememberMessage(raw)
+		}
+	case "MESSAGE_UPDATE":
+		if f.o.DedupMessageUpdates && !f.messageChanged(raw) {
+			f.dropped.Add(1)
+			return false, nil
+		}
+	}
+	if f.drop[t] {
+		f.dropped.Add(1)
+		return false, nil
+	}
+	return true, raw
+}
+
+// Dropped counts the events the filter kept from the queue.
+func (f *Filter) Dropped() int64 { return f.dropped.Load() }
+
+// GuildCount is how many guilds shard holds (available or in an outage).
+func (f *Filter) GuildCount(shard int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sg := f.shards[shard]; sg != nil {
+		return len(sg.guilds)
+	}
+	return 0
+}
+
+// Loading is how many guilds of shard have not had their GUILD_CREATE since READY.
+func (f *Filter) Loading(shard int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sg := f.shards[shard]; sg != nil {
+		return len(sg.loading)
+	}
+	return 0
+}
+
+// TotalGuilds sums GuildCount over every shard.
+func (f *Filter) TotalGuilds() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, sg := range f.shards {
+		n += len(sg.guilds)
+	}
+	return n
+}
+
+type guildRef struct {
+	ID          snowflake `json:"id"`
+	Unavailable bool      `json:"unavailable"`
+}
+
+func (f *Filter) onReady(shard int, raw []byte) {
+	var p struct {
+		D struct {
+			Guilds []guildRef `json:"guilds"`
+		} `json:"d"`
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return
+	}
+	sg := &shardGuilds{guilds: make(map[uint64]bool, len(p.D.Guilds)), loading: make(map[uint64]bool, len(p.D.Guilds))}
+	for _, g := range p.D.Guilds {
+		sg.guilds[uint64(g.ID)] = false
+		sg.loading[uint64(g.ID)] = true
+	}
+	f.mu.Lock()
+	f.shards[shard] = sg
+	f.mu.Unlock()
+}
+
+func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
+	var p struct {
+		D guildRef `json:"d"`
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return true, raw
+	}
+	id := uint64(p.D.ID)
+	f.mu.Lock()
+	sg := f.shards[shard]
+	if sg == nil {
+		sg = &shardGuilds{guilds: map[uint64]bool{}, loading: map[uint64]bool{}}
+		f.shards[shard] = sg
+	}
+	_, known := sg.guilds[id]
+	loading := sg.loading[id]
+	delete(sg.loading, id)
+	sg.guilds[id] = true
+	f.mu.Unlock()
+	switch {
+	case loading && f.o.LoadingGuildEvent != "":
+		return true, renameEvent(raw, "GUILD_CREATE", f.o.LoadingGuildEvent)
+	case loading:
+		return true, raw
+	case known && f.o.DropKnownGuildCreates:
+		f.dropped.Add(1)
+		return false, nil
+	}
+	if f.drop["GUILD_CREATE"] {
+		f.dropped.Add(1)
+		return false, nil
+	}
+	return true, raw
+}
+
+func (f *Filter) onGuildDelete(shard int, raw []byte) {
+	var p struct {
+		D guildRef `json:"d"`
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sg := f.shards[shard]
+	if sg == nil {
+		return
+	}
+	if p.D.Unavailable {
+		sg.guilds[uint64(p.D.ID)] = false // an outage: still ours
+		return
+	}
+	delete(sg.guilds, uint64(p.D.ID))
+	delete(sg.loading, uint64(p.D.ID))
+}
+
+// renameEvent replaces the "t" of a payload. Only the first "t":"<old>" is replaced, and payloads are
+// Discord's compact JSON, so the field is found without re-encoding the (large) guild object.
+func renameEvent(raw []byte, old, name string) []byte {
+	for _, pat := range [][]byte{[]byte(`"t":"` + old + `"`), []byte(`"t": "` + old + `"`)} {
+		if i := bytes.Index(raw, pat); i >= 0 {
+			out := make([]byte, 0, len(raw)+len(name)-len(old))
+			out = append(out, raw[:i]...)
+			out = append(out, `"t":"`+name+`"`...)
+			return append(out, raw[i+len(pat):]...)
+		}
+	}
+	return raw
+}
+
+type messageFields struct {
+	D struct {
+		ID              snowflake        `json:"id"`
+		Content         *string          `json:"content"`
+		EditedTimestamp *json.RawMessage `json:"edited_timestamp"`
+	} `json:"d"`
+}
+
+func (f *Filter) contentHash(m *messageFields) uint64 {
+	var h maphash.Hash
+	h.SetSeed(f.seed)
+	if m.D.Content != nil {
+		h.WriteString(*m.D.Content)
+	}
+	h.WriteByte(0)
+	if m.D.EditedTimestamp != nil {
+		h.Write(*m.D.EditedTimestamp)
+	}
+	return h.Sum64()
+}
+
+func (f *Filter) rememberMessage(raw []byte) {
+	var m messageFields
+	if json.Unmarshal(raw, &m) != nil || m.D.ID == 0 {
+		return
+	}
+	f.remember(uint64(m.D.ID), f.contentHash(&m))
+}
+
+// messageChanged reports whether a MESSAGE_UPDATE changes what dd last saw of the message. An update of a
+// message dd never saw (older than its memory, or from before a restart) counts as a change.
+func (f *Filter) messageChanged(raw []byte) bool {
+	var m messageFields
+	if json.Unmarshal(raw, &m) != nil || m.D.ID == 0 {
+		return true
+	}
+	if m.D.Content == nil {
+		// Partial updates without content change nothing a bot reads from the content.
+		f.msgMu.Lock()
+		_, seen := f.msgs[uint64(m.D.ID)]
+		f.msgMu.Unlock()
+		return !seen
+	}
+	h := f.contentHash(&m)
+	f.msgMu.Lock()
+	prev, seen := f.msgs[uint64(m.D.ID)]
+	f.msgMu.Unlock()
+	if seen && prev.hash == h && time.Since(prev.at) < f.o.MessageTTL {
+		return false
+	}
+	f.remember(uint64(m.D.ID), h)
+	return true
+}
+
+func (f *Filter) remember(id, hash uint64) {
+	now := time.Now()
+	f.msgMu.Lock()
+	defer f.msgMu.Unlock()
+	f.msgs[id] = msgEntry{hash: hash, at: now}
+	f.order = append(f.order, msgOrder{id: id, at: now})
+	// Evict by age and by count, oldest first; an id re-remembered later keeps its newer entry.
+	for len(f.order) > 0 && (len(f.msgs) > f.o.MessageMemory || now.Sub(f.order[0].at) > f.o.MessageTTL) {
+		old := f.order[0]
+		f.order = f.order[1:]
+		if e, ok := f.msgs[old.id]; ok && !e.at.After(old.at) {
+			delete(f.msgs, old.id)
+		}
+	}
+	if cap(f.order) > 4*f.o.MessageMemory && len(f.order) < f.o.MessageMemory {
+		f.order = append([]msgOrder(nil), f.order...)
+	}
+}
+
+// MessagesRemembered is how many messages the dedup memory holds.
+func (f *Filter) MessagesRemembered() int {
+	f.msgMu.Lock()
+	defer f.msgMu.Unlock()
+	return len(f.msgs)
+}
+
+// snowflake decodes Discord's string IDs.
+type snowflake uint64
+
+func (s *snowflake) UnmarshalJSON(b []byte) error {
+	b = bytes.Trim(b, `"`)
+	if len(b) == 0 || string(b) == "null" {
+		*s = 0
+		return nil
+	}
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	*s = snowflake(n)
+	return err
+}
