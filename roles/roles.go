@@ -73,7 +73,12 @@ func Run(ctx context.Context, o Options) error {
 		servers = append(servers, newRoleServer(r, l, h, reg, log))
 	}
 	if o.Role.Runs(config.RoleRest) {
-		add(config.RoleRest, cfg.Rest.Listener, notYet("rest"))
+		rest, err := newRest(cfg, reg, log)
+		if err != nil {
+			return err
+		}
+		defer rest.Close()
+		add(config.RoleRest, cfg.Rest.Listener, rest)
 	}
 	if o.Role.Runs(config.RoleGateway) {
 		add(config.RoleGateway, cfg.Gateway.Listener, notYet("gateway"))
@@ -152,12 +157,26 @@ func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *p
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", api)
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           ownPathsThenAPI(mux, api),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}
 	return s
+}
+
+// ownPathsThenAPI sends the role's own endpoints to mux and everything else straight to the role's API,
+// so that the API sees request paths exactly as sent (ServeMux would clean "/a/../b" and redirect to it,
+// turning a traversal attempt into a request).
+func ownPathsThenAPI(mux, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			mux.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
 }
 
 func (s *roleServer) listen() error {
