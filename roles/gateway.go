@@ -1,0 +1,399 @@
+package roles
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/delivery"
+	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/queue"
+	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/store"
+)
+
+// identifyWindow is Discord's: one IDENTIFY per max_concurrency bucket per 5 s. identifyMargin absorbs
+// the jitter between our send and Discord's receipt, which is what Discord judges.
+const (
+	identifyWindow = 5 * time.Second
+	identifyMargin = 250 * time.Millisecond
+)
+
+// gatewayRole wires shards -> filter -> queue -> delivery, and serves the gateway's HTTP API.
+type gatewayRole struct {
+	cfg    *config.Config
+	log    *zap.Logger
+	st     *store.Store
+	q      *queue.Queue
+	filter *filter.Filter
+	deliv  *delivery.Deliverer
+	reg    prometheus.Registerer
+	mgr    atomic.Pointer[shard.Manager]
+	api    http.Handler
+
+	received prometheus.Counter
+	filtered prometheus.Counter
+}
+
+func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger) (*gatewayRole, error) {
+	log = log.Named("gateway")
+	q, err := queue.Open(st, queue.Options{MaxEvents: cfg.Events.MaxQueueEvents, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	bot, err := q.Consumer("bot")
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	deliv, err := delivery.New(bot, delivery.Options{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret,
+		BatchMax: cfg.Events.BatchMax, Logger: log.Named("delivery"), Registerer: reg})
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg,
+		filter: filter.New(filter.Options{Drop: cfg.Events.Drop, DedupMessageUpdates: cfg.Gateway.DedupMessageUpdates,
+			DropKnownGuildCreates: cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: cfg.Gateway.LoadingGuildEvent}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_received_total",
+			Help: "Dispatch events received from Discord."}),
+		filtered: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_filtered_total",
+			Help: "Dispatch events not queued (events.drop, duplicate GUILD_CREATE, embed-unfurl MESSAGE_UPDATE)."}),
+	}
+	reg.MustRegister(g.received, g.filtered,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_shards_ready", Help: "Shards in the ready state."},
+			func() float64 { return float64(g.countReady()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_guilds", Help: "Guilds on this process's shards."},
+			func() float64 { return float64(g.filter.TotalGuilds()) }))
+	g.api = requireSecret(cfg.Gateway.Secret, g.routes())
+	return g, nil
+}
+
+func (g *gatewayRole) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.api.ServeHTTP(w, r) }
+
+// run fetches the gateway's parameters, runs the shards and delivery until ctx ends, then closes the
+// shards resumably and flushes the queue. A *FatalError means no shard can run.
+func (g *gatewayRole) run(ctx context.Context) error {
+	delivDone := make(chan error, 1)
+	go func() { delivDone <- g.deliv.Run(ctx) }()
+	defer func() {
+		<-delivDone
+		if err := g.q.Close(); err != nil {
+			g.log.Error("closing queue", zap.Error(err))
+		}
+	}()
+
+	info, err := g.fetchGatewayBot(ctx)
+	if err != nil {
+		return err
+	}
+	if info == nil {
+		return nil // ctx ended
+	}
+	total := g.cfg.Gateway.TotalShards
+	if total == 0 {
+		total = max(info.Shards, 1)
+	}
+	last := g.cfg.Gateway.LastShard
+	if last < 0 || last >= total {
+		last = total - 1
+	}
+	var ids []int
+	for id := g.cfg.Gateway.FirstShard; id <= last; id++ {
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return &FatalError{Err: fmt.Errorf("no shard to run: first_shard %d is not below total shards %d", g.cfg.Gateway.FirstShard, total),
+			Hint: "check gateway.first_shard, gateway.last_shard and gateway.total_shards"}
+	}
+	limiter := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, identifyWindow, identifyMargin, g.log)
+	mgr, err := shard.NewManager(shard.ManagerConfig{
+		TotalShards: total, ShardIDs: ids, Sessions: shard.NewSessionStore(g.st), Logger: g.log,
+		Template: shard.Config{
+			Token: g.cfg.Discord.Token, Intents: int(g.cfg.Gateway.Intents), GatewayURL: info.URL,
+			APIVersion: g.cfg.Discord.APIVersion, Compress: g.cfg.Gateway.Compress, LargeThreshold: g.cfg.Gateway.LargeThreshold,
+			Identify: limiter, Sink: queueSink{q: g.q},
+			Hooks: shard.Hooks{OnDispatch: g.onDispatch},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	g.mgr.Store(mgr)
+	g.log.Info("starting shards", zap.Int("total_shards", total), zap.Int("first", ids[0]), zap.Int("last", ids[len(ids)-1]),
+		zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency), zap.Int("identifies_remaining", info.SessionStartLimit.Remaining))
+	if err := mgr.Run(ctx); err != nil {
+		var fe *shard.FatalError
+		hint := "see the log lines of each shard"
+		if errors.As(err, &fe) {
+			hint = fe.Hint
+		}
+		return &FatalError{Err: fmt.Errorf("no shard can run: %w", err), Hint: hint}
+	}
+	return nil
+}
+
+// fetchGatewayBot asks for /gateway/bot, through the rest role when rest.url is set. Network trouble is
+// retried with backoff; a refused token is fatal. It returns nil, nil when ctx ends first.
+func (g *gatewayRole) fetchGatewayBot(ctx context.Context) (*shard.GatewayBot, error) {
+	apiURL, auth := g.cfg.Discord.APIURL, "Bot "+g.cfg.Discord.Token
+	if g.cfg.Rest.URL != "" {
+		apiURL, auth = g.cfg.Rest.URL+"/api", g.cfg.Rest.Secret
+	}
+	client := &http.Client{Timeout: 15 * time.Second}
+	backoff := time.Second
+	for {
+		info, err := shard.FetchGatewayBot(ctx, client, apiURL, g.cfg.Discord.APIVersion, auth)
+		if err == nil {
+			return &info, nil
+		}
+		var he *shard.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+			return nil, &FatalError{Err: fmt.Errorf("GET /gateway/bot: %w", err),
+				Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
+		}
+		g.log.Warn("cannot get the gateway URL yet; retrying", zap.Error(err), zap.Duration("after", backoff))
+		if sleepCtx(ctx, backoff) != nil {
+			return nil, nil
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (g *gatewayRole) onDispatch(s *shard.Shard, ev *shard.Event) bool {
+	g.received.Inc()
+	keep, out := g.filter.Keep(s.ID(), ev.Type, ev.Raw)
+	if !keep {
+		g.filtered.Inc()
+		return false
+	}
+	ev.Raw = out
+	return true
+}
+
+func (g *gatewayRole) countReady() int {
+	m := g.mgr.Load()
+	if m == nil {
+		return 0
+	}
+	n := 0
+	for _, s := range m.Shards() {
+		if s.State() == shard.StateReady {
+			n++
+		}
+	}
+	return n
+}
+
+// queueSink commits a shard's events and its session in one atomic Append.
+type queueSink struct{ q *queue.Queue }
+
+func (s queueSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Session) error {
+	recs := make([]queue.Record, len(evs))
+	for i, ev := range evs {
+		recs[i] = queue.Record{Shard: sess.ShardID, Payload: ev.Raw}
+	}
+	k, v := shard.SessionRecord(sess)
+	return s.q.Append(ctx, recs, queue.KV{Key: k, Value: v})
+}
+
+// ---- the gateway's HTTP API (PRODUCT.md §4) ----
+
+func (g *gatewayRole) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{$}", g.handleDiscordeno)
+	mux.HandleFunc("POST /shards/{id}/send", g.handleShardSend)
+	mux.HandleFunc("GET /status", g.handleStatus)
+	mux.HandleFunc("POST /reshard", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, "resharding is not available in this build of dd")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+const maxCommandBody = 64 << 10
+
+func (g *gatewayRole) manager(w http.ResponseWriter) *shard.Manager {
+	m := g.mgr.Load()
+	if m == nil {
+		writeError(w, http.StatusServiceUnavailable, "shards are not started yet")
+	}
+	return m
+}
+
+// sendCommand sends one {op,d} payload to a shard and answers for it.
+func (g *gatewayRole) sendCommand(w http.ResponseWriter, r *http.Request, m *shard.Manager, id int, payload json.RawMessage) bool {
+	s := m.Shard(id)
+	if s == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("shard %d does not run in this process", id))
+		return false
+	}
+	var cmd struct {
+		Op *int            `json:"op"`
+		D  json.RawMessage `json:"d"`
+	}
+	if err := json.Unmarshal(payload, &cmd); err != nil || cmd.Op == nil {
+		writeError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
+		return false
+	}
+	switch *cmd.Op {
+	case discord.OpIdentify, discord.OpResume, discord.OpHeartbeat:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("op %d is dd's to send, not the bot's", *cmd.Op))
+		return false
+	}
+	compact, err := json.Marshal(map[string]any{"op": *cmd.Op, "d": cmd.D})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "payload d is not valid JSON")
+		return false
+	}
+	err = s.SendRaw(r.Context(), compact)
+	switch {
+	case errors.Is(err, shard.ErrPayloadTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+	case errors.Is(err, shard.ErrNotConnected):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case err != nil:
+		writeError(w, http.StatusBadGateway, err.Error())
+	default:
+		return true
+	}
+	return false
+}
+
+// handleDiscordeno serves the messages of Discordeno's big-bot template.
+func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
+	var msg struct {
+		Type    string          `json:"type"`
+		ShardID *int            `json:"shardId"`
+		GuildID json.Number     `json:"guildId"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBody)).Decode(&msg); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
+		return
+	}
+	m := g.manager(w)
+	if m == nil {
+		return
+	}
+	switch msg.Type {
+	case "ShardPayload":
+		if msg.ShardID == nil {
+			writeError(w, http.StatusBadRequest, "ShardPayload needs shardId")
+			return
+		}
+		if g.sendCommand(w, r, m, *msg.ShardID, msg.Payload) {
+			w.WriteHeader(http.StatusNoContent)
+		}
+	case "EditShardsPresence":
+		cmd, _ := json.Marshal(map[string]any{"op": discord.OpPresenceUpdate, "d": msg.Payload})
+		failed := 0
+		for _, s := range m.Shards() {
+			if err := s.SendRaw(r.Context(), cmd); err != nil {
+				failed++
+				g.log.Warn("presence not sent", zap.Int("shard", s.ID()), zap.Error(err))
+			}
+		}
+		if failed > 0 {
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("presence not sent to %d of %d shards", failed, len(m.Shards())))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case "ShardInfoFromGuild":
+		gid, err := strconv.ParseUint(msg.GuildID.String(), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "ShardInfoFromGuild needs guildId, a snowflake")
+			return
+		}
+		id := m.ShardForGuild(gid)
+		s := m.Shard(id)
+		if s == nil {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("guild %d is on shard %d, which does not run in this process", gid, id))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"shardId": id, "rtt": s.RTT().Milliseconds()})
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown message type %q (ShardPayload, EditShardsPresence, ShardInfoFromGuild)", msg.Type))
+	}
+}
+
+func (g *gatewayRole) handleShardSend(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.Atoi(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "shard id must be a number")
+		return
+	}
+	body, err := readLimited(w, r, maxCommandBody)
+	if err != nil {
+		return
+	}
+	m := g.manager(w)
+	if m == nil {
+		return
+	}
+	if g.sendCommand(w, r, m, id, body) {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
+	var raw json.RawMessage
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, n)).Decode(&raw); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
+		return nil, err
+	}
+	return raw, nil
+}
+
+// ShardStatus is one shard in GET /status.
+type ShardStatus struct {
+	ID        int     `json:"id"`
+	State     string  `json:"state"`
+	RTTMillis float64 `json:"rtt_ms"`
+	Guilds    int     `json:"guilds"`
+	Loading   int     `json:"loading_guilds"`
+	Resumable bool    `json:"resumable"`
+	Queued    int     `json:"queued_events"`
+}
+
+func (g *gatewayRole) handleStatus(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{"queue_depth": g.q.Depth(), "filtered_events": g.filter.Dropped()}
+	m := g.mgr.Load()
+	if m == nil {
+		out["shards"], out["total_shards"] = []ShardStatus{}, 0
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	depths := g.q.ShardDepths()
+	shards := make([]ShardStatus, 0, len(m.Shards()))
+	for _, s := range m.Shards() {
+		shards = append(shards, ShardStatus{ID: s.ID(), State: s.State().String(),
+			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Guilds: g.filter.GuildCount(s.ID()),
+			Loading: g.filter.Loading(s.ID()), Resumable: s.Session().Resumable(), Queued: depths[s.ID()]})
+	}
+	out["shards"], out["total_shards"] = shards, m.TotalShards()
+	writeJSON(w, http.StatusOK, out)
+}
