@@ -402,21 +402,21 @@ func TestSendLimitClosesWith4008OnThe121stMessageInTheWindow(t *testing.T) {
 }
 
 func TestSendLimitWindowSlides(t *testing.T) {
-	s := startGateway(t, func(c *Config) { c.SendLimit, c.SendWindow = 5, 300*time.Millisecond })
+	s := startGateway(t, func(c *Config) { c.SendLimit, c.SendWindow = 5, 500*time.Millisecond })
 	c := dial(t, s)
 	c.expectHello()
 	for i := 0; i < 5; i++ {
 		c.heartbeat()
 		c.expect(11, "")
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(550 * time.Millisecond)
 	for i := 0; i < 5; i++ {
 		c.heartbeat()
 		c.expect(11, "")
 	}
 	c.heartbeat()
 	if code := c.waitClose(3 * time.Second); code != 4008 {
-		t.Fatalf("6th message within 300ms: closed with %d, want 4008", code)
+		t.Fatalf("6th message within 500ms: closed with %d, want 4008", code)
 	}
 }
 
@@ -537,16 +537,16 @@ func TestHeartbeatIsAckedWithOp11(t *testing.T) {
 
 func TestMissingHeartbeatClosesResumably(t *testing.T) {
 	s := startGateway(t, func(c *Config) { c.HeartbeatInterval = 200 * time.Millisecond })
+	start := time.Now() // before HELLO, so the measured time can only be longer than the server's
 	c := dial(t, s)
 	c.expectHello()
-	start := time.Now()
 	c.identify(testToken, 0, 1, IntentGuilds)
 	r := c.expectReady()
 	code := c.waitClose(2 * time.Second)
 	if code != closeHeartbeatTimeout {
 		t.Fatalf("closed with %d, want %d", code, closeHeartbeatTimeout)
 	}
-	if el := time.Since(start); el < 250*time.Millisecond || el > time.Second {
+	if el := time.Since(start); el < 300*time.Millisecond || el > 1500*time.Millisecond {
 		t.Fatalf("closed after %v; want about 1.5 × 200ms", el)
 	}
 	if st := s.GatewayStats(); st.HeartbeatTimeouts != 1 {
@@ -563,10 +563,10 @@ func TestMissingHeartbeatClosesResumably(t *testing.T) {
 }
 
 func TestHeartbeatingClientStaysConnected(t *testing.T) {
-	s := startGateway(t, func(c *Config) { c.HeartbeatInterval = 200 * time.Millisecond })
+	s := startGateway(t, func(c *Config) { c.HeartbeatInterval = 300 * time.Millisecond })
 	c := dial(t, s)
 	c.expectHello()
-	c.heartbeatEvery(150 * time.Millisecond)
+	c.heartbeatEvery(100 * time.Millisecond)
 	time.Sleep(900 * time.Millisecond)
 	select {
 	case <-c.done:
@@ -700,10 +700,8 @@ func TestResumeWindowExpires(t *testing.T) {
 	s := startGateway(t, func(c *Config) { c.ResumeWindow = 300 * time.Millisecond })
 	c, r := connectShard(t, s, 0, 1, IntentGuilds)
 	c.drop()
-	time.Sleep(450 * time.Millisecond)
-	if n := len(s.Sessions()); n != 0 {
-		t.Fatalf("%d sessions listed after the resume window, want 0", n)
-	}
+	time.Sleep(350 * time.Millisecond)
+	eventually(t, "the session expires", func() bool { return len(s.Sessions()) == 0 })
 	c2 := dial(t, s)
 	c2.expectHello()
 	c2.resume(testToken, r.SessionID, c.lastSeq)
