@@ -84,9 +84,12 @@ func (g *gatewayRole) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.api.
 // run fetches the gateway's parameters, runs the shards and delivery until ctx ends, then closes the
 // shards resumably and flushes the queue. A *FatalError means no shard can run.
 func (g *gatewayRole) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	delivDone := make(chan error, 1)
 	go func() { delivDone <- g.deliv.Run(ctx) }()
 	defer func() {
+		// The shards have stopped (their last events are in the queue); now stop delivery and flush.
+		cancel()
 		<-delivDone
 		if err := g.q.Close(); err != nil {
 			g.log.Error("closing queue", zap.Error(err))

@@ -80,8 +80,15 @@ func Run(ctx context.Context, o Options) error {
 		defer rest.Close()
 		add(config.RoleRest, cfg.Rest.Listener, rest)
 	}
+	// background work of the roles (shards, delivery), run once the listeners are up.
+	var background []func(context.Context) error
 	if o.Role.Runs(config.RoleGateway) {
-		add(config.RoleGateway, cfg.Gateway.Listener, notYet("gateway"))
+		gw, err := newGateway(cfg, st, reg, log)
+		if err != nil {
+			return err
+		}
+		add(config.RoleGateway, cfg.Gateway.Listener, gw)
+		background = append(background, gw.run)
 	}
 	if o.Role.Runs(config.RoleCache) {
 		add(config.RoleCache, cfg.Cache.Listener, notYet("cache"))
@@ -97,7 +104,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		addrs[s.role] = s.addr()
 	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+len(background))
 	for _, s := range servers {
 		go func() { errc <- s.serve() }()
 		s.ready.Store(true)
@@ -105,6 +112,18 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Ready != nil {
 		o.Ready(addrs)
+	}
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	var bg sync.WaitGroup
+	for _, run := range background {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := run(bgCtx); err != nil {
+				errc <- err
+			}
+		}()
 	}
 
 	var runErr error
@@ -128,6 +147,16 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 	wg.Wait()
+	// Then the background work: shards close resumably and persist their last events, delivery stops,
+	// the queue is flushed. The store closes after (deferred above).
+	stopBackground()
+	bgDone := make(chan struct{})
+	go func() { bg.Wait(); close(bgDone) }()
+	select {
+	case <-bgDone:
+	case <-sctx.Done():
+		log.Error("background work did not stop within shutdown_timeout; closing the store anyway")
+	}
 	return runErr
 }
 

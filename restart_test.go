@@ -1,0 +1,111 @@
+package main
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/botsim"
+	"github.com/ddhq/dd/discordsim"
+)
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A dd restarted after SIGTERM, and after SIGKILL in the middle of a firehose, resumes its sessions:
+// zero identifies spent, and the bot gets every event.
+func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
+	sim := discordsim.New(discordsim.Config{Guilds: 20, MaxConcurrency: 16, Tokens: []string{"tok-restart"}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	bot := botsim.New("bot-secret")
+	defer bot.Close()
+	dir := t.TempDir()
+	env := []string{"DD_DISCORD__TOKEN=tok-restart", "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret",
+		"DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}
+
+	shardsReady := func() bool {
+		n := 0
+		for _, s := range sim.Sessions() {
+			if s.Connected {
+				n++
+			}
+		}
+		return n == 4
+	}
+	p := startDD(t, dir, env, "--role=gateway")
+	p.waitListening(t, 1)
+	waitUntil(t, 15*time.Second, "4 shards connected", shardsReady)
+
+	// 1. Clean restart.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.log.String())
+	}
+	p = startDD(t, dir, env, "--role=gateway")
+	waitUntil(t, 15*time.Second, "4 shards resumed", shardsReady)
+
+	// 2. SIGKILL while events pour in, then restart.
+	done := make(chan struct{})
+	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 4000, Total: 8000, Done: done})
+	defer stop()
+	time.Sleep(700 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t)
+	time.Sleep(300 * time.Millisecond) // events keep coming for the dropped sessions
+	p = startDD(t, dir, env, "--role=gateway")
+	<-done
+	waitUntil(t, 30*time.Second, "every event at the bot", func() bool {
+		sessions := sim.Sessions()
+		if len(sessions) != 4 {
+			return false
+		}
+		for _, s := range sessions {
+			if all, _ := bot.Complete(s.Shard, s.Seq); !all {
+				return false
+			}
+		}
+		return true
+	})
+	st := sim.GatewayStats()
+	if len(st.Identifies) != 4 {
+		t.Errorf("identifies = %d over two restarts, want the first 4 only", len(st.Identifies))
+	}
+	okResumes := 0
+	for _, r := range st.Resumes {
+		if r.OK {
+			okResumes++
+		}
+	}
+	if okResumes != 8 {
+		t.Errorf("successful resumes = %d, want 8 (4 shards × 2 restarts): %+v", okResumes, st.Resumes)
+	}
+	for _, s := range sim.Sessions() {
+		if _, ordered := bot.Complete(s.Shard, s.Seq); !ordered {
+			t.Errorf("shard %d: events out of order", s.Shard)
+		}
+	}
+	bs := bot.Stats()
+	t.Logf("bot received %d events (%d duplicates after SIGKILL) in %d requests", bs.Events, bs.Duplicates, bs.Requests)
+	if bs.BadAuth != 0 || len(bs.Invalid) != 0 {
+		t.Errorf("bad deliveries: auth %d, invalid %v", bs.BadAuth, bs.Invalid)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d; log:\n%s", code, p.log.String())
+	}
+}
