@@ -7,9 +7,11 @@ BIN := bin
 build:
 	$(GO) build -o $(BIN)/dd .
 	$(GO) build -o $(BIN)/discordsim ./cmd/discordsim
+	$(GO) build -o $(BIN)/demo ./cmd/demo
 
+# dd against a local simulated Discord, with a bot that prints the events it gets. Ctrl-C stops it.
 demo: build
-	./scripts/demo.sh
+	$(BIN)/demo -dd $(BIN)/dd
 
 # What CI runs (.ci/run calls this target).
 test:
