@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -107,5 +108,44 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit %d; log:\n%s", code, p.log.String())
+	}
+}
+
+// Discord refusing the token or the intents stops dd with exit status 1 and a message that says what
+// to do, without retrying (a retried identify burns the daily budget).
+func TestFatalDiscordRefusalsExitOneWithAHint(t *testing.T) {
+	cases := []struct {
+		name, token, intents string
+		want                 []string
+	}{
+		{"bad token", "not-the-token", "Guilds", []string{"discord.token", "developer portal"}},
+		{"disallowed intents", "tok-fatal", "Guilds,MessageContent", []string{"4014", "Privileged Gateway Intents"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sim := discordsim.New(discordsim.Config{Guilds: 4, MaxConcurrency: 16, Tokens: []string{"tok-fatal"}})
+			if err := sim.Start("127.0.0.1:0"); err != nil {
+				t.Fatal(err)
+			}
+			defer sim.Close()
+			dir := t.TempDir()
+			code, _, stderr := runDD(t, dir, []string{"DD_DISCORD__TOKEN=" + c.token, "DD_DISCORD__API_URL=" + sim.APIURL(),
+				"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=2",
+				"DD_GATEWAY__INTENTS=" + c.intents}, "--role=gateway")
+			if code != 1 {
+				t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not say %q:\n%s", w, stderr)
+				}
+			}
+			if n := len(sim.GatewayStats().Identifies); n > 2 {
+				t.Errorf("%d identifies: a refused shard must not retry", n)
+			}
+			if strings.Contains(stderr, "tok-fatal") {
+				t.Errorf("the token appears in the log")
+			}
+		})
 	}
 }

@@ -34,6 +34,7 @@ func New(o Options) (*zap.Logger, error) {
 	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder // "15s", not a bare 15
 	var enc zapcore.Encoder
 	switch o.Format {
 	case "json", "":
