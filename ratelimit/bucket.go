@@ -10,6 +10,7 @@ type waiter struct {
 	b         *bucket       // the bucket it waits in; nil once its route turned out to have no bucket
 	granted   bool
 	cancelled bool
+	slot      globalSlot // the global slot granted (global queue only)
 }
 
 func newWaiter(b *bucket) *waiter { return &waiter{ch: make(chan struct{}), b: b} }
@@ -130,7 +131,7 @@ func (b *bucket) avail(now time.Time) int {
 		}
 		return 1
 	}
-	n := b.minSeen - b.pending
+	n := b.minSeen - b.pending - b.owner.learning[b.key.major]
 	if n <= 0 && !b.resetKnown && b.pending == 0 {
 		return 1 // nothing in flight and no reset to wait for: ask Discord again
 	}
@@ -155,9 +156,26 @@ func (b *bucket) blockedUntil(now time.Time) time.Time {
 // take counts a request as sent.
 func (b *bucket) take() {
 	if b.state == stateUnknown {
-		b.learning = true
+		b.setLearning(true)
 	} else {
 		b.pending++
+	}
+}
+
+// setLearning marks the bucket's one learning request out or back. While a route whose hash is unknown
+// is learning, it may be spending the budget of any bucket of the same major parameter (Discord puts
+// several routes in one bucket), so those count it as in flight too.
+func (b *bucket) setLearning(v bool) {
+	if b.learning == v {
+		return
+	}
+	b.learning = v
+	if b.key.temp {
+		if v {
+			b.owner.learning[b.key.major]++
+		} else if b.owner.learning[b.key.major]--; b.owner.learning[b.key.major] <= 0 {
+			delete(b.owner.learning, b.key.major)
+		}
 	}
 }
 
@@ -165,7 +183,7 @@ func (b *bucket) take() {
 // have been charged against the budget without an answer telling so (a network error).
 func (b *bucket) release(consumed bool) {
 	if b.state == stateUnknown {
-		b.learning = false
+		b.setLearning(false)
 		return
 	}
 	if b.pending > 0 {
@@ -199,8 +217,9 @@ func (b *bucket) observe(h rateHeaders, now time.Time) {
 	if b.state != stateLimited {
 		if b.learning {
 			b.pending++ // another request is out learning: it now counts as in flight
+			b.setLearning(false)
 		}
-		b.state, b.learning = stateLimited, false
+		b.state = stateLimited
 		b.limit, b.minSeen, b.window = h.limit, h.remaining, win
 		b.resetAt, b.resetKnown = resetAt, true
 		return

@@ -6,17 +6,28 @@ import (
 	"time"
 )
 
-// globalLimiter keeps one token's global limit as Discord's edge judges it: at most n requests in any
-// span of 1 s (a sliding window, not fixed seconds), plus a margin for the jitter between the instant
-// dd grants a send and the instant Discord sees it. A global 429 pauses every request of the token.
+// globalWindow is the span in which a token may send at most its global limit (Discord's edge counts a
+// sliding second; dd adds a millisecond against rounding).
+const globalWindow = time.Second + time.Millisecond
+
+// globalLimiter keeps one token's global limit as Discord's edge judges it: at most n requests arriving
+// in any 1 s (a sliding window, not fixed seconds). dd cannot see when a request arrives, only bound it:
+// it arrives after dd sends it and before Discord's answer is back, and is assumed to arrive within
+// maxTransit of its send. So every grant holds a slot with the latest instant its request can have
+// arrived, lowered to the answer's receipt when that comes sooner, and a new request may go once the
+// slot n grants back (and every older one) is a full window behind. A global 429 pauses every request
+// of the token.
 type globalLimiter struct {
-	clock Clock
-	span  time.Duration
+	clock      Clock
+	maxTransit time.Duration
 
 	mu          sync.Mutex
 	base        time.Time
-	ring        []int64 // the last n grants, as nanoseconds since base (0: none), oldest at head
-	head        int
+	bound       []int64  // per slot: latest arrival of its request, ns since base (0: long ago)
+	seq         []uint64 // per slot: which grant holds it
+	head        int      // the oldest slot, next to reuse
+	folded      int64    // the latest bound among grants whose slots were reused
+	lastSeq     uint64
 	pausedUntil time.Time
 	queue       waitQueue
 	timer       Timer
@@ -24,41 +35,67 @@ type globalLimiter struct {
 	onWait      func(delta int)
 }
 
-func newGlobalLimiter(c Clock, perSecond int, margin time.Duration, onWait func(int)) *globalLimiter {
+// globalSlot identifies a grant, so that its bound can be lowered when the answer comes.
+type globalSlot struct {
+	i   int
+	seq uint64
+}
+
+func newGlobalLimiter(c Clock, perSecond int, maxTransit time.Duration, onWait func(int)) *globalLimiter {
 	// base lies before any grant, so that a zero slot means "long ago".
-	return &globalLimiter{clock: c, span: time.Second + margin, base: c.Now().Add(-time.Hour), ring: make([]int64, perSecond), onWait: onWait}
+	return &globalLimiter{clock: c, maxTransit: maxTransit, base: c.Now().Add(-time.Hour),
+		bound: make([]int64, perSecond), seq: make([]uint64, perSecond), onWait: onWait}
 }
 
 // earliest is the first instant the next grant may happen.
 func (g *globalLimiter) earliest() time.Time {
-	t := g.base.Add(time.Duration(g.ring[g.head]) + g.span)
+	t := g.base.Add(time.Duration(max(g.bound[g.head], g.folded)) + globalWindow)
 	if g.pausedUntil.After(t) {
 		t = g.pausedUntil
 	}
 	return t
 }
 
-func (g *globalLimiter) take(now time.Time) {
-	g.ring[g.head] = int64(now.Sub(g.base))
+func (g *globalLimiter) take(now time.Time) globalSlot {
+	i := g.head
+	g.folded = max(g.folded, g.bound[i])
+	g.bound[i] = int64(now.Add(g.maxTransit).Sub(g.base))
+	g.lastSeq++
+	g.seq[i] = g.lastSeq
 	g.head++
-	if g.head == len(g.ring) {
+	if g.head == len(g.bound) {
 		g.head = 0
+	}
+	return globalSlot{i, g.lastSeq}
+}
+
+// settle lowers a grant's bound to at: its answer came back (or it failed, or was never sent).
+func (g *globalLimiter) settle(s globalSlot, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seq[s.i] != s.seq {
+		return
+	}
+	if v := int64(at.Sub(g.base)); v < g.bound[s.i] {
+		g.bound[s.i] = v
+		if g.queue.live > 0 && s.i == g.head {
+			g.pump(g.clock.Now())
+		}
 	}
 }
 
-// acquire waits, in FIFO order, for a global slot. It fails at once with ErrWouldWait when the slot
-// cannot come before ctx's deadline.
-func (g *globalLimiter) acquire(ctx context.Context) error {
+// acquire waits, in FIFO order, for a global slot.
+func (g *globalLimiter) acquire(ctx context.Context) (globalSlot, error) {
 	now := g.clock.Now()
 	g.mu.Lock()
 	if g.queue.live == 0 && !g.earliest().After(now) {
-		g.take(now)
+		s := g.take(now)
 		g.mu.Unlock()
-		return nil
+		return s, nil
 	}
 	if dl, ok := ctx.Deadline(); ok && g.pausedUntil.After(dl) {
 		g.mu.Unlock()
-		return ErrWouldWait
+		return globalSlot{}, ErrWouldWait
 	}
 	w := newWaiter(nil)
 	g.queue.push(w)
@@ -68,18 +105,18 @@ func (g *globalLimiter) acquire(ctx context.Context) error {
 
 	select {
 	case <-w.ch:
-		return nil
+		return w.slot, nil
 	case <-ctx.Done():
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if w.granted {
-		return nil // granted while giving up: use the slot
+		return w.slot, nil // granted while giving up: use the slot
 	}
 	w.cancelled = true
 	g.queue.live--
 	g.onWait(-1)
-	return waitError(ctx)
+	return globalSlot{}, waitError(ctx)
 }
 
 // pump grants what the window allows now and arms a timer for the next slot. Called with g.mu held.
@@ -91,7 +128,7 @@ func (g *globalLimiter) pump(now time.Time) {
 			return
 		}
 		w := g.queue.pop()
-		g.take(now)
+		w.slot = g.take(now)
 		w.grant()
 		g.onWait(-1)
 	}
@@ -127,6 +164,9 @@ func (g *globalLimiter) pause(t time.Time) {
 func (g *globalLimiter) idle(now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	last := g.base.Add(time.Duration(g.ring[(g.head+len(g.ring)-1)%len(g.ring)]))
-	return g.queue.live == 0 && now.Sub(last) > g.span && !g.pausedUntil.After(now)
+	latest := g.folded
+	for _, b := range g.bound {
+		latest = max(latest, b)
+	}
+	return g.queue.live == 0 && now.Sub(g.base.Add(time.Duration(latest))) > globalWindow && !g.pausedUntil.After(now)
 }

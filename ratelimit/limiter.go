@@ -23,8 +23,9 @@ var (
 type Options struct {
 	// GlobalRate is each token's global limit, in requests per second. Default 50.
 	GlobalRate int
-	// GlobalMargin widens the global window beyond 1 s, for the jitter between dd granting a send and
-	// Discord receiving it. Default 20ms.
+	// GlobalMargin is the longest a request is assumed to take to reach Discord once dd sends it. Until
+	// Discord's answer shows that it arrived sooner, a request holds its global slot from its send plus
+	// this. Default 50ms.
 	GlobalMargin time.Duration
 	// InvalidRequestLimit 401/403/429 answers per InvalidRequestWindow make dd refuse requests. Defaults
 	// 9500 and 10 minutes (Discord bans at 10,000).
@@ -41,7 +42,7 @@ func (o Options) withDefaults() Options {
 		o.GlobalRate = 50
 	}
 	if o.GlobalMargin <= 0 {
-		o.GlobalMargin = 20 * time.Millisecond
+		o.GlobalMargin = 50 * time.Millisecond
 	}
 	if o.InvalidRequestLimit <= 0 {
 		o.InvalidRequestLimit = 9500
@@ -77,6 +78,7 @@ type tokenState struct {
 	mu       sync.Mutex
 	routes   map[string]*routeState
 	buckets  map[bucketKey]*bucket
+	learning map[string]int // learning requests of routes with an unknown hash, by major parameter
 	global   *globalLimiter
 	lastUsed time.Time
 	dead     bool // reclaimed: look the token up again
@@ -103,10 +105,12 @@ func (l *Limiter) Close() { l.stopped.Do(func() { close(l.stop) }) }
 
 // Ticket is the permission to send one attempt. Exactly one of Done, Failed or Cancel must be called.
 type Ticket struct {
-	l     *Limiter
-	ts    *tokenState
-	b     *bucket // nil: the route has no bucket
-	route Route
+	l       *Limiter
+	ts      *tokenState
+	b       *bucket // nil: the route has no bucket
+	route   Route
+	slot    globalSlot
+	hasSlot bool
 }
 
 // Acquire waits until a request on route may be sent with the token identified by identity (the
@@ -150,10 +154,12 @@ func (l *Limiter) Acquire(ctx context.Context, identity string, route Route) (*T
 	t.b = b
 
 	if route.Global {
-		if err := ts.global.acquire(ctx); err != nil {
+		slot, err := ts.global.acquire(ctx)
+		if err != nil {
 			t.Cancel()
 			return nil, err
 		}
+		t.slot, t.hasSlot = slot, true
 	}
 	if err, _ := l.guard.blocked(l.clock.Now()); err != nil {
 		t.Cancel()
@@ -194,7 +200,7 @@ func (l *Limiter) token(identity string) *tokenState {
 		l.mu.Lock()
 		ts := l.tokens[key]
 		if ts == nil {
-			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{},
+			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, learning: map[string]int{},
 				global: newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) })}
 			l.tokens[key] = ts
 		}
@@ -219,9 +225,15 @@ func (ts *tokenState) bucketFor(r Route, now time.Time) *bucket {
 	if rs.none {
 		return nil
 	}
-	key := bucketKey{hash: rs.hash, major: r.Major}
-	if rs.hash == "" {
-		key = bucketKey{hash: r.Key, major: r.Major, temp: true}
+	temp := bucketKey{hash: r.Key, major: r.Major, temp: true}
+	key := temp
+	if rs.hash != "" {
+		key = bucketKey{hash: rs.hash, major: r.Major}
+		// Until its own answer arrives, a temporary bucket of this major keeps the requests in order
+		// and its learning request counted.
+		if tb := ts.buckets[temp]; tb != nil {
+			key = temp
+		}
 	}
 	b := ts.buckets[key]
 	if b == nil {
@@ -279,6 +291,9 @@ type Outcome struct {
 func (t *Ticket) Done(resp Response) Outcome {
 	l, ts := t.l, t.ts
 	now := l.clock.Now()
+	if t.hasSlot {
+		ts.global.settle(t.slot, now)
+	}
 	h := parseRateHeaders(resp.Header)
 	var out Outcome
 	if resp.Status == 429 {
@@ -315,6 +330,7 @@ func (t *Ticket) Done(resp Response) Outcome {
 		rs = &routeState{lastUsed: now}
 		ts.routes[t.route.Key] = rs
 	}
+	learned := t.b != nil && t.b.key.temp && t.b.learning
 	if t.b != nil {
 		t.b.release(false)
 	}
@@ -351,6 +367,9 @@ func (t *Ticket) Done(resp Response) Outcome {
 	}
 	if t.b != nil && t.b != target {
 		l.pump(t.b, now)
+	}
+	if learned {
+		ts.pumpMajor(l, t.route.Major, now)
 	}
 	return out
 }
@@ -413,13 +432,31 @@ func (t *Ticket) Failed() { t.finish(true) }
 func (t *Ticket) Cancel() { t.finish(false) }
 
 func (t *Ticket) finish(consumed bool) {
+	now := t.l.clock.Now()
+	if t.hasSlot {
+		t.ts.global.settle(t.slot, now)
+	}
 	if t.b == nil {
 		return
 	}
 	t.ts.mu.Lock()
+	learned := t.b.key.temp && t.b.learning
 	t.b.release(consumed)
-	t.l.pump(t.b, t.l.clock.Now())
+	t.l.pump(t.b, now)
+	if learned {
+		t.ts.pumpMajor(t.l, t.route.Major, now)
+	}
 	t.ts.mu.Unlock()
+}
+
+// pumpMajor wakes the buckets of a major parameter after a learning request of an unknown route
+// returned: they counted it as in flight. Called with the token's mutex held.
+func (ts *tokenState) pumpMajor(l *Limiter, major string, now time.Time) {
+	for _, b := range ts.buckets {
+		if b.key.major == major && b.queue.live > 0 {
+			l.pump(b, now)
+		}
+	}
 }
 
 // Stats is a snapshot for metrics.

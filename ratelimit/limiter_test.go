@@ -276,24 +276,27 @@ func TestRouteWithoutBucketIsNotQueued(t *testing.T) {
 	}
 }
 
-func TestGlobalLimitIsASlidingWindow(t *testing.T) {
-	h := newHarness(t, Options{GlobalRate: 4, GlobalMargin: time.Millisecond})
+func TestGlobalLimitIsASlidingWindowOfArrivals(t *testing.T) {
+	h := newHarness(t, Options{GlobalRate: 4, GlobalMargin: 100 * time.Millisecond})
 	ctx := context.Background()
 	r := Route{Key: "GET /x", Global: true}
-	p := h.acquire(ctx, r)
-	<-p.done
-	p.tk.Done(Response{Status: 200})
+	a := h.acquire(ctx, r)
+	<-a.done
+	a.tk.Done(Response{Status: 200}) // answered at once: it arrived by t=0
 	h.clock.Advance(500 * time.Millisecond)
 	var ps []*pendingAcquire
 	for range 6 {
 		ps = append(ps, h.acquire(ctx, r))
 		settle()
 	}
-	// One grant at t=0, now t=0.5 s: three more fit in [0, 1.001 s).
+	// One send at t=0, now t=0.5 s: three more fit in the window.
 	if n := granted(ps); n != 3 {
 		t.Fatalf("want 3 granted at t=0.5s (4 per second, one used at t=0), got %d", n)
 	}
-	h.clock.Advance(501*time.Millisecond - time.Microsecond)
+	sent := doneOnes(ps)
+	h.clock.Advance(50 * time.Millisecond)
+	sent[0].tk.Done(Response{Status: 200}) // answered at t=0.55; the other two not yet (bound: t=0.6)
+	h.clock.Advance(451*time.Millisecond - time.Microsecond)
 	if n := granted(ps); n != 3 {
 		t.Fatalf("just before t=1.001s: want still 3, got %d", n)
 	}
@@ -301,9 +304,17 @@ func TestGlobalLimitIsASlidingWindow(t *testing.T) {
 	if n := granted(ps); n != 4 {
 		t.Fatalf("at t=1.001s: want the slot of the t=0 send back (4), got %d", n)
 	}
-	h.clock.Advance(500 * time.Millisecond)
+	h.clock.Advance(550 * time.Millisecond)
+	if n := granted(ps); n != 5 {
+		t.Fatalf("at t=1.551s: want the slot of the send answered at t=0.55s back (5), got %d", n)
+	}
+	h.clock.Advance(49 * time.Millisecond)
+	if n := granted(ps); n != 5 {
+		t.Fatalf("at t=1.6s: a send without an answer holds its slot until send+margin+1s (t=1.601s), got %d granted", n)
+	}
+	h.clock.Advance(time.Millisecond)
 	if n := granted(ps); n != 6 {
-		t.Fatalf("at t=1.501s: want the slots of the t=0.5s sends back (6), got %d", n)
+		t.Fatalf("at t=1.601s: want the last one granted, got %d", n)
 	}
 }
 
@@ -495,4 +506,57 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			tk.Done(Response{Status: 200, Header: hd})
 		}
 	})
+}
+
+// A channel whose first request is still out learning keeps its queue even after another channel taught
+// the route's hash: a second learning request could land in the same window unseen.
+func TestAMajorStillLearningKeepsItsQueue(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	chanA, chanB := msgRoute, Route{Key: msgRoute.Key, Major: "2", Global: true}
+	a := h.acquire(ctx, chanA)
+	b1 := h.acquire(ctx, chanB)
+	<-a.done
+	<-b1.done
+	reset := h.clock.Now().Add(time.Second)
+	a.tk.Done(Response{Status: 200, Header: h.headers(2, 1, reset, "h1")})
+	b2 := h.acquire(ctx, chanB)
+	if n := granted([]*pendingAcquire{b2}); n != 0 {
+		t.Fatal("channel B's learning request is still out: B's next request must wait for its answer")
+	}
+	b1.tk.Done(Response{Status: 200, Header: h.headers(2, 1, reset, "h1")})
+	if n := granted([]*pendingAcquire{b2}); n != 1 {
+		t.Fatal("after B's answer (1 left) its next request must go")
+	}
+	b3 := h.acquire(ctx, chanB)
+	if n := granted([]*pendingAcquire{b3}); n != 0 {
+		t.Fatal("B's bucket is spent: the third must wait for the reset")
+	}
+	h.clock.Advance(time.Second)
+	if n := granted([]*pendingAcquire{b3}); n != 1 {
+		t.Fatal("after the reset the third must go")
+	}
+}
+
+// A route whose hash is unknown may share a bucket with a known route of the same channel; while it is
+// out learning, the known bucket counts it as in flight.
+func TestAnUnknownRouteLearningCountsAgainstItsMajor(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	known := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
+	unknown := Route{Key: "PATCH /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
+	reset := h.clock.Now().Add(time.Second)
+	k := h.acquire(ctx, known)
+	<-k.done
+	k.tk.Done(Response{Status: 200, Header: h.headers(3, 1, reset, "msg")})
+	u := h.acquire(ctx, unknown)
+	<-u.done
+	k2 := h.acquire(ctx, known)
+	if n := granted([]*pendingAcquire{k2}); n != 0 {
+		t.Fatal("1 left and an unknown route of the channel out learning: the known route must wait")
+	}
+	u.tk.Done(Response{Status: 200, Header: h.headers(5, 4, reset, "other")})
+	if n := granted([]*pendingAcquire{k2}); n != 1 {
+		t.Fatal("the unknown route turned out to have its own bucket: the known route's waiter must go")
+	}
 }

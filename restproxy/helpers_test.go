@@ -214,6 +214,19 @@ func (e *env) noRateLimits(t *testing.T) {
 	t.Helper()
 	st := e.sim.RESTStats()
 	if n := st.RateLimited(); n != 0 {
+		reqs := e.sim.RESTRequests()
+		for _, r := range reqs {
+			if r.Status != 429 {
+				continue
+			}
+			t.Logf("first 429: %s %s (bucket %s, scope %s) at %s; that path's requests:", r.Method, r.Route, r.Bucket, r.Scope, r.Time.Format("15:04:05.000000"))
+			for _, q := range reqs {
+				if q.Path == r.Path && q.Method == r.Method {
+					t.Logf("  %s %d", q.Time.Format("15:04:05.000000"), q.Status)
+				}
+			}
+			break
+		}
 		t.Fatalf("the simulator answered %d 429s (user %d, global %d, shared %d, ban pages %d): dd must keep every limit",
 			n, st.RateLimitedUser, st.RateLimitedGlobal, st.RateLimitedShared, st.BannedRequests)
 	}
