@@ -238,7 +238,9 @@ func (b *bucket) observe(h rateHeaders, now time.Time) {
 		return // an older window
 	case win <= b.window+tol:
 		b.minSeen = min(b.minSeen, h.remaining)
-		if !b.resetKnown || resetAt.After(b.resetAt) {
+		// Every answer's receipt plus its reset-after is at or after the true reset (Discord computed
+		// reset-after before answering): the earliest of them is the tightest safe one.
+		if !b.resetKnown || resetAt.Before(b.resetAt) {
 			b.resetAt = resetAt
 		}
 		b.resetKnown = true

@@ -34,7 +34,7 @@ type env struct {
 }
 
 // newEnv starts a simulator (its REST side behind a listener that counts connections) and dd in front.
-func newEnv(t *testing.T, simCfg discordsim.Config, mod func(*restproxy.Options)) *env {
+func newEnv(t testing.TB, simCfg discordsim.Config, mod func(*restproxy.Options)) *env {
 	t.Helper()
 	if len(simCfg.Tokens) == 0 {
 		simCfg.Tokens = []string{testToken}
@@ -63,7 +63,7 @@ func newEnv(t *testing.T, simCfg discordsim.Config, mod func(*restproxy.Options)
 }
 
 // newCapture is a fake Discord for tests that need to see or shape raw HTTP.
-func newCapture(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func newCapture(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
@@ -71,14 +71,14 @@ func newCapture(t *testing.T, h http.HandlerFunc) *httptest.Server {
 }
 
 // newEnvUpstream puts dd in front of a fake Discord.
-func newEnvUpstream(t *testing.T, upstream *httptest.Server, mod func(*restproxy.Options)) *env {
+func newEnvUpstream(t testing.TB, upstream *httptest.Server, mod func(*restproxy.Options)) *env {
 	t.Helper()
 	e := &env{reg: prometheus.NewRegistry(), accepted: new(atomic.Int64)}
 	e.startProxy(t, upstream.URL+"/api", testToken, 50, mod)
 	return e
 }
 
-func (e *env) startProxy(t *testing.T, apiURL, token string, globalRate int, mod func(*restproxy.Options)) {
+func (e *env) startProxy(t testing.TB, apiURL, token string, globalRate int, mod func(*restproxy.Options)) {
 	t.Helper()
 	o := restproxy.Options{
 		Token:      token,
@@ -210,7 +210,7 @@ func (e *env) channel(g, c int) string { return discordsim.FormatID(e.sim.Guilds
 func (e *env) guild(g int) string { return discordsim.FormatID(e.sim.Guilds()[g].ID) }
 
 // noRateLimits fails the test if the simulator answered any 429.
-func (e *env) noRateLimits(t *testing.T) {
+func (e *env) noRateLimits(t testing.TB) {
 	t.Helper()
 	st := e.sim.RESTStats()
 	if n := st.RateLimited(); n != 0 {
