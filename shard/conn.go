@@ -31,10 +31,11 @@ const (
 // payload is decompressed and parsed without intermediate copies and with one decompression context for
 // the connection's life, as Discord's stream compression requires.
 type conn struct {
-	nc  net.Conn
-	rd  *wsutil.Reader
-	dec *json.Decoder
-	zr  io.Closer // decompressor, if any
+	nc       net.Conn
+	rd       *wsutil.Reader
+	dec      *json.Decoder
+	payloads io.Reader // what dec reads: the decompressed stream
+	zr       io.Closer // decompressor, if any
 
 	ctl wsutil.FrameHandlerFunc
 
@@ -97,15 +98,23 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	case CompressZlib:
 		payloads = &lazyZlib{src: feed, c: c}
 	}
+	c.payloads = payloads
 	c.dec = json.NewDecoder(payloads)
 	return c, nil
 }
+
+// bigPayload is the size past which the JSON decoder is replaced after use: its buffer only grows, and
+// one large GUILD_CREATE would otherwise pin megabytes on every shard for the connection's life.
+const bigPayload = 64 << 10
 
 // next reads the next gateway payload, exactly as sent (after decompression).
 func (c *conn) next() (json.RawMessage, error) {
 	var raw json.RawMessage
 	if err := c.dec.Decode(&raw); err != nil {
 		return nil, err
+	}
+	if rest, ok := c.dec.Buffered().(interface{ Len() int }); ok && len(raw) > bigPayload && rest.Len() == 0 {
+		c.dec = json.NewDecoder(c.payloads)
 	}
 	return raw, nil
 }

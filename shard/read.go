@@ -21,7 +21,7 @@ type header struct {
 
 // readLoop reads payloads until the connection ends. It runs HELLO, then IDENTIFY or RESUME, then
 // routes every payload.
-func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, events chan<- Event) connEnd {
+func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *sinkRunner) connEnd {
 	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, c.drop)
 	defer helloTimer.Stop()
 	healthy := false
@@ -96,11 +96,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, events c
 			if s.cfg.Hooks.OnDispatch != nil && !s.cfg.Hooks.OnDispatch(s, &ev) {
 				continue
 			}
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-				return connEnd{err: ctx.Err(), healthy: healthy}
-			}
+			sink.push(ev)
 		}
 	}
 }

@@ -15,13 +15,14 @@ type sendLimiter struct {
 	limit   int
 	reserve int
 	window  time.Duration
-	sent    []time.Time // ring of the last `limit` send times
+	base    time.Time
+	sent    []time.Duration // ring of the last `limit` send times, as offsets from base (small: 8 bytes each)
 	next    int
 	count   int
 }
 
 func newSendLimiter(limit, reserve int, window time.Duration) *sendLimiter {
-	return &sendLimiter{limit: limit, reserve: reserve, window: window, sent: make([]time.Time, limit)}
+	return &sendLimiter{limit: limit, reserve: reserve, window: window, base: time.Now(), sent: make([]time.Duration, limit)}
 }
 
 // wait blocks until a send is allowed and records it. priority sends may use the reserve.
@@ -66,7 +67,7 @@ func (l *sendLimiter) inWindow(now time.Time) int {
 // at returns the i-th oldest recorded send (0 = oldest kept).
 func (l *sendLimiter) at(i int) time.Time {
 	start := (l.next - l.count + l.limit) % l.limit
-	return l.sent[(start+i)%l.limit]
+	return l.base.Add(l.sent[(start+i)%l.limit])
 }
 
 func (l *sendLimiter) nthOldestInWindow(now time.Time, n int) time.Time {
@@ -84,7 +85,7 @@ func (l *sendLimiter) nthOldestInWindow(now time.Time, n int) time.Time {
 }
 
 func (l *sendLimiter) record(now time.Time) {
-	l.sent[l.next] = now
+	l.sent[l.next] = now.Sub(l.base)
 	l.next = (l.next + 1) % l.limit
 	if l.count < l.limit {
 		l.count++

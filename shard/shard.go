@@ -359,81 +359,104 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	s.mu.Unlock()
 
 	cctx, cancel := context.WithCancel(ctx)
-	events := make(chan Event, 1024)
-	sinkFailed := make(chan error, 1)
-	sinkDone := make(chan struct{})
-	go func() { s.runSink(cctx, events, sinkFailed); close(sinkDone) }()
-	hb := &heartbeater{s: s, c: c}
-	defer func() {
-		// Close first, so the read loop stops; then let the sink persist what was read, so the next
-		// connection resumes from the newest durable sequence.
-		cancel()
-		if ctx.Err() != nil {
-			c.close(discord.ResumableCloseCode, "dd shutting down")
-		} else {
-			c.close(discord.ResumableCloseCode, "reconnecting")
+	var sinkErr atomic.Pointer[error]
+	sink := &sinkRunner{s: s, ctx: cctx, events: make(chan Event, 64), failed: func(err error) {
+		// The sink could not persist (a full disk, say): stop reading at once; the next connection
+		// resumes from the last durable sequence and Discord replays the rest.
+		if sinkErr.CompareAndSwap(nil, &err) {
+			c.drop()
 		}
-		hb.stop()
-		c.release()
-		close(events)
-		<-sinkDone
-		s.mu.Lock()
-		s.conn = nil
-		s.mu.Unlock()
-	}()
+	}}
+	// Shutting down closes with a resumable code, so that a restarted dd resumes this session.
+	stopOnCancel := context.AfterFunc(ctx, func() { c.close(discord.ResumableCloseCode, "dd shutting down") })
+	hb := &heartbeater{s: s, c: c}
 
-	readErr := make(chan connEnd, 1)
-	go func() { readErr <- s.readLoop(cctx, c, hb, events) }()
-	select {
-	case end = <-readErr:
-	case err := <-sinkFailed:
-		// The sink could not persist (a full disk, say): stop reading; the next connection resumes from
-		// the last durable sequence and Discord replays the rest.
-		c.drop()
-		<-readErr
-		end = connEnd{err: fmt.Errorf("persisting events: %w", err)}
-	case <-ctx.Done():
-		// Close with a resumable code, so that a restarted dd resumes this session.
-		c.close(discord.ResumableCloseCode, "dd shutting down")
-		end = <-readErr
+	end = s.readLoop(cctx, c, hb, sink)
+
+	stopOnCancel()
+	cancel()
+	c.close(discord.ResumableCloseCode, "reconnecting")
+	hb.stop()
+	c.release()
+	// Let the sink persist what was read, so the next connection resumes from the newest durable sequence.
+	sink.wait()
+	if errp := sinkErr.Load(); errp != nil {
+		end = connEnd{err: fmt.Errorf("persisting events: %w", *errp)}
 	}
+	s.mu.Lock()
+	s.conn = nil
+	s.mu.Unlock()
 	return end
 }
 
-// runSink hands events to the Sink in batches, in order, and records the durable session. After a
-// failure it reports once and drops the rest: those events are replayed on resume.
-func (s *Shard) runSink(ctx context.Context, events <-chan Event, failed chan<- error) {
-	batch := make([]Event, 0, 256)
-	broken := false
-	for ev := range events {
-		if broken {
-			continue
+// sinkRunner hands a connection's events to the Sink in batches, in order, on a goroutine that exists
+// only while events are pending: an idle shard costs no goroutine stack for it. At most one runs at a
+// time (running), which keeps the order.
+type sinkRunner struct {
+	s       *Shard
+	ctx     context.Context
+	events  chan Event
+	failed  func(error)
+	running atomic.Bool
+	broken  atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// push queues an event, blocking while the sink is behind (back pressure on the socket).
+func (r *sinkRunner) push(ev Event) {
+	r.events <- ev
+	if r.running.CompareAndSwap(false, true) {
+		r.wg.Add(1)
+		go r.drain()
+	}
+}
+
+func (r *sinkRunner) drain() {
+	defer r.wg.Done()
+	for {
+		for len(r.events) > 0 {
+			r.persist()
 		}
-		batch = append(batch[:0], ev)
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case e, ok := <-events:
-				if !ok {
-					break more
-				}
-				batch = append(batch, e)
-			default:
-				break more
-			}
+		r.running.Store(false)
+		// An event pushed between the check and the Store found running true and started nobody.
+		if len(r.events) == 0 || !r.running.CompareAndSwap(false, true) {
+			return
 		}
-		sess := s.currentSession()
-		sess.Seq = batch[len(batch)-1].Seq
-		// Persisting must finish even while the connection is being torn down.
-		if err := s.cfg.Sink.Dispatch(context.WithoutCancel(ctx), batch, sess); err != nil {
-			s.log.Error("could not persist events; will resume from the last durable sequence", zap.Error(err))
-			broken = true
-			failed <- err
-			continue
-		}
-		s.mu.Lock()
-		s.persisted = sess
-		s.mu.Unlock()
+	}
+}
+
+// persist hands the pending events to the Sink as one batch. After a failure it drops them: they are
+// replayed on resume.
+func (r *sinkRunner) persist() {
+	n := len(r.events)
+	batch := make([]Event, n) // sized per batch, not kept: an idle shard holds no batch memory
+	for i := range batch {
+		batch[i] = <-r.events
+	}
+	if r.broken.Load() {
+		return
+	}
+	s := r.s
+	sess := s.currentSession()
+	sess.Seq = batch[n-1].Seq
+	// Persisting must finish even while the connection is being torn down.
+	if err := s.cfg.Sink.Dispatch(context.WithoutCancel(r.ctx), batch, sess); err != nil {
+		s.log.Error("could not persist events; will resume from the last durable sequence", zap.Error(err))
+		r.broken.Store(true)
+		r.failed(err)
+		return
+	}
+	s.mu.Lock()
+	s.persisted = sess
+	s.mu.Unlock()
+}
+
+// wait returns once every pushed event has been handed to the Sink (or dropped after a failure).
+// Called after the last push.
+func (r *sinkRunner) wait() {
+	r.wg.Wait()
+	for len(r.events) > 0 {
+		r.persist()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,7 +201,20 @@ func TestShardsGetReadyAndTheirGuildsWithEachCompression(t *testing.T) {
 					"guild_id": fmt.Sprint(g.ID), "content": fmt.Sprintf("message %d %0*d", i, i*10, 0),
 					"author": map[string]any{"id": "1", "username": "u"}})
 			}
-			eventually(t, 5*time.Second, "300 messages", func() bool { return h.sink.count(shard, "") == before+300 })
+			// A payload past the decoder's reset size, then more: the stream must carry on.
+			huge := strings.Repeat("large payload ", 20000)
+			sim.Dispatch(g.ID, "MESSAGE_CREATE", map[string]any{"id": "99999", "channel_id": fmt.Sprint(g.Channels[0]),
+				"guild_id": fmt.Sprint(g.ID), "nonce": huge, "author": map[string]any{"id": "1", "username": "u"}})
+			for i := 0; i < 20; i++ {
+				sim.Dispatch(g.ID, "MESSAGE_CREATE", map[string]any{"id": fmt.Sprint(5000 + i), "channel_id": fmt.Sprint(g.Channels[0]),
+					"guild_id": fmt.Sprint(g.ID), "content": "after", "author": map[string]any{"id": "1", "username": "u"}})
+			}
+			eventually(t, 5*time.Second, "321 messages", func() bool { return h.sink.count(shard, "") == before+321 })
+			h.sink.mu.Lock()
+			if got := len(h.sink.events[shard][before+300].Raw); got < len(huge) {
+				t.Errorf("the large payload arrived with %d bytes", got)
+			}
+			h.sink.mu.Unlock()
 			h.sink.checkNoGaps(t)
 			if v := sim.GatewayStats().IdentifyViolations; v != 0 {
 				t.Fatalf("identify violations: %d", v)

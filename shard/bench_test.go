@@ -1,0 +1,205 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/discordsim"
+)
+
+// countSink counts events and keeps nothing: the baseline cost of receiving.
+type countSink struct{ n atomic.Int64 }
+
+func (c *countSink) Dispatch(ctx context.Context, evs []Event, sess Session) error {
+	c.n.Add(int64(len(evs)))
+	return nil
+}
+
+// simProcess runs the simulator as its own process, so that its memory is not counted as dd's.
+func simProcess(b *testing.B, args ...string) string {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "discordsim")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/discordsim").CombinedOutput(); err != nil {
+		b.Fatalf("building the simulator: %v\n%s", err, out)
+	}
+	urlFile := filepath.Join(dir, "url")
+	cmd := exec.Command(bin, append([]string{"-url-file", urlFile}, args...)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 200; i++ {
+		if data, err := os.ReadFile(urlFile); err == nil && len(data) > 0 {
+			return strings.TrimSpace(string(data))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatal("simulator did not start")
+	return ""
+}
+
+func heapAndStacks() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
+
+// BenchmarkIdleShardMemory connects b.N shards (one op = one shard) to a simulator in another process and
+// reports dd's memory per idle connected shard. Run with -benchtime=1000x for the figure:
+//
+//	go test -run '^$' -bench IdleShardMemory -benchtime 1000x ./shard/
+func BenchmarkIdleShardMemory(b *testing.B) {
+	for _, compress := range []string{CompressZstd, CompressZlib} {
+		b.Run(compress, func(b *testing.B) {
+			n := b.N
+			base := simProcess(b, "-tokens", "bench", "-guilds", fmt.Sprint(n), "-max-concurrency", "16",
+				"-identify-window", "20ms")
+			sink := &countSink{}
+			before := heapAndStacks()
+			m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
+				Token: "bench", Intents: discord.IntentGuilds, GatewayURL: "ws" + strings.TrimPrefix(base, "http") + "/gateway",
+				Compress: compress, Sink: sink,
+				Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 100000, Remaining: 100000, ResetAfter: time.Hour,
+					MaxConcurrency: 16}, 20*time.Millisecond, 5*time.Millisecond, nil),
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- m.Run(ctx) }()
+			deadline := time.Now().Add(5 * time.Minute)
+			for ready := 0; ready < n; {
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d shards ready", ready, n)
+				}
+				time.Sleep(50 * time.Millisecond)
+				ready = 0
+				for _, s := range m.Shards() {
+					if s.State() == StateReady {
+						ready++
+					}
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // let the READY/GUILD_CREATE burst's buffers go
+			after := heapAndStacks()
+			if p := os.Getenv("DD_HEAPPROFILE"); p != "" {
+				f, _ := os.Create(p + "." + compress)
+				pprof.WriteHeapProfile(f)
+				f.Close()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				b.Logf("heap inuse %d, stack inuse %d, goroutines %d", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
+			}
+			b.ReportMetric(float64(after-before)/float64(n), "B/shard")
+			b.ReportMetric(0, "ns/op")
+			cancel()
+			<-done
+		})
+	}
+}
+
+// BenchmarkStartupVersusIdentifyLimit starts N shards under max_concurrency and reports the time until
+// all are READY divided by ceil(N / max_concurrency) × the identify window (the figure, ≤ 1.02).
+func BenchmarkStartupVersusIdentifyLimit(b *testing.B) {
+	const n, conc, window = 64, 16, 250 * time.Millisecond
+	var ratios []float64
+	for i := 0; i < b.N; i++ {
+		sim := discordsim.New(discordsim.Config{Guilds: 128, MaxConcurrency: conc, IdentifyWindow: window})
+		if err := sim.Start("127.0.0.1:0"); err != nil {
+			b.Fatal(err)
+		}
+		m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
+			Token: sim.Config().Tokens[0], Intents: discord.IntentGuilds, GatewayURL: sim.GatewayURL(), Sink: &countSink{},
+			Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour,
+				MaxConcurrency: conc}, window, 10*time.Millisecond, nil),
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		for {
+			ready := 0
+			for _, s := range m.Shards() {
+				if s.State() == StateReady {
+					ready++
+				}
+			}
+			if ready == n {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		if v := sim.GatewayStats().IdentifyViolations; v != 0 {
+			b.Fatalf("%d identify violations", v)
+		}
+		ratios = append(ratios, float64(elapsed)/float64(time.Duration(math.Ceil(float64(n)/conc))*window))
+		cancel()
+		<-done
+		sim.Close()
+	}
+	sum := 0.0
+	for _, r := range ratios {
+		sum += r
+	}
+	b.ReportMetric(sum/float64(len(ratios)), "startup/limit")
+}
+
+// BenchmarkShardIngest is the receiving baseline: the simulator's firehose into one shard whose sink only
+// counts (per event: websocket read, zstd, JSON header parse).
+func BenchmarkShardIngest(b *testing.B) {
+	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 16, IdentifyWindow: 10 * time.Millisecond})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer sim.Close()
+	sink := &countSink{}
+	m, _ := NewManager(ManagerConfig{TotalShards: 1, ShardIDs: []int{0}, Template: Config{
+		Token: sim.Config().Tokens[0], Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: sim.GatewayURL(), Sink: sink,
+		Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: 16}, 10*time.Millisecond, 0, nil),
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx)
+	for m.Shard(0).State() != StateReady || sink.n.Load() < 17 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := sink.n.Load()
+	b.ResetTimer()
+	t0 := time.Now()
+	done := make(chan struct{})
+	stop := sim.StartFirehose(discordsim.FirehoseOptions{MaxSpeed: true, Total: int64(b.N), MessageCreate: 1, Done: done})
+	defer stop()
+	for sink.n.Load() < start+int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "events/s")
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
