@@ -28,15 +28,12 @@ func checkRequestTarget(raw string) string {
 		}
 	}
 	for seg := range strings.SplitSeq(path[1:], "/") {
-		switch seg {
-		case ".", "..":
+		if seg == "." || seg == ".." {
 			return "the path contains a \".\" or \"..\" segment: not forwarded"
-		case "":
-			if len(path) > 1 {
-				return "the path contains an empty segment (\"//\" or a trailing \"/\"): not forwarded"
-			}
 		}
 	}
+	// Empty segments ("//") are no traversal and some libraries send them (discordgo's voice regions):
+	// Discord judges them.
 	return ""
 }
 
