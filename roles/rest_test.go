@@ -1,0 +1,105 @@
+package roles
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/discordsim"
+)
+
+// startRestRole runs the rest role in-process against a simulator, configured the real way
+// (environment), and returns its address.
+func startRestRole(t *testing.T, sim *discordsim.Server, env ...string) string {
+	t.Helper()
+	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_DISCORD__TOKEN=" + sim.Config().Tokens[0],
+		"DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-role-secret", "DD_SHUTDOWN_TIMEOUT=5s"}, env...)
+	cfg, err := config.Load(config.Source{Environ: env, Role: config.RoleRest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan map[config.Role]string, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Role: config.RoleRest, Logger: zap.NewNop(), Version: "test",
+			Ready: func(a map[config.Role]string) { ready <- a }})
+	}()
+	var addr string
+	select {
+	case a := <-ready:
+		addr = a[config.RoleRest]
+	case err := <-done:
+		t.Fatalf("rest role stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("rest role did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("rest role: %v", err)
+		}
+	})
+	return addr
+}
+
+func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
+	sim := discordsim.New(discordsim.Config{})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	addr := startRestRole(t, sim, "DD_REST__MAX_WAIT=5s")
+	ch := discordsim.FormatID(sim.Guilds()[0].Channels[0])
+
+	get := func(path, auth string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/api/v10/channels/"+ch, "rest-role-secret"); code != 200 || !strings.Contains(body, ch) {
+		t.Fatalf("GET channel through the rest role: %d %s", code, body)
+	}
+	if code, _ := get("/api/v10/channels/"+ch, ""); code != 401 {
+		t.Fatalf("without a secret: %d, want 401", code)
+	}
+	// The role's API sees the path as sent: a traversal is refused, not cleaned and redirected.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /api/v10/channels/"+ch+"/../../users/@me HTTP/1.1\r\nHost: x\r\nAuthorization: rest-role-secret\r\n\r\n")
+	line := make([]byte, 12)
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 400" {
+		t.Fatalf("traversal: status line %q (%v), want 400", line, err)
+	}
+	code, metrics := get("/metrics", "")
+	for _, m := range []string{"dd_rest_requests_total", "dd_rest_queue_wait_seconds", "dd_rest_queue_depth", "dd_rest_invalid_requests",
+		"dd_rest_unauthorized_total 1", "dd_rest_refused_total"} {
+		if code != 200 || !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if code, _ := get("/healthz", ""); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	if n := sim.RESTStats().Requests; n != 1 {
+		t.Fatalf("simulator saw %d requests, want 1", n)
+	}
+}
