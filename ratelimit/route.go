@@ -28,8 +28,9 @@ type Route struct {
 	// Global is whether the request counts towards the token's global limit. Interaction callbacks and
 	// webhook-with-token routes do not, as Discord documents.
 	Global bool
-	// Unauthenticated routes are sent to Discord without the bot's Authorization: webhook-with-token
-	// routes and interaction callbacks (their token is in the path) and GET /gateway.
+	// Unauthenticated routes need no bot token (webhook-with-token routes and interaction callbacks carry
+	// theirs in the path; GET /gateway needs none): their limits belong to the webhook or interaction,
+	// not to the bot that sends.
 	Unauthenticated bool
 }
 

@@ -215,8 +215,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	identity := auth
 	if route.Unauthenticated {
 		// The path's token authenticates (webhooks, interactions) or nothing is needed (GET /gateway):
-		// the bot's token stays home and the bot's global limit is not charged.
-		auth, identity = "", ""
+		// the limits are the webhook's or interaction's, whichever bot sends.
+		identity = ""
 	}
 
 	b, err := readBody(r.Body, r.ContentLength, p.o.MemoryBody, p.o.MaxBody, p.o.SpoolDir)
@@ -406,8 +406,7 @@ func (p *Proxy) send(out *outgoing) (*http.Response, error) {
 		req.Body = io.NopCloser(out.body.reader())
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(out.body.reader()), nil }
 	} else if out.method == "POST" || out.method == "PUT" || out.method == "PATCH" {
-		req.Body, req.ContentLength = http.NoBody, 0
-		req.Header["Content-Length"] = []string{"0"} // Discord's edge wants a length on bodiless writes
+		req.Body = http.NoBody // sent with "Content-Length: 0", which Discord's edge wants on bodiless writes
 	}
 	return p.transport.RoundTrip(req)
 }
