@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ddhq/dd/rawjson"
 )
 
 // Options configure a Filter.
@@ -146,6 +148,21 @@ type guildRef struct {
 	Unavailable bool      `json:"unavailable"`
 }
 
+// guildOf reads d.id and d.unavailable without decoding the (possibly huge) guild object.
+func guildOf(raw []byte) (id uint64, unavailable, ok bool) {
+	d := rawjson.Field(raw, "d")
+	_ = rawjson.EachField(d, func(k, v []byte) bool {
+		switch string(k) {
+		case "id":
+			id, ok = rawjson.Snowflake(v)
+		case "unavailable":
+			unavailable = string(v) == "true"
+		}
+		return true
+	})
+	return id, unavailable, ok
+}
+
 func (f *Filter) onReady(shard int, raw []byte) {
 	var p struct {
 		D struct {
@@ -166,13 +183,10 @@ func (f *Filter) onReady(shard int, raw []byte) {
 }
 
 func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
-	var p struct {
-		D guildRef `json:"d"`
-	}
-	if json.Unmarshal(raw, &p) != nil {
+	id, _, ok := guildOf(raw)
+	if !ok {
 		return true, raw
 	}
-	id := uint64(p.D.ID)
 	f.mu.Lock()
 	sg := f.shards[shard]
 	if sg == nil {
@@ -201,10 +215,8 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 }
 
 func (f *Filter) onGuildDelete(shard int, raw []byte) {
-	var p struct {
-		D guildRef `json:"d"`
-	}
-	if json.Unmarshal(raw, &p) != nil {
+	id, unavailable, ok := guildOf(raw)
+	if !ok {
 		return
 	}
 	f.mu.Lock()
@@ -213,12 +225,12 @@ func (f *Filter) onGuildDelete(shard int, raw []byte) {
 	if sg == nil {
 		return
 	}
-	if p.D.Unavailable {
-		sg.guilds[uint64(p.D.ID)] = false // an outage: still ours
+	if unavailable {
+		sg.guilds[id] = false // an outage: still ours
 		return
 	}
-	delete(sg.guilds, uint64(p.D.ID))
-	delete(sg.loading, uint64(p.D.ID))
+	delete(sg.guilds, id)
+	delete(sg.loading, id)
 }
 
 // renameEvent replaces the "t" of a payload. Only the first "t":"<old>" is replaced, and payloads are
@@ -235,57 +247,68 @@ func renameEvent(raw []byte, old, name string) []byte {
 	return raw
 }
 
+// messageFields are what dedup compares: the raw JSON of content and edited_timestamp (Discord encodes the
+// same text the same way, so equal raw bytes mean equal values).
 type messageFields struct {
-	D struct {
-		ID              snowflake        `json:"id"`
-		Content         *string          `json:"content"`
-		EditedTimestamp *json.RawMessage `json:"edited_timestamp"`
-	} `json:"d"`
+	id         uint64
+	content    []byte // nil when absent
+	editedTime []byte
+}
+
+func messageOf(raw []byte) (m messageFields, ok bool) {
+	_ = rawjson.EachField(rawjson.Field(raw, "d"), func(k, v []byte) bool {
+		switch string(k) {
+		case "id":
+			m.id, ok = rawjson.Snowflake(v)
+		case "content":
+			m.content = v
+		case "edited_timestamp":
+			m.editedTime = v
+		}
+		return true
+	})
+	return m, ok && m.id != 0
 }
 
 func (f *Filter) contentHash(m *messageFields) uint64 {
 	var h maphash.Hash
 	h.SetSeed(f.seed)
-	if m.D.Content != nil {
-		h.WriteString(*m.D.Content)
-	}
+	h.Write(m.content)
 	h.WriteByte(0)
-	if m.D.EditedTimestamp != nil {
-		h.Write(*m.D.EditedTimestamp)
+	if string(m.editedTime) != "null" {
+		h.Write(m.editedTime)
 	}
 	return h.Sum64()
 }
 
 func (f *Filter) rememberMessage(raw []byte) {
-	var m messageFields
-	if json.Unmarshal(raw, &m) != nil || m.D.ID == 0 {
-		return
+	if m, ok := messageOf(raw); ok {
+		f.remember(m.id, f.contentHash(&m))
 	}
-	f.remember(uint64(m.D.ID), f.contentHash(&m))
 }
 
 // messageChanged reports whether a MESSAGE_UPDATE changes what dd last saw of the message. An update of a
 // message dd never saw (older than its memory, or from before a restart) counts as a change.
 func (f *Filter) messageChanged(raw []byte) bool {
-	var m messageFields
-	if json.Unmarshal(raw, &m) != nil || m.D.ID == 0 {
+	m, ok := messageOf(raw)
+	if !ok {
 		return true
 	}
-	if m.D.Content == nil {
+	if m.content == nil {
 		// Partial updates without content change nothing a bot reads from the content.
 		f.msgMu.Lock()
-		_, seen := f.msgs[uint64(m.D.ID)]
+		_, seen := f.msgs[m.id]
 		f.msgMu.Unlock()
 		return !seen
 	}
 	h := f.contentHash(&m)
 	f.msgMu.Lock()
-	prev, seen := f.msgs[uint64(m.D.ID)]
+	prev, seen := f.msgs[m.id]
 	f.msgMu.Unlock()
 	if seen && prev.hash == h && time.Since(prev.at) < f.o.MessageTTL {
 		return false
 	}
-	f.remember(uint64(m.D.ID), h)
+	f.remember(m.id, h)
 	return true
 }
 

@@ -258,3 +258,9 @@ func TestBadTokenIsFatalWithAHint(t *testing.T) {
 		t.Fatalf("want a FatalError pointing at discord.token, got %v", err)
 	}
 }
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+func nopLogger() *zap.Logger { return zap.NewNop() }

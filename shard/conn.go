@@ -2,7 +2,6 @@ package shard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/rawjson"
 )
 
 // Compression names, as in gateway.compress.
@@ -26,16 +26,15 @@ const (
 	CompressNone = "none"
 )
 
-// conn is one websocket connection to the gateway. Reading is pull-based on one goroutine: the JSON
-// decoder pulls from the decompressor, which pulls websocket frames from the socket as it needs them, so a
-// payload is decompressed and parsed without intermediate copies and with one decompression context for
+// conn is one websocket connection to the gateway. Reading is pull-based on one goroutine: the object
+// reader pulls from the decompressor, which pulls websocket frames from the socket as it needs them, so a
+// payload is decompressed and framed without intermediate copies and with one decompression context for
 // the connection's life, as Discord's stream compression requires.
 type conn struct {
-	nc       net.Conn
-	rd       *wsutil.Reader
-	dec      *json.Decoder
-	payloads io.Reader // what dec reads: the decompressed stream
-	zr       io.Closer // decompressor, if any
+	nc   net.Conn
+	rd   *wsutil.Reader
+	objs *rawjson.ObjectReader // payloads, one JSON object each, from the decompressed stream
+	zr   io.Closer             // decompressor, if any
 
 	ctl wsutil.FrameHandlerFunc
 
@@ -98,26 +97,12 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	case CompressZlib:
 		payloads = &lazyZlib{src: feed, c: c}
 	}
-	c.payloads = payloads
-	c.dec = json.NewDecoder(payloads)
+	c.objs = rawjson.NewObjectReader(payloads)
 	return c, nil
 }
 
-// bigPayload is the size past which the JSON decoder is replaced after use: its buffer only grows, and
-// one large GUILD_CREATE would otherwise pin megabytes on every shard for the connection's life.
-const bigPayload = 64 << 10
-
 // next reads the next gateway payload, exactly as sent (after decompression).
-func (c *conn) next() (json.RawMessage, error) {
-	var raw json.RawMessage
-	if err := c.dec.Decode(&raw); err != nil {
-		return nil, err
-	}
-	if rest, ok := c.dec.Buffered().(interface{ Len() int }); ok && len(raw) > bigPayload && rest.Len() == 0 {
-		c.dec = json.NewDecoder(c.payloads)
-	}
-	return raw, nil
-}
+func (c *conn) next() ([]byte, error) { return c.objs.Next() }
 
 // send writes one text message. Callers have passed the send limiter.
 func (c *conn) send(payload []byte) error {

@@ -10,13 +10,36 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/rawjson"
 )
 
 // header is the part of every payload dd routes on.
 type header struct {
-	Op int     `json:"op"`
-	S  *int64  `json:"s"`
-	T  *string `json:"t"`
+	op   int
+	seq  int64 // 0 when null or absent
+	name string
+}
+
+// parseHeader reads op, s and t without decoding d (which is most of a payload).
+func parseHeader(raw []byte) (header, error) {
+	h := header{op: -1}
+	err := rawjson.EachField(raw, func(k, v []byte) bool {
+		switch string(k) {
+		case "op":
+			if n, ok := rawjson.Int(v); ok {
+				h.op = int(n)
+			}
+		case "s":
+			h.seq, _ = rawjson.Int(v)
+		case "t":
+			h.name, _ = rawjson.String(v)
+		}
+		return true
+	})
+	if err == nil && h.op < 0 {
+		err = errors.New("no op")
+	}
+	return h, err
 }
 
 // readLoop reads payloads until the connection ends. It runs HELLO, then IDENTIFY or RESUME, then
@@ -30,18 +53,15 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 		if err != nil {
 			return s.endFromReadError(err, healthy)
 		}
-		var h header
-		if err := json.Unmarshal(raw, &h); err != nil {
+		h, err := parseHeader(raw)
+		if err != nil {
 			return connEnd{err: fmt.Errorf("gateway sent undecodable payload: %w", err), healthy: healthy}
 		}
-		t := ""
-		if h.T != nil {
-			t = *h.T
-		}
-		if s.cfg.Hooks.OnPayload != nil && !s.cfg.Hooks.OnPayload(s, h.Op, t, raw) {
+		t := h.name
+		if s.cfg.Hooks.OnPayload != nil && !s.cfg.Hooks.OnPayload(s, h.op, t, raw) {
 			continue
 		}
-		switch h.Op {
+		switch h.op {
 		case discord.OpHello:
 			helloTimer.Stop()
 			var p struct {
@@ -73,12 +93,12 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 			}
 			return connEnd{err: errors.New("session invalidated (op 9, not resumable)"), newSession: true, invalidated: true, healthy: healthy}
 		case discord.OpDispatch:
-			if h.S == nil {
+			if h.seq == 0 {
 				continue
 			}
 			s.mu.Lock()
-			if *h.S > s.seq {
-				s.seq = *h.S
+			if h.seq > s.seq {
+				s.seq = h.seq
 			}
 			s.mu.Unlock()
 			switch t {
@@ -92,7 +112,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 				s.setState(StateReady)
 				healthy = true
 			}
-			ev := Event{Seq: *h.S, Type: t, Raw: raw}
+			ev := Event{Seq: h.seq, Type: t, Raw: raw}
 			if s.cfg.Hooks.OnDispatch != nil && !s.cfg.Hooks.OnDispatch(s, &ev) {
 				continue
 			}
