@@ -1,0 +1,91 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Reader reads a consistent snapshot of the store.
+type Reader interface {
+	// Get returns a copy of the value at key, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// Has reports whether key is stored, without reading its value.
+	Has(key []byte) (bool, error)
+	// Scan is Store.Scan within the transaction. With keysOnly, fn gets a nil value and no value is read.
+	Scan(prefix, from []byte, keysOnly bool, fn func(key, value []byte) error) error
+}
+
+// Txn is a read-write transaction whose reads see its own writes, for users that decide what to write
+// from what is stored (the cache counts what it adds and removes). Its writes are stored at Commit, all
+// or none; Discard drops them. A Txn is not safe for concurrent use. Set returns ErrTooBig when the
+// transaction cannot take more: Commit it and go on in a new one.
+type Txn interface {
+	Reader
+	Writer
+	Commit() error
+	Discard()
+}
+
+// View calls fn with a read-only snapshot (several reads that must agree, at the cost of one).
+func (s *Store) View(fn func(r Reader) error) error {
+	return s.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
+}
+
+// Begin starts a read-write transaction.
+func (s *Store) Begin() Txn { return badgerTxn{s.db.NewTransaction(true)} }
+
+type badgerTxn struct{ txn *badger.Txn }
+
+func (t badgerTxn) Get(key []byte) ([]byte, error) {
+	item, err := t.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func (t badgerTxn) Has(key []byte) (bool, error) {
+	_, err := t.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (t badgerTxn) Scan(prefix, from []byte, keysOnly bool, fn func(key, value []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = !keysOnly
+	it := t.txn.NewIterator(opts)
+	defer it.Close()
+	start := prefix
+	if from != nil && bytes.Compare(from, prefix) > 0 {
+		start = from
+	}
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var err error
+		if keysOnly {
+			err = fn(item.Key(), nil)
+		} else {
+			err = item.Value(func(v []byte) error { return fn(item.Key(), v) })
+		}
+		if errors.Is(err, ErrStopScan) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t badgerTxn) Set(k, v []byte) error { return t.txn.Set(k, v) }
+func (t badgerTxn) Delete(k []byte) error { return t.txn.Delete(k) }
+func (t badgerTxn) Commit() error         { return t.txn.Commit() }
+func (t badgerTxn) Discard()              { t.txn.Discard() }
