@@ -2,8 +2,8 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,8 +65,9 @@ type Limiter struct {
 	clock Clock
 	guard *guard
 
+	seed   maphash.Seed
 	mu     sync.Mutex
-	tokens map[[32]byte]*tokenState
+	tokens map[uint64]*tokenState // by a keyed hash of the identity: tokens are not kept in clear
 
 	waiting atomic.Int64 // requests waiting in bucket and global queues
 	stop    chan struct{}
@@ -95,7 +96,7 @@ type routeState struct {
 func New(o Options) *Limiter {
 	o = o.withDefaults()
 	l := &Limiter{o: o, clock: o.Clock, guard: newGuard(o.InvalidRequestLimit, o.InvalidRequestWindow),
-		tokens: map[[32]byte]*tokenState{}, stop: make(chan struct{})}
+		seed: maphash.MakeSeed(), tokens: map[uint64]*tokenState{}, stop: make(chan struct{})}
 	go l.reclaimLoop()
 	return l
 }
@@ -195,7 +196,7 @@ func waitError(ctx context.Context) error {
 
 // token returns the token's state with its mutex held.
 func (l *Limiter) token(identity string) *tokenState {
-	key := sha256.Sum256([]byte(identity))
+	key := maphash.String(l.seed, identity)
 	for {
 		l.mu.Lock()
 		ts := l.tokens[key]

@@ -236,16 +236,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rawQuery != "" {
 		target += "?" + rawQuery
 	}
-	out := &outgoing{method: r.Method, target: target, header: forwardHeaders(r.Header, p.o.SecretHeader),
-		auth: auth, identity: identity, route: route, body: b, accepted: now}
+	h := forwardHeaders(r.Header, p.o.SecretHeader)
+	h["User-Agent"] = []string{p.o.UserAgent}
+	if auth != "" {
+		h["Authorization"] = []string{auth}
+	}
+	out := &outgoing{method: r.Method, target: target, header: h, identity: identity, route: route, body: b, accepted: now}
 	p.forward(w, out)
 }
 
 // outgoing is an accepted request on its way to Discord.
 type outgoing struct {
 	method, target string
-	header         http.Header
-	auth, identity string
+	header         http.Header // as sent upstream, Authorization and User-Agent included
+	identity       string
 	route          ratelimit.Route
 	body           *body
 	accepted       time.Time
@@ -395,12 +399,7 @@ func (p *Proxy) send(out *outgoing) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := out.header.Clone()
-	h["User-Agent"] = []string{p.o.UserAgent}
-	if out.auth != "" {
-		h["Authorization"] = []string{out.auth}
-	}
-	req.Header = h
+	req.Header = out.header // the transport does not modify it: every attempt shares it
 	if out.body.size > 0 {
 		req.ContentLength = out.body.size
 		req.Body = io.NopCloser(out.body.reader())
