@@ -1,0 +1,95 @@
+package cache
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkApplyGuildCreate applies GUILD_CREATEs of large guilds (10,000 members each, Discord-shaped as
+// the simulator sends them) with the default fields, and reports members applied per second and the
+// bytes each member takes: in the values written (member and user) and on disk once the store is flushed
+// (SSTables and value log).
+//
+//	go test -run '^$' -bench ApplyGuildCreate -benchtime 20x ./cache/
+func BenchmarkApplyGuildCreate(b *testing.B) {
+	const members = 10000
+	dir := b.TempDir()
+	st := openStore(b, dir)
+	c, err := Open(st, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	payloads := make([][]byte, b.N)
+	for i := range payloads {
+		payloads[i] = payload("GUILD_CREATE", i, guildCreate(g1+uint64(i)<<22, members, nil))
+	}
+	b.SetBytes(int64(len(payloads[0])))
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if err := c.Apply(payloads[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total := float64(b.N * members)
+	b.ReportMetric(total/elapsed.Seconds(), "members/s")
+
+	var valueBytes int
+	_ = st.Scan([]byte(guildPrefix), nil, func(k, v []byte) error {
+		if len(k) == subKeyLen && k[guildKeyLen] == kindMember {
+			valueBytes += len(k) + len(v)
+		}
+		return nil
+	})
+	_ = st.Scan([]byte(userPrefix), nil, func(k, v []byte) error { valueBytes += len(k) + len(v); return nil })
+	b.ReportMetric(float64(valueBytes)/total, "kv-bytes/member")
+	if err := st.Close(); err != nil { // flushes the memtables into SSTables
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(dirBytes(b, dir, ".sst", ".vlog"))/total, "disk-bytes/member")
+	st = openStore(b, dir) // for the cleanup's Close
+	b.Cleanup(func() { st.Close() })
+}
+
+func dirBytes(t testing.TB, dir string, exts ...string) int64 {
+	var n int64
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		for _, e := range exts {
+			if strings.HasSuffix(p, e) {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkCacheMember reads one member (its user joined in) from a cache of 50,000 members.
+func BenchmarkCacheMember(b *testing.B) {
+	c, _ := newCache(b, Options{})
+	for i := range 5 {
+		apply(b, c, "GUILD_CREATE", guildCreate(g1+uint64(i)<<22, 10000, nil))
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := uint64(0)
+		for pb.Next() {
+			i++
+			if _, err := c.Member(g1, g1+(i%10000)*4096+1); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
