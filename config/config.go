@@ -146,6 +146,25 @@ type Events struct {
 // Cache configures the cache role.
 type Cache struct {
 	Listener `koanf:",squash"`
+	// BatchMax is the most events per POST /events when the gateway feeds a separate cache role
+	// (cache.url). Default 100.
+	BatchMax int `koanf:"batch_max"`
+	// Presences keeps members' presences. Default false: they are most of a big bot's gateway traffic.
+	Presences bool `koanf:"presences"`
+	// MessagesPerChannel keeps the newest messages of each channel, up to this many. Default 0: none.
+	MessagesPerChannel int `koanf:"messages_per_channel"`
+	// The fields kept per kind of object (the "desired properties"); ids are always kept, "*" keeps
+	// every field. Defaults: what common bots read (see config.example.toml).
+	GuildFields      []string `koanf:"guild_fields"`
+	ChannelFields    []string `koanf:"channel_fields"`
+	RoleFields       []string `koanf:"role_fields"`
+	MemberFields     []string `koanf:"member_fields"`
+	UserFields       []string `koanf:"user_fields"`
+	EmojiFields      []string `koanf:"emoji_fields"`
+	StickerFields    []string `koanf:"sticker_fields"`
+	VoiceStateFields []string `koanf:"voice_state_fields"`
+	PresenceFields   []string `koanf:"presence_fields"`
+	MessageFields    []string `koanf:"message_fields"`
 }
 
 // Source says where Load reads from.

@@ -142,6 +142,10 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad env int", "", []string{"DD_GATEWAY__TOTAL_SHARDS=lots"}, RoleCache, []string{"DD_GATEWAY__TOTAL_SHARDS", "integer"}},
 		{"bad env duration", "", []string{"DD_SHUTDOWN_TIMEOUT=5"}, RoleCache, []string{"DD_SHUTDOWN_TIMEOUT"}},
 		{"toml syntax", "[rest\nlisten=1", nil, RoleCache, []string{"dd.toml"}},
+		{"bad cache field", "[cache]\nmember_fields = [\"Nick\"]\n", nil, RoleCache, []string{"cache.member_fields", "Nick"}},
+		{"bad cache batch", "[cache]\nbatch_max = 0\n", nil, RoleCache, []string{"cache.batch_max"}},
+		{"bad cache messages", "[cache]\nmessages_per_channel = -1\n", nil, RoleCache, []string{"cache.messages_per_channel"}},
+		{"bad env fields", "", []string{"DD_CACHE__GUILD_FIELDS=name,Icon"}, RoleCache, []string{"cache.guild_fields", "Icon"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -202,5 +206,15 @@ func TestGatewayEventOptionsAreChecked(t *testing.T) {
 		if _, err := load(t, body, nil, RoleCache); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
 		}
+	}
+}
+
+func TestCacheFieldsFromTheEnvironment(t *testing.T) {
+	cfg, err := load(t, "", []string{"DD_CACHE__MEMBER_FIELDS=roles, nick", "DD_CACHE__PRESENCES=true"}, RoleCache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Cache.MemberFields, []string{"roles", "nick"}) || !cfg.Cache.Presences || cfg.Cache.BatchMax != 100 {
+		t.Fatalf("cache config from the environment: %+v", cfg.Cache)
 	}
 }

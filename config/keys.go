@@ -81,8 +81,46 @@ var keys = []keySpec{
 	{path: "cache.listen", kind: kindString, def: "127.0.0.1:8002"},
 	{path: "cache.url", kind: kindString, def: ""},
 	{path: "cache.secret", kind: kindString, def: "", secret: true},
+	{path: "cache.batch_max", kind: kindInt, def: int64(100)},
+	{path: "cache.presences", kind: kindBool, def: false},
+	{path: "cache.messages_per_channel", kind: kindInt, def: int64(0)},
+	// The desired fields per kind: the defaults are the cache package's DefaultFields (a roles test
+	// checks they agree).
+	{path: "cache.guild_fields", kind: kindStrings, def: strs("name", "icon", "banner", "splash", "description",
+		"owner_id", "features", "member_count", "large", "joined_at", "preferred_locale", "premium_tier",
+		"premium_subscription_count", "verification_level", "default_message_notifications",
+		"explicit_content_filter", "mfa_level", "nsfw_level", "afk_channel_id", "afk_timeout", "system_channel_id",
+		"system_channel_flags", "rules_channel_id", "public_updates_channel_id", "vanity_url_code", "max_members")},
+	{path: "cache.channel_fields", kind: kindStrings, def: strs("name", "position", "permission_overwrites", "topic",
+		"nsfw", "rate_limit_per_user", "bitrate", "user_limit", "rtc_region", "flags", "owner_id", "thread_metadata",
+		"member_count", "message_count", "available_tags", "applied_tags", "default_auto_archive_duration")},
+	{path: "cache.role_fields", kind: kindStrings, def: strs("name", "color", "colors", "hoist", "icon", "unicode_emoji",
+		"position", "permissions", "managed", "mentionable", "flags", "tags")},
+	{path: "cache.member_fields", kind: kindStrings, def: strs("nick", "avatar", "roles", "joined_at", "premium_since",
+		"communication_disabled_until", "pending", "flags")},
+	{path: "cache.user_fields", kind: kindStrings, def: strs("username", "discriminator", "global_name", "avatar", "bot",
+		"public_flags")},
+	{path: "cache.emoji_fields", kind: kindStrings, def: strs("name", "roles", "require_colons", "managed", "animated",
+		"available")},
+	{path: "cache.sticker_fields", kind: kindStrings, def: strs("name", "description", "tags", "type", "format_type",
+		"available", "guild_id")},
+	{path: "cache.voice_state_fields", kind: kindStrings, def: strs("channel_id", "session_id", "deaf", "mute",
+		"self_deaf", "self_mute", "self_stream", "self_video", "suppress", "request_to_speak_timestamp")},
+	{path: "cache.presence_fields", kind: kindStrings, def: strs("status", "activities", "client_status")},
+	{path: "cache.message_fields", kind: kindStrings, def: strs("author", "content", "timestamp", "edited_timestamp",
+		"tts", "mention_everyone", "mentions", "mention_roles", "attachments", "embeds", "pinned", "type", "flags",
+		"webhook_id", "message_reference", "components", "sticker_items")},
 
 	{path: "shutdown_timeout", kind: kindDuration, def: "15s"},
+}
+
+// strs is a list default in the type the TOML parser produces.
+func strs(s ...string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
 }
 
 var keyIndex = func() map[string]*keySpec {

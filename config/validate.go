@@ -131,6 +131,7 @@ func (c *Config) validate(role Role) error {
 	if c.Events.MaxQueueEvents < 1 {
 		bad("events.max_queue_events", "must be at least 1, got %d", c.Events.MaxQueueEvents)
 	}
+	c.validateCache(bad)
 	return errors.Join(problems...)
 }
 
@@ -216,6 +217,43 @@ func isHeaderName(s string) bool {
 		c := s[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 		if !ok {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// validateCache checks the [cache] keys beyond their types.
+func (c *Config) validateCache(bad func(key, format string, args ...any)) {
+	k := c.Cache
+	if k.BatchMax < 1 || k.BatchMax > 10000 {
+		bad("cache.batch_max", "must be between 1 and 10000, got %d", k.BatchMax)
+	}
+	if k.MessagesPerChannel < 0 || k.MessagesPerChannel > 10000 {
+		bad("cache.messages_per_channel", "must be between 0 (no messages) and 10000, got %d", k.MessagesPerChannel)
+	}
+	for _, f := range []struct {
+		key  string
+		list []string
+	}{
+		{"cache.guild_fields", k.GuildFields}, {"cache.channel_fields", k.ChannelFields}, {"cache.role_fields", k.RoleFields},
+		{"cache.member_fields", k.MemberFields}, {"cache.user_fields", k.UserFields}, {"cache.emoji_fields", k.EmojiFields},
+		{"cache.sticker_fields", k.StickerFields}, {"cache.voice_state_fields", k.VoiceStateFields},
+		{"cache.presence_fields", k.PresenceFields}, {"cache.message_fields", k.MessageFields},
+	} {
+		for _, name := range f.list {
+			if name != "*" && !isFieldName(name) {
+				bad(f.key, "%q is not a Discord field name (lower case and underscores, like \"joined_at\"; \"*\" keeps every field)", name)
+			}
+		}
+	}
+}
+
+// isFieldName reports whether s looks like a field of Discord's JSON (snake_case).
+func isFieldName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
 			return false
 		}
 	}
