@@ -121,6 +121,8 @@ type Gateway struct {
 	TotalShards           int           `koanf:"total_shards"` // 0: Discord's recommendation
 	FirstShard            int           `koanf:"first_shard"`
 	LastShard             int           `koanf:"last_shard"` // -1: total_shards - 1
+	ClusterID             int           `koanf:"cluster_id"` // 0: this instance's index when shards are split evenly
+	Clusters              int           `koanf:"clusters"`   // 1: how many gateway instances split total_shards
 	Compress              string        `koanf:"compress"`   // zstd-stream | zlib-stream | none
 	Reshard               bool          `koanf:"reshard"`
 	ReshardPercentage     int           `koanf:"reshard_percentage"`

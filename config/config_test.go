@@ -218,3 +218,16 @@ func TestCacheFieldsFromTheEnvironment(t *testing.T) {
 		t.Fatalf("cache config from the environment: %+v", cfg.Cache)
 	}
 }
+
+func TestClusterSplitIsChecked(t *testing.T) {
+	for body, key := range map[string]string{
+		"[gateway]\nclusters = 0\n":                  "gateway.clusters",
+		"[gateway]\nclusters = 2\ncluster_id = 2\n":  "gateway.cluster_id",
+		"[gateway]\nclusters = 2\nfirst_shard = 4\n": "gateway.clusters",
+		"[gateway]\nclusters = 2\ncluster_id = -1\n": "gateway.cluster_id",
+	} {
+		if _, err := load(t, body, nil, RoleCache); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
+		}
+	}
+}

@@ -63,6 +63,8 @@ var keys = []keySpec{
 	{path: "gateway.total_shards", kind: kindInt, def: int64(0)},
 	{path: "gateway.first_shard", kind: kindInt, def: int64(0)},
 	{path: "gateway.last_shard", kind: kindInt, def: int64(-1)},
+	{path: "gateway.cluster_id", kind: kindInt, def: int64(0)},
+	{path: "gateway.clusters", kind: kindInt, def: int64(1)},
 	{path: "gateway.compress", kind: kindString, def: "zstd-stream"},
 	{path: "gateway.reshard", kind: kindBool, def: true},
 	{path: "gateway.reshard_percentage", kind: kindInt, def: int64(80)},

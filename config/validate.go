@@ -94,6 +94,14 @@ func (c *Config) validate(role Role) error {
 	if g.TotalShards > 0 && g.FirstShard >= g.TotalShards {
 		bad("gateway.first_shard", "%d is not below gateway.total_shards %d", g.FirstShard, g.TotalShards)
 	}
+	if g.Clusters < 1 {
+		bad("gateway.clusters", "must be at least 1, got %d", g.Clusters)
+	} else if g.ClusterID < 0 || g.ClusterID >= g.Clusters {
+		bad("gateway.cluster_id", "%d is not below gateway.clusters %d", g.ClusterID, g.Clusters)
+	}
+	if g.Clusters > 1 && (g.FirstShard != 0 || g.LastShard != -1) {
+		bad("gateway.clusters", "set either clusters and cluster_id, or first_shard and last_shard, not both")
+	}
 	switch g.Compress {
 	case "zstd-stream", "zlib-stream", "none":
 	default:

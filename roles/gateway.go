@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,11 +42,13 @@ type gatewayRole struct {
 	mgr    atomic.Pointer[shard.Manager]
 	api    http.Handler
 
+	identifyWindow time.Duration
+
 	received prometheus.Counter
 	filtered prometheus.Counter
 }
 
-func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger) (*gatewayRole, error) {
+func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger, identifyWin time.Duration) (*gatewayRole, error) {
 	log = log.Named("gateway")
 	q, err := queue.Open(st, queue.Options{MaxEvents: cfg.Events.MaxQueueEvents, Logger: log, Registerer: reg})
 	if err != nil {
@@ -62,7 +65,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		q.Close()
 		return nil, err
 	}
-	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg,
+	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg, identifyWindow: identifyWin,
 		filter: filter.New(filter.Options{Drop: cfg.Events.Drop, DedupMessageUpdates: cfg.Gateway.DedupMessageUpdates,
 			DropKnownGuildCreates: cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: cfg.Gateway.LoadingGuildEvent}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_received_total",
@@ -107,19 +110,18 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	if total == 0 {
 		total = max(info.Shards, 1)
 	}
-	last := g.cfg.Gateway.LastShard
-	if last < 0 || last >= total {
-		last = total - 1
-	}
-	var ids []int
-	for id := g.cfg.Gateway.FirstShard; id <= last; id++ {
-		ids = append(ids, id)
-	}
+	ids := shardRange(g.cfg.Gateway, total)
 	if len(ids) == 0 {
-		return &FatalError{Err: fmt.Errorf("no shard to run: first_shard %d is not below total shards %d", g.cfg.Gateway.FirstShard, total),
-			Hint: "check gateway.first_shard, gateway.last_shard and gateway.total_shards"}
+		return &FatalError{Err: fmt.Errorf("no shard to run of %d (first_shard %d, last_shard %d, cluster %d of %d)", total,
+			g.cfg.Gateway.FirstShard, g.cfg.Gateway.LastShard, g.cfg.Gateway.ClusterID, g.cfg.Gateway.Clusters),
+			Hint: "check gateway.first_shard, last_shard, cluster_id, clusters and total_shards"}
 	}
-	limiter := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, identifyWindow, identifyMargin, g.log)
+	// Split instances share the rest role's identify queue, so that together they identify no faster
+	// than one process would.
+	var limiter shard.IdentifyLimiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMargin, g.log)
+	if g.cfg.Rest.URL != "" {
+		limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
+	}
 	mgr, err := shard.NewManager(shard.ManagerConfig{
 		TotalShards: total, ShardIDs: ids, Sessions: shard.NewSessionStore(g.st), Logger: g.log,
 		Template: shard.Config{

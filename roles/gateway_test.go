@@ -28,6 +28,12 @@ type runningDD struct {
 // startDD runs roles.Run in-process with a config loaded the real way (environment).
 func startDD(t *testing.T, role config.Role, env ...string) *runningDD {
 	t.Helper()
+	return startDDWindow(t, role, 0, env...)
+}
+
+// startDDWindow is startDD with a shorter identify window, for a simulator configured with one.
+func startDDWindow(t *testing.T, role config.Role, identifyWindow time.Duration, env ...string) *runningDD {
+	t.Helper()
 	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
 		"DD_SHUTDOWN_TIMEOUT=10s"}, env...)
 	cfg, err := config.Load(config.Source{Environ: env, Role: role})
@@ -42,7 +48,7 @@ func startDD(t *testing.T, role config.Role, env ...string) *runningDD {
 		log, _ = zap.NewDevelopment()
 	}
 	go func() {
-		r.done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test",
+		r.done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test", IdentifyWindow: identifyWindow,
 			Ready: func(a map[config.Role]string) { ready <- a }})
 	}()
 	select {

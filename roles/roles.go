@@ -31,6 +31,9 @@ type Options struct {
 	// Ready, when set, receives the listeners' addresses once every listener accepts connections
 	// (tests listen on port 0 and need to know where).
 	Ready func(addrs map[config.Role]string)
+	// IdentifyWindow overrides Discord's 5 s identify window, for tests against a simulator configured
+	// with a shorter one. Zero means Discord's.
+	IdentifyWindow time.Duration
 }
 
 // FatalError is an error after which retrying cannot help (Discord refused the token, say). main exits 1
@@ -72,18 +75,24 @@ func Run(ctx context.Context, o Options) error {
 	add := func(r config.Role, l config.Listener, h http.Handler) {
 		servers = append(servers, newRoleServer(r, l, h, reg, log))
 	}
+	// background work of the roles (shards, delivery, the identify queue), run once the listeners are up.
+	var background []func(context.Context) error
+	identifyWin := o.IdentifyWindow
+	if identifyWin == 0 {
+		identifyWin = identifyWindow
+	}
 	if o.Role.Runs(config.RoleRest) {
 		rest, err := newRest(cfg, reg, log)
 		if err != nil {
 			return err
 		}
 		defer rest.Close()
-		add(config.RoleRest, cfg.Rest.Listener, rest)
+		ids := newIdentifyService(cfg, identifyWin, log)
+		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(ids, rest))
+		background = append(background, ids.run)
 	}
-	// background work of the roles (shards, delivery), run once the listeners are up.
-	var background []func(context.Context) error
 	if o.Role.Runs(config.RoleGateway) {
-		gw, err := newGateway(cfg, st, reg, log)
+		gw, err := newGateway(cfg, st, reg, log, identifyWin)
 		if err != nil {
 			return err
 		}

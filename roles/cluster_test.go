@@ -1,0 +1,64 @@
+package roles
+
+import (
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/discordsim"
+)
+
+// Two gateway processes with half of the shards each, and one rest role: through the rest role's shared
+// identify queue they identify no faster than one process would, and every event reaches the bot.
+func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
+	const window = 300 * time.Millisecond
+	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 1, IdentifyWindow: window, Tokens: []string{"tok-split"}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	bot := newBot(t)
+	common := []string{"DD_DISCORD__TOKEN=tok-split", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret"}
+	rest := startDDWindow(t, config.RoleRest, window, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
+	restURL := "http://" + rest.addrs[config.RoleRest]
+	for cluster := range 2 {
+		startDDWindow(t, config.RoleGateway, window, append(common,
+			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"),
+			"DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
+			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false")...)
+	}
+	waitFor(t, 15*time.Second, "4 shards connected", func() bool {
+		n := 0
+		for _, s := range sim.Sessions() {
+			if s.Connected {
+				n++
+			}
+		}
+		return n == 4
+	})
+	st := sim.GatewayStats()
+	if st.IdentifyViolations != 0 || len(st.Identifies) != 4 {
+		t.Fatalf("identify violations %d, identifies %d (want 0 and 4)", st.IdentifyViolations, len(st.Identifies))
+	}
+	var at []time.Time
+	shards := map[int]bool{}
+	for _, id := range st.Identifies {
+		at = append(at, id.At)
+		shards[id.Shard] = true
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < window {
+			t.Errorf("identifies %d and %d %s apart, under the %s window", i-1, i, gap, window)
+		}
+	}
+	if len(shards) != 4 {
+		t.Errorf("shards identified: %v", shards)
+	}
+	done := make(chan struct{})
+	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 2000, Total: 1000, Done: done})
+	<-done
+	waitAllDelivered(t, sim, bot, 4)
+}

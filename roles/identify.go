@@ -1,0 +1,110 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/shard"
+)
+
+// identifyQueuePath is where the rest role serves the identify queue that split gateway instances share.
+const identifyQueuePath = "/dd/v1/identify/"
+
+// identifyService is the rest role's shared identify queue. It learns the bot's limits from /gateway/bot
+// when a gateway first asks (a rest role that no split gateway uses makes no such call), and grants
+// nothing before: until then it answers 503 and gateways wait.
+type identifyService struct {
+	cfg    *config.Config
+	window time.Duration
+	log    *zap.Logger
+	queue  atomic.Pointer[shard.IdentifyQueue]
+	wanted chan struct{}
+	once   sync.Once
+}
+
+func newIdentifyService(cfg *config.Config, window time.Duration, log *zap.Logger) *identifyService {
+	return &identifyService{cfg: cfg, window: window, log: log.Named("identify"), wanted: make(chan struct{})}
+}
+
+func (s *identifyService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := s.queue.Load()
+	if q == nil {
+		s.once.Do(func() { close(s.wanted) })
+		writeError(w, http.StatusServiceUnavailable, "the identify queue is waiting for Discord's limits (GET /gateway/bot)")
+		return
+	}
+	q.ServeHTTP(w, r)
+}
+
+// run fetches the limits, then refreshes the daily budget every few minutes.
+func (s *identifyService) run(ctx context.Context) error {
+	select {
+	case <-s.wanted:
+	case <-ctx.Done():
+		return nil
+	}
+	client := &http.Client{Timeout: 15 * time.Second}
+	backoff := time.Second
+	for {
+		info, err := shard.FetchGatewayBot(ctx, client, s.cfg.Discord.APIURL, s.cfg.Discord.APIVersion, "Bot "+s.cfg.Discord.Token)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var he *shard.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+			return &FatalError{Err: err, Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
+		}
+		wait := 5 * time.Minute
+		switch {
+		case err != nil:
+			s.log.Warn("cannot read the identify limits yet; retrying", zap.Error(err), zap.Duration("after", backoff))
+			wait, backoff = backoff, min(2*backoff, time.Minute)
+		case s.queue.Load() == nil:
+			l := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, s.window, identifyMargin, s.log)
+			s.queue.Store(shard.NewIdentifyQueue(l, s.cfg.Rest.Secret, 0, s.log))
+			s.log.Info("identify queue open", zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency),
+				zap.Int("remaining", info.SessionStartLimit.Remaining))
+		default:
+			s.queue.Load().Limiter().Update(info.SessionStartLimit)
+		}
+		if sleepCtx(ctx, wait) != nil {
+			return nil
+		}
+	}
+}
+
+// withIdentifyQueue serves the identify queue beside the rest role's API.
+func withIdentifyQueue(q http.Handler, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, identifyQueuePath) {
+			q.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// shardRange is this instance's shards of total: gateway.clusters splits them evenly, else first/last.
+func shardRange(g config.Gateway, total int) []int {
+	first, last := g.FirstShard, g.LastShard
+	if g.Clusters > 1 {
+		first = g.ClusterID * total / g.Clusters
+		last = (g.ClusterID+1)*total/g.Clusters - 1
+	}
+	if last < 0 || last >= total {
+		last = total - 1
+	}
+	var ids []int
+	for id := first; id <= last; id++ {
+		ids = append(ids, id)
+	}
+	return ids
+}

@@ -1,0 +1,260 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The shared identify queue lets several dd gateway processes (one bot, shards split between them)
+// identify no faster than one process would: each asks one IdentifyQueue, served by the rest role, for
+// every IDENTIFY. The protocol is three calls, all with the queue's secret in Authorization:
+//
+//	POST {base}/acquire  {"shard_id":N}       long-polls until granted -> {"lease":"...","ttl_ms":...}
+//	                                          (204 after ~25 s with nothing granted: ask again)
+//	POST {base}/sent     {"lease":"...","at_ms":unix ms}   the IDENTIFY left at that time
+//	POST {base}/release  {"lease":"..."}      READY or failure: the bucket is free
+//
+// A lease not released within its TTL (a crashed holder) is released by the queue.
+
+// IdentifyQueue serves the shared identify queue over HTTP, backed by a LocalIdentifyLimiter.
+type IdentifyQueue struct {
+	limiter *LocalIdentifyLimiter
+	secret  string
+	ttl     time.Duration
+	poll    time.Duration
+	log     *zap.Logger
+
+	mu     sync.Mutex
+	leases map[string]*lease
+}
+
+type lease struct {
+	shard   int
+	release func()
+	timer   *time.Timer
+}
+
+// NewIdentifyQueue serves limiter. ttl bounds how long a holder may keep a bucket (READY usually takes
+// well under a second; default 60 s).
+func NewIdentifyQueue(limiter *LocalIdentifyLimiter, secret string, ttl time.Duration, log *zap.Logger) *IdentifyQueue {
+	if ttl == 0 {
+		ttl = 60 * time.Second
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &IdentifyQueue{limiter: limiter, secret: secret, ttl: ttl, poll: 25 * time.Second, log: log, leases: map[string]*lease{}}
+}
+
+// Limiter is the limiter behind the queue (its budget can be updated from /gateway/bot).
+func (q *IdentifyQueue) Limiter() *LocalIdentifyLimiter { return q.limiter }
+
+func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	if q.secret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(q.secret)) != 1 {
+		httpError(w, http.StatusUnauthorized, "missing or wrong Authorization")
+		return
+	}
+	var req struct {
+		ShardID *int   `json:"shard_id"`
+		Lease   string `json:"lease"`
+		AtMs    int64  `json:"at_ms"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
+		return
+	}
+	switch action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]; action {
+	case "acquire":
+		if req.ShardID == nil || *req.ShardID < 0 {
+			httpError(w, http.StatusBadRequest, "acquire needs shard_id")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), q.poll)
+		defer cancel()
+		release, err := q.limiter.Acquire(ctx, *req.ShardID)
+		if err != nil {
+			w.WriteHeader(http.StatusNoContent) // nothing yet (or the caller left): ask again
+			return
+		}
+		if r.Context().Err() != nil {
+			release() // the caller left while we granted
+			return
+		}
+		// Until told otherwise, the grant is the send: the caller sends at once.
+		q.limiter.Sent(*req.ShardID, time.Now())
+		id := newLeaseID()
+		l := &lease{shard: *req.ShardID, release: release}
+		q.mu.Lock()
+		q.leases[id] = l
+		l.timer = time.AfterFunc(q.ttl, func() {
+			q.log.Warn("identify lease expired; releasing its bucket", zap.Int("shard", l.shard))
+			q.drop(id)
+		})
+		q.mu.Unlock()
+		writeJSONBody(w, http.StatusOK, map[string]any{"lease": id, "ttl_ms": q.ttl.Milliseconds()})
+	case "sent":
+		q.mu.Lock()
+		l := q.leases[req.Lease]
+		q.mu.Unlock()
+		if l == nil {
+			httpError(w, http.StatusNotFound, "no such lease (expired?)")
+			return
+		}
+		q.limiter.Sent(l.shard, time.UnixMilli(req.AtMs))
+		w.WriteHeader(http.StatusNoContent)
+	case "release":
+		if !q.drop(req.Lease) {
+			httpError(w, http.StatusNotFound, "no such lease (expired?)")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		httpError(w, http.StatusNotFound, "unknown identify queue call "+action)
+	}
+}
+
+func (q *IdentifyQueue) drop(id string) bool {
+	q.mu.Lock()
+	l := q.leases[id]
+	delete(q.leases, id)
+	q.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	l.timer.Stop()
+	l.release()
+	return true
+}
+
+func newLeaseID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	writeJSONBody(w, status, map[string]any{"code": 0, "message": msg})
+}
+
+func writeJSONBody(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// RemoteIdentifyLimiter is an IdentifyLimiter that asks a shared IdentifyQueue (the rest role's).
+type RemoteIdentifyLimiter struct {
+	base   string // e.g. http://rest:8000/dd/v1/identify
+	secret string
+	client *http.Client
+	log    *zap.Logger
+
+	mu     sync.Mutex
+	leases map[int]string // shard -> current lease
+}
+
+// NewRemoteIdentifyLimiter asks the queue at base, authenticating with secret.
+func NewRemoteIdentifyLimiter(base, secret string, log *zap.Logger) *RemoteIdentifyLimiter {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &RemoteIdentifyLimiter{base: strings.TrimRight(base, "/"), secret: secret, log: log,
+		client: &http.Client{Timeout: 40 * time.Second}, leases: map[int]string{}}
+}
+
+// Acquire implements IdentifyLimiter: it long-polls the queue until granted, retrying while the queue is
+// unreachable (identifying without it could break the shared limit).
+func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(), error) {
+	backoff := 500 * time.Millisecond
+	for {
+		status, body, err := l.call(ctx, "acquire", map[string]any{"shard_id": shardID})
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err == nil && status == http.StatusOK:
+			var grant struct {
+				Lease string `json:"lease"`
+			}
+			if err := json.Unmarshal(body, &grant); err != nil || grant.Lease == "" {
+				return nil, fmt.Errorf("identify queue: bad grant %q", body)
+			}
+			l.mu.Lock()
+			l.leases[shardID] = grant.Lease
+			l.mu.Unlock()
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					l.mu.Lock()
+					if l.leases[shardID] == grant.Lease {
+						delete(l.leases, shardID)
+					}
+					l.mu.Unlock()
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					if _, _, err := l.call(ctx, "release", map[string]any{"lease": grant.Lease}); err != nil {
+						l.log.Warn("identify lease not released; it will expire", zap.Int("shard", shardID), zap.Error(err))
+					}
+				})
+			}, nil
+		case err == nil && status == http.StatusNoContent:
+			backoff = 500 * time.Millisecond
+			continue // long poll ended without a grant
+		case err == nil && status == http.StatusUnauthorized:
+			return nil, errors.New("identify queue refused our secret: set rest.secret to the rest role's secret")
+		default:
+			l.log.Warn("identify queue unreachable; waiting (identifying without it could break the shared limit)",
+				zap.Int("shard", shardID), zap.Int("status", status), zap.Error(err), zap.Duration("retry_in", backoff))
+			if err := sleep(ctx, backoff); err != nil {
+				return nil, err
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	}
+}
+
+// Sent implements IdentifyLimiter.
+func (l *RemoteIdentifyLimiter) Sent(shardID int, at time.Time) {
+	l.mu.Lock()
+	id := l.leases[shardID]
+	l.mu.Unlock()
+	if id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, _ = l.call(ctx, "sent", map[string]any{"lease": id, "at_ms": at.UnixMilli()})
+}
+
+func (l *RemoteIdentifyLimiter) call(ctx context.Context, action string, body any) (int, []byte, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.base+"/"+action, bytes.NewReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", l.secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, out, nil
+}
