@@ -44,11 +44,17 @@ type gatewayRole struct {
 
 	identifyWindow time.Duration
 
+	// cacheQueue is the cache's own consumer of the queue (nil when no cache runs); feeds are the queue's
+	// readers besides the bot's delivery (the in-process cache, or delivery to the cache role at
+	// cache.url), started and stopped with it.
+	cacheQueue *queue.Consumer
+	feeds      []func(context.Context) error
+
 	received prometheus.Counter
 	filtered prometheus.Counter
 }
 
-func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger, identifyWin time.Duration) (*gatewayRole, error) {
+func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger, identifyWin time.Duration, withCache bool) (*gatewayRole, error) {
 	log = log.Named("gateway")
 	q, err := queue.Open(st, queue.Options{MaxEvents: cfg.Events.MaxQueueEvents, Logger: log, Registerer: reg})
 	if err != nil {
@@ -59,6 +65,26 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		q.Close()
 		return nil, err
 	}
+	// The cache reads the same queue from its own position, registered before delivery can acknowledge
+	// anything so that no event is deleted before the cache has it: in-process (withCache, --role=all)
+	// or posted to the cache role at cache.url.
+	var cacheQueue *queue.Consumer
+	var feeds []func(context.Context) error
+	if withCache || cfg.Cache.URL != "" {
+		if cacheQueue, err = q.Consumer("cache"); err != nil {
+			q.Close()
+			return nil, err
+		}
+	}
+	if !withCache && cfg.Cache.URL != "" {
+		feed, err := delivery.New(cacheQueue, delivery.Options{URLs: []string{strings.TrimSuffix(cfg.Cache.URL, "/") + "/events"},
+			Secret: cfg.Cache.Secret, BatchMax: cfg.Cache.BatchMax, Logger: log.Named("cache-feed")})
+		if err != nil {
+			q.Close()
+			return nil, err
+		}
+		feeds = append(feeds, feed.Run)
+	}
 	deliv, err := delivery.New(bot, delivery.Options{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret,
 		BatchMax: cfg.Events.BatchMax, Logger: log.Named("delivery"), Registerer: reg})
 	if err != nil {
@@ -66,6 +92,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		return nil, err
 	}
 	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg, identifyWindow: identifyWin,
+		cacheQueue: cacheQueue, feeds: feeds,
 		filter: filter.New(filter.Options{Drop: cfg.Events.Drop, DedupMessageUpdates: cfg.Gateway.DedupMessageUpdates,
 			DropKnownGuildCreates: cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: cfg.Gateway.LoadingGuildEvent}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_received_total",
@@ -88,12 +115,17 @@ func (g *gatewayRole) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.api.
 // shards resumably and flushes the queue. A *FatalError means no shard can run.
 func (g *gatewayRole) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	delivDone := make(chan error, 1)
+	delivDone := make(chan error, 1+len(g.feeds))
 	go func() { delivDone <- g.deliv.Run(ctx) }()
+	for _, feed := range g.feeds {
+		go func() { delivDone <- feed(ctx) }()
+	}
 	defer func() {
 		// The shards have stopped (their last events are in the queue); now stop delivery and flush.
 		cancel()
-		<-delivDone
+		for range 1 + len(g.feeds) {
+			<-delivDone
+		}
 		if err := g.q.Close(); err != nil {
 			g.log.Error("closing queue", zap.Error(err))
 		}

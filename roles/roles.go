@@ -91,8 +91,10 @@ func Run(ctx context.Context, o Options) error {
 		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(ids, rest))
 		background = append(background, ids.run)
 	}
+	var gw *gatewayRole
 	if o.Role.Runs(config.RoleGateway) {
-		gw, err := newGateway(cfg, st, reg, log, identifyWin)
+		var err error
+		gw, err = newGateway(cfg, st, reg, log, identifyWin, o.Role.Runs(config.RoleCache))
 		if err != nil {
 			return err
 		}
@@ -100,7 +102,15 @@ func Run(ctx context.Context, o Options) error {
 		background = append(background, gw.run)
 	}
 	if o.Role.Runs(config.RoleCache) {
-		add(config.RoleCache, cfg.Cache.Listener, notYet("cache"))
+		cr, err := newCache(cfg, st, reg, log)
+		if err != nil {
+			return err
+		}
+		add(config.RoleCache, cfg.Cache.Listener, cr)
+		if gw != nil {
+			// --role=all: the cache follows the gateway's queue in-process, stopped before the queue closes.
+			gw.feeds = append(gw.feeds, func(ctx context.Context) error { return cr.cache.Follow(ctx, gw.cacheQueue) })
+		}
 	}
 
 	addrs := map[config.Role]string{}
@@ -239,11 +249,4 @@ func (s *roleServer) close() {
 	if s.listener != nil {
 		_ = s.http.Close()
 	}
-}
-
-// notYet answers for a role whose API is not built yet, so that a caller gets a clear error.
-func notYet(role string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, fmt.Sprintf("the %s role's API is not available in this build", role))
-	})
 }
