@@ -201,8 +201,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	version, apiPath, isAPI := splitVersion(rawPath, p.o.APIVersion)
-	now := time.Now()
-	route := ratelimit.ParseRoute(r.Method, apiPath, now)
+	route := ratelimit.ParseRoute(r.Method, apiPath, time.Now())
 	auth, ok := p.authorize(r)
 	if !ok && !(isAPI && route.Key == "GET /gateway") {
 		p.unauthorized(w)
@@ -241,7 +240,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if auth != "" {
 		h["Authorization"] = []string{auth}
 	}
-	out := &outgoing{method: r.Method, target: target, header: h, identity: identity, route: route, body: b, accepted: now}
+	// Accepted now that it is fully received: rest.max_wait counts from here.
+	out := &outgoing{method: r.Method, target: target, header: h, identity: identity, route: route, body: b, accepted: time.Now()}
 	p.forward(w, out)
 }
 
