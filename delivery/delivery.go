@@ -72,7 +72,8 @@ type Deliverer struct {
 	m       *metrics
 	slots   chan struct{} // MaxInFlight tokens
 	fails   failLog
-	failing atomic.Int64 // shards retrying a POST
+	failing atomic.Int64  // shards retrying a POST
+	barrier atomic.Uint64 // see SetBarrier; 0 when none
 }
 
 // New checks o and prepares a Deliverer for c; Run starts it.
@@ -158,6 +159,35 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 }
 
+// SetBarrier holds back every event queued after seq until every event up to seq has been delivered, on
+// every shard. A reshard uses it: after the switch a guild's events come from another shard, and must not
+// overtake that guild's earlier events still queued on its old shard.
+func (d *Deliverer) SetBarrier(seq uint64) { d.barrier.Store(seq) }
+
+// waitBarrier waits until no shard has an unacknowledged event at or before b, then lifts the barrier.
+func (d *Deliverer) waitBarrier(ctx context.Context, b uint64) bool {
+	for {
+		if d.barrier.Load() != b {
+			return true
+		}
+		passed := true
+		ids, _ := d.c.Shards()
+		for _, shard := range ids {
+			if recs, err := d.c.Read(shard, 1); err != nil || (len(recs) > 0 && recs[0].Seq <= b) {
+				passed = false
+				break
+			}
+		}
+		if passed {
+			d.barrier.CompareAndSwap(b, 0)
+			return true
+		}
+		if !sleep(ctx, 10*time.Millisecond) {
+			return false
+		}
+	}
+}
+
 // deliverShard sends the shard's events in order, each batch until the bot takes it.
 func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 	target := d.urls[shard%len(d.urls)]
@@ -173,6 +203,20 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 				return
 			}
 			continue
+		}
+		if b := d.barrier.Load(); b != 0 {
+			if recs[0].Seq > b {
+				if !d.waitBarrier(ctx, b) {
+					return
+				}
+				continue
+			}
+			for i, r := range recs {
+				if r.Seq > b {
+					recs = recs[:i]
+					break
+				}
+			}
 		}
 		body, ids := d.encode(shard, recs)
 		if !d.postUntilTaken(ctx, shard, target, body, ids) {

@@ -618,3 +618,62 @@ func BenchmarkDeliveryEndToEnd(b *testing.B) {
 		})
 	}
 }
+
+// Events queued after a barrier wait until every event up to it, on every shard, is delivered.
+func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
+	e := newQueue(t)
+	q, c := e.q, e.c
+	var mu sync.Mutex
+	var order []string
+	blockShard0 := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"shardId":0`) {
+			<-blockShard0 // shard 0's old event is slow to be taken
+		}
+		mu.Lock()
+		order = append(order, string(body))
+		mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	d, err := New(c, Options{URLs: []string{srv.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := []queue.Record{{Shard: 0, Payload: []byte(`{"op":0,"s":1,"t":"OLD","d":{}}`)}}
+	if err := q.Append(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	d.SetBarrier(old[0].Seq)
+	if err := q.Append(context.Background(), []queue.Record{{Shard: 1, Payload: []byte(`{"op":0,"s":1,"t":"NEW","d":{}}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	if len(order) != 0 {
+		mu.Unlock()
+		t.Fatalf("delivered %q while an earlier event was pending behind the barrier", order)
+	}
+	mu.Unlock()
+	close(blockShard0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(order)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("events not delivered after the barrier passed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(order[0], "OLD") || !strings.Contains(order[1], "NEW") {
+		t.Fatalf("order %q, want OLD then NEW", order)
+	}
+}

@@ -29,6 +29,9 @@ type Options struct {
 	// LoadingGuildEvent, when set, renames the GUILD_CREATEs of the burst that follows READY (the guilds
 	// READY listed), so the bot can tell "loaded at start" from "joined" (Discordeno's GUILD_LOADED_DD).
 	LoadingGuildEvent string
+	// DropLoadingBurst drops READY and the GUILD_CREATEs that follow it: a shard set that takes over from
+	// another (a reshard) brings the bot nothing new there.
+	DropLoadingBurst bool
 	// MessageMemory bounds the messages remembered for dedup (default 100,000), each for MessageTTL
 	// (default 15 minutes).
 	MessageMemory int
@@ -88,6 +91,9 @@ func (f *Filter) Keep(shard int, t string, raw []byte) (keep bool, out []byte) {
 	switch t {
 	case "READY":
 		f.onReady(shard, raw)
+		if f.o.DropLoadingBurst {
+			return false, nil
+		}
 	case "GUILD_CREATE":
 		return f.onGuildCreate(shard, raw)
 	case "GUILD_DELETE":
@@ -199,6 +205,8 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 	sg.guilds[id] = true
 	f.mu.Unlock()
 	switch {
+	case loading && f.o.DropLoadingBurst:
+		return false, nil
 	case loading && f.o.LoadingGuildEvent != "":
 		return true, renameEvent(raw, "GUILD_CREATE", f.o.LoadingGuildEvent)
 	case loading:

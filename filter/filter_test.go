@@ -97,3 +97,19 @@ func BenchmarkKeepMessageCreate(b *testing.B) {
 		f.Keep(0, "MESSAGE_CREATE", p)
 	}
 }
+
+func TestLoadingBurstOfATakeoverSetIsDropped(t *testing.T) {
+	f := New(Options{DropLoadingBurst: true})
+	if keep, _ := f.Keep(0, "READY", payload("READY", `{"guilds":[{"id":"10","unavailable":true}]}`)); keep {
+		t.Fatal("READY kept")
+	}
+	if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"10"}`)); keep {
+		t.Fatal("loading GUILD_CREATE kept")
+	}
+	if f.Loading(0) != 0 || f.GuildCount(0) != 1 {
+		t.Fatalf("loading %d guilds %d", f.Loading(0), f.GuildCount(0))
+	}
+	if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"11"}`)); !keep {
+		t.Fatal("a guild joined later was dropped")
+	}
+}

@@ -97,6 +97,23 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
+// EndSessionsOnStop makes every shard end its session (close 1000) when the manager's context ends.
+func (m *Manager) EndSessionsOnStop() {
+	for _, s := range m.shards {
+		s.EndSessionOnStop()
+	}
+}
+
+// Ready reports whether every shard is in the ready state.
+func (m *Manager) Ready() bool {
+	for _, s := range m.shards {
+		if s.State() != StateReady {
+			return false
+		}
+	}
+	return true
+}
+
 // Shard returns shard id, or nil when this manager does not run it.
 func (m *Manager) Shard(id int) *Shard { return m.shards[id] }
 

@@ -186,8 +186,9 @@ type Shard struct {
 	log  *zap.Logger
 	send *sendLimiter
 
-	state atomic.Int32
-	rtt   atomic.Int64 // nanoseconds, last heartbeat round trip
+	state      atomic.Int32
+	rtt        atomic.Int64 // nanoseconds, last heartbeat round trip
+	endSession atomic.Bool  // close with 1000 when stopped: the session ends at Discord
 
 	mu        sync.Mutex
 	conn      *conn
@@ -235,6 +236,10 @@ func (s *Shard) setState(to State) {
 		s.cfg.Hooks.OnStateChange(s, from, to)
 	}
 }
+
+// EndSessionOnStop makes the shard close with 1000 when its context ends, which ends the session at
+// Discord instead of leaving it resumable (for shards retired by a reshard).
+func (s *Shard) EndSessionOnStop() { s.endSession.Store(true) }
 
 // Send sends a command (op and d) on the live connection, through the send limiter. Payloads over
 // 4096 bytes are refused with ErrPayloadTooLarge.
@@ -367,8 +372,15 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 			c.drop()
 		}
 	}}
-	// Shutting down closes with a resumable code, so that a restarted dd resumes this session.
-	stopOnCancel := context.AfterFunc(ctx, func() { c.close(discord.ResumableCloseCode, "dd shutting down") })
+	// Shutting down closes with a resumable code, so that a restarted dd resumes this session, unless
+	// the session is being retired (an old shard set after a reshard).
+	stopOnCancel := context.AfterFunc(ctx, func() {
+		if s.endSession.Load() {
+			c.close(1000, "shard retired")
+			return
+		}
+		c.close(discord.ResumableCloseCode, "dd shutting down")
+	})
 	hb := &heartbeater{s: s, c: c}
 
 	end = s.readLoop(cctx, c, hb, sink)
