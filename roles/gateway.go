@@ -247,9 +247,11 @@ func (g *gatewayRole) countReady() int {
 type queueSink struct{ q *queue.Queue }
 
 func (s queueSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Session) error {
-	recs := make([]queue.Record, len(evs))
-	for i, ev := range evs {
-		recs[i] = queue.Record{Shard: sess.ShardID, Payload: ev.Raw}
+	recs := make([]queue.Record, 0, len(evs))
+	for _, ev := range evs {
+		if !ev.Dropped {
+			recs = append(recs, queue.Record{Shard: sess.ShardID, Payload: ev.Raw})
+		}
 	}
 	k, v := shard.SessionRecord(sess)
 	return s.q.Append(ctx, recs, queue.KV{Key: k, Value: v})

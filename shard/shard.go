@@ -62,11 +62,15 @@ type Event struct {
 	Type string
 	// Raw is the whole payload, {"op":0,"t":...,"s":...,"d":...}, byte for byte as Discord sent it.
 	Raw json.RawMessage
+	// Dropped events were refused by the OnDispatch hook: a Sink must not pass them on, but still
+	// persists the session with their sequence, so a restart does not replay them for nothing. Raw is nil.
+	Dropped bool
 }
 
-// Sink receives a shard's events in order. Dispatch must make the events and the session (whose Seq is
-// the last event's) durable atomically before it returns: a shard resumes from the last session a Sink
-// accepted, so an event is never skipped. An error makes the shard reconnect and resume from there.
+// Sink receives a shard's events in order. Dispatch must make the events (but the Dropped ones) and the
+// session (whose Seq is the last event's) durable atomically before it returns: a shard resumes from the
+// last session a Sink accepted, so an event is never skipped. An error makes the shard reconnect and
+// resume from there.
 type Sink interface {
 	Dispatch(ctx context.Context, events []Event, session Session) error
 }
@@ -77,8 +81,8 @@ type Hooks struct {
 	// OnPayload sees every payload received, before dd handles it. Returning false skips dd's handling:
 	// use with care (a skipped HELLO or READY stalls the shard).
 	OnPayload func(s *Shard, op int, t string, raw json.RawMessage) bool
-	// OnDispatch sees each dispatch before it goes to the Sink; returning false drops the event (its
-	// sequence still counts as received).
+	// OnDispatch sees each dispatch before it goes to the Sink; returning false drops the event (it
+	// reaches the Sink marked Dropped, without its bytes, so that its sequence is persisted).
 	OnDispatch func(s *Shard, ev *Event) bool
 	// BeforeIdentify may change the IDENTIFY payload (presence, properties) or refuse with an error,
 	// which counts as a failed connection attempt.

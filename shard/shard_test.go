@@ -41,6 +41,10 @@ func (m *memSink) Dispatch(ctx context.Context, evs []Event, sess Session) error
 	defer m.mu.Unlock()
 	id := sess.ShardID
 	for _, e := range evs {
+		if e.Dropped {
+			m.lastSeq[id] = e.Seq
+			continue
+		}
 		last := m.lastSeq[id]
 		switch {
 		case e.Type == "READY" && e.Seq == 1:
