@@ -55,7 +55,7 @@ func (r *cacheRole) routes() http.Handler {
 			id, ok := pathID(w, req, "id")
 			if ok {
 				b, err := read(id)
-				serveRead(w, fmt.Sprintf("%s %d", what, id), b, err)
+				serveRead(w, b, err, func() string { return fmt.Sprintf("%s %d", what, id) })
 			}
 		}
 	}
@@ -68,7 +68,7 @@ func (r *cacheRole) routes() http.Handler {
 			id, ok := pathID(w, req, param)
 			if ok {
 				b, err := read(g, id)
-				serveRead(w, fmt.Sprintf("%s %d of guild %d", what, id, g), b, err)
+				serveRead(w, b, err, func() string { return fmt.Sprintf("%s %d of guild %d", what, id, g) })
 			}
 		}
 	}
@@ -90,7 +90,7 @@ func (r *cacheRole) routes() http.Handler {
 		id, ok := pathID(w, req, "message_id")
 		if ok {
 			b, err := c.Message(ch, id)
-			serveRead(w, fmt.Sprintf("message %d in channel %d", id, ch), b, err)
+			serveRead(w, b, err, func() string { return fmt.Sprintf("message %d in channel %d", id, ch) })
 		}
 	})
 	mux.HandleFunc("GET /users/{id}", one("user", c.User))
@@ -112,11 +112,12 @@ func pathID(w http.ResponseWriter, req *http.Request, name string) (uint64, bool
 	return id, true
 }
 
-// serveRead answers with the JSON a read returned, 404 for what the cache does not hold.
-func serveRead(w http.ResponseWriter, what string, b []byte, err error) {
+// serveRead answers with the JSON a read returned, 404 for what the cache does not hold (named by what,
+// which is only called then).
+func serveRead(w http.ResponseWriter, b []byte, err error, what func() string) {
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
-		writeError(w, http.StatusNotFound, "the cache does not hold "+what)
+		writeError(w, http.StatusNotFound, "the cache does not hold "+what())
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, "reading the cache: "+err.Error())
 	default:
@@ -153,7 +154,7 @@ func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
 		after = n
 	}
 	b, err := r.cache.GuildMembers(g, after, limit)
-	serveRead(w, fmt.Sprintf("guild %d", g), b, err)
+	serveRead(w, b, err, func() string { return fmt.Sprintf("guild %d", g) })
 }
 
 // eventEnvelope is what event delivery POSTs: {"shardId": N, "payload": {...}}.
