@@ -38,7 +38,7 @@ func BenchmarkCacheGet(b *testing.B) {
 			b.Fatalf("POST /events: %s", resp.Status)
 		}
 	}
-	gid := func(i int) uint64 { return uint64(1<<42) + uint64(i)<<22 }
+	gid := func(i int) uint64 { return uint64(1<<42) + uint64(i)<<32 } // far apart: no user in two guilds
 	for g := range guilds {
 		post(benchGuildCreate(gid(g), members))
 	}
