@@ -91,20 +91,46 @@ func (c *Cache) putGuild(b *batch, id uint64, v []byte) error {
 	if err != nil {
 		return err
 	}
+	wasDown := old != nil && old[0] == stateUnavailable
 	switch {
 	case old == nil:
 		b.count(cGuilds, 1)
-		if v[0] == stateUnavailable {
-			b.count(cUnavailableGuilds, 1)
-		}
 	case bytes.Equal(old, v):
 		return nil
-	case old[0] == stateUnavailable && v[0] == stateAvailable:
-		b.count(cUnavailableGuilds, -1)
-	case old[0] == stateAvailable && v[0] == stateUnavailable:
-		b.count(cUnavailableGuilds, 1)
 	}
-	return b.set(k, v)
+	if err := b.set(k, v); err != nil {
+		return err
+	}
+	switch down := v[0] == stateUnavailable; {
+	case down && !wasDown:
+		b.count(cUnavailableGuilds, 1)
+		c.outages[id] = true
+		return b.set(outageKey(id), nil)
+	case !down && wasDown:
+		b.count(cUnavailableGuilds, -1)
+		delete(c.outages, id)
+		return b.del(outageKey(id))
+	}
+	return nil
+}
+
+// endOutage marks a guild in an outage available again when an event of it arrives: Discord sends none
+// for a guild in an outage, and the gateway drops the GUILD_CREATE that ends one when it already knew
+// the guild (gateway.drop_known_guild_creates). A guild known only from READY stays as it is until its
+// GUILD_CREATE: there is nothing to serve.
+func (c *Cache) endOutage(b *batch, g uint64) error {
+	old, err := b.get(guildKey(g))
+	if err != nil {
+		return err
+	}
+	if old == nil {
+		delete(c.outages, g)
+		return nil
+	}
+	if old[0] != stateUnavailable || len(old) <= 3 {
+		return nil
+	}
+	return c.putGuild(b, g, append([]byte{stateAvailable}, old[1:]...))
 }
 
 // guildLists are the arrays of a guild object that the cache keeps as objects of their own.

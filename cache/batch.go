@@ -172,6 +172,11 @@ func (b *batch) removeRange(prefix []byte) error {
 				b.count(cGuilds, -1)
 				if guildState == stateUnavailable {
 					b.count(cUnavailableGuilds, -1)
+					g := keyGuild(k)
+					delete(b.c.outages, g)
+					if err := b.del(outageKey(g)); err != nil {
+						return err
+					}
 				}
 			case len(k) >= subKeyLen:
 				kind := k[guildKeyLen]

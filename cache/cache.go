@@ -41,7 +41,10 @@ type Options struct {
 	// MessagesPerChannel keeps the newest messages of each channel, up to this many. Default 0: no
 	// messages.
 	MessagesPerChannel int
-	Logger             *zap.Logger
+	// LoadingGuildEvent is the name the gateway gives the GUILD_CREATEs that follow READY
+	// (gateway.loading_guild_event); they are applied as GUILD_CREATE. Default "": none.
+	LoadingGuildEvent string
+	Logger            *zap.Logger
 	// Registerer receives the cache's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -57,6 +60,9 @@ type Cache struct {
 
 	applyMu sync.Mutex // one writer: counting what it adds and removes needs a stable view
 	b       batch      // under applyMu
+	// outages are the guilds stored as unavailable (under applyMu), so that an event of one can end its
+	// outage without a lookup per event.
+	outages map[uint64]bool
 	counts  [nCounters]atomic.Int64
 }
 
@@ -72,9 +78,12 @@ func Open(st Store, o Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{st: st, o: o, fields: fields, log: o.Logger}
+	c := &Cache{st: st, o: o, fields: fields, log: o.Logger, outages: map[uint64]bool{}}
 	c.b.c = c
 	if err := c.loadCounters(); err != nil {
+		return nil, err
+	}
+	if err := c.loadOutages(); err != nil {
 		return nil, err
 	}
 	if c.m, err = newMetrics(c, o.Registerer); err != nil {
@@ -101,6 +110,15 @@ func (c *Cache) loadCounters() error {
 			v = v[used:]
 		}
 		return nil
+	})
+}
+
+func (c *Cache) loadOutages() error {
+	return c.st.View(func(r store.Reader) error {
+		return r.Scan([]byte(outagePrefix), nil, true, func(k, _ []byte) error {
+			c.outages[keyID(k)] = true
+			return nil
+		})
 	})
 }
 
@@ -138,6 +156,11 @@ func (c *Cache) Apply(payloads ...[]byte) error {
 	for _, p := range payloads {
 		if err := c.applyOne(p); err != nil {
 			c.b.discard()
+			// What was staged is gone: read the outages back as they are stored.
+			c.outages = map[uint64]bool{}
+			if lerr := c.loadOutages(); lerr != nil {
+				c.log.Error("reloading guild outages", zap.Error(lerr))
+			}
 			return err
 		}
 	}
@@ -165,10 +188,20 @@ func (c *Cache) applyOne(payload []byte) error {
 		c.m.skipped.WithLabelValues("malformed").Inc()
 		return nil
 	}
+	if name == c.o.LoadingGuildEvent {
+		name = "GUILD_CREATE"
+	}
 	h := handlers[name]
-	if h == nil {
+	if h == nil || !c.keeps(name) {
 		c.m.skipped.WithLabelValues("not_cached").Inc()
 		return nil
+	}
+	if len(c.outages) > 0 && name != "GUILD_CREATE" && name != "GUILD_DELETE" && name != "READY" {
+		if g, ok := idField(d, "guild_id"); ok && c.outages[g] {
+			if err := c.endOutage(&c.b, g); err != nil {
+				return err
+			}
+		}
 	}
 	err = h(c, &c.b, d)
 	var bad *badEvent
@@ -182,6 +215,17 @@ func (c *Cache) applyOne(payload []byte) error {
 	}
 	c.m.applied.WithLabelValues(name).Inc()
 	return nil
+}
+
+// keeps says whether events of this name are kept: presences and messages only when enabled.
+func (c *Cache) keeps(name string) bool {
+	switch name {
+	case "PRESENCE_UPDATE":
+		return c.o.Presences
+	case "MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE", "MESSAGE_DELETE_BULK":
+		return c.o.MessagesPerChannel > 0
+	}
+	return true
 }
 
 // badEvent is an event without what the cache needs (a GUILD_MEMBER_ADD without guild_id).

@@ -433,3 +433,69 @@ func TestMalformedEventsAreSkipped(t *testing.T) {
 	}
 	decode(t, "the good event after bad ones", r(c.Guild(g1)))
 }
+
+func TestAnEventOfAGuildInAnOutageEndsIt(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	c, err := Open(st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2 := g1 + 1<<22
+	apply(t, c, "GUILD_CREATE", guildCreate(g1, 3, nil),
+		"GUILD_DELETE", map[string]any{"id": id(g1), "unavailable": true},
+		"READY", map[string]any{"user": user(7), "guilds": []any{map[string]any{"id": id(g2), "unavailable": true}}})
+	// A restart in between: which guilds are in an outage is on disk too.
+	st.Close()
+	st = openStore(t, dir)
+	defer st.Close()
+	if c, err = Open(st, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway dropped the GUILD_CREATE that ended the outage (drop_known_guild_creates); the next event
+	// of the guild says it is back.
+	add := member(5)
+	add["guild_id"] = id(g1)
+	apply(t, c, "GUILD_MEMBER_ADD", add)
+	if g := decode(t, "guild after its outage", r(c.Guild(g1))); g["unavailable"] != nil || g["name"] != "guild-"+id(g1) {
+		t.Errorf("an event of a guild in an outage must end it: %v", g)
+	}
+	// A guild known only from READY has nothing to serve: it waits for its GUILD_CREATE.
+	add["guild_id"] = id(g2)
+	apply(t, c, "GUILD_MEMBER_ADD", add)
+	if g := decode(t, "guild known from READY", r(c.Guild(g2))); g["unavailable"] != true {
+		t.Errorf("a READY stub became available without its GUILD_CREATE: %v", g)
+	}
+	if s := c.Stats(); s.UnavailableGuilds != 1 || s.Guilds != 2 {
+		t.Errorf("stats = %+v", s)
+	}
+	apply(t, c, "GUILD_DELETE", map[string]any{"id": id(g2)})
+	if n := len(c.outages); n != 0 {
+		t.Errorf("%d outages remembered after the guild went", n)
+	}
+	n := 0
+	_ = st.Scan([]byte(outagePrefix), nil, func(_, _ []byte) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("%d outage index entries left", n)
+	}
+	checkCounters(t, c, st)
+}
+
+func TestRenamedLoadingGuildCreatesAreApplied(t *testing.T) {
+	c, _ := newCache(t, Options{LoadingGuildEvent: "GUILD_LOADED_DD"})
+	apply(t, c, "GUILD_LOADED_DD", guildCreate(g1, 2, nil))
+	decode(t, "guild from the renamed loading event", r(c.Guild(g1)))
+}
+
+func TestPresencesAndMessagesOnlyWhenEnabled(t *testing.T) {
+	c, _ := newCache(t, Options{})
+	apply(t, c, "GUILD_CREATE", guildCreate(g1, 1, map[string]any{"presences": []any{map[string]any{
+		"user": map[string]any{"id": id(g1 + 1)}, "status": "online", "activities": []any{}}}}),
+		"PRESENCE_UPDATE", map[string]any{"guild_id": id(g1), "user": map[string]any{"id": id(g1 + 1)}, "status": "idle"},
+		"MESSAGE_CREATE", message(9, g1+16, g1, g1+1, "hi"))
+	mustNotFound(t, "presence while presences are off", r(c.Presence(g1, g1+1)))
+	mustNotFound(t, "message while messages are off", r(c.Message(g1+16, 9)))
+	if s := c.Stats(); s.Presences != 0 || s.Messages != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,12 +169,12 @@ func countAll(t testing.TB, st *store.Store) Stats {
 	var s Stats
 	err := st.Scan([]byte("c/"), nil, func(k, v []byte) error {
 		switch {
-		case len(k) == guildKeyLen && string(k[:4]) == guildPrefix:
+		case len(k) == guildKeyLen && bytes.HasPrefix(k, []byte(guildPrefix)):
 			s.Guilds++
 			if v[0] == stateUnavailable {
 				s.UnavailableGuilds++
 			}
-		case len(k) >= subKeyLen && string(k[:4]) == guildPrefix:
+		case len(k) >= subKeyLen && bytes.HasPrefix(k, []byte(guildPrefix)):
 			switch k[guildKeyLen] {
 			case kindChannel:
 				s.Channels++
@@ -196,7 +197,7 @@ func countAll(t testing.TB, st *store.Store) Stats {
 			default:
 				return fmt.Errorf("unknown kind in key %q", k)
 			}
-		case string(k[:4]) == userPrefix:
+		case bytes.HasPrefix(k, []byte(userPrefix)):
 			s.Users++
 		}
 		return nil

@@ -12,6 +12,7 @@ import "encoding/binary"
 //	c/g/<guild>M<channel><message>    a message (guild 0 holds direct-message channels)
 //	c/x/<channel>                     which guild a channel or thread is in: <guild><kind>
 //	c/u/<user>                        user
+//	c/o/<guild>                       a guild in an outage (or known only from READY), empty value
 //	c/n                               the counters of Stats
 //
 // A guild and everything under it is one key range, so removing a guild is one range deletion. Values are
@@ -20,6 +21,7 @@ const (
 	guildPrefix   = "c/g/"
 	channelPrefix = "c/x/"
 	userPrefix    = "c/u/"
+	outagePrefix  = "c/o/"
 	countersKey   = "c/n"
 
 	guildKeyLen = len(guildPrefix) + 8
@@ -69,6 +71,10 @@ func messageKey(g, channel, msg uint64) []byte {
 
 func channelKey(ch uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(channelPrefix), ch)
+}
+
+func outageKey(g uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(outagePrefix), g)
 }
 
 func userKey(u uint64) []byte {

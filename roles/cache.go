@@ -35,7 +35,8 @@ func newCache(cfg *config.Config, st *store.Store, reg prometheus.Registerer, lo
 		Fields: cache.Fields{Guild: k.GuildFields, Channel: k.ChannelFields, Role: k.RoleFields, Member: k.MemberFields,
 			User: k.UserFields, Emoji: k.EmojiFields, Sticker: k.StickerFields, VoiceState: k.VoiceStateFields,
 			Presence: k.PresenceFields, Message: k.MessageFields},
-		Presences: k.Presences, MessagesPerChannel: k.MessagesPerChannel, Logger: log, Registerer: reg,
+		Presences: k.Presences, MessagesPerChannel: k.MessagesPerChannel, LoadingGuildEvent: cfg.Gateway.LoadingGuildEvent,
+		Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err

@@ -173,6 +173,22 @@ func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 	if n := len(c.list(fmt.Sprintf("/guilds/%d/members?limit=1000", down.ID))); n != downMembers {
 		t.Errorf("members of a guild in an outage: %d, want the %d kept", n, downMembers)
 	}
+	// The outage ends: the gateway drops the GUILD_CREATE of a guild it knew (drop_known_guild_creates),
+	// and the guild's next event tells the cache it is back.
+	sim.SetGuildOutage(down.ID, false)
+	done = make(chan struct{})
+	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 1000, Total: 1, MemberAdd: 1, Guilds: []uint64{down.ID}, Done: done})
+	<-done
+	waitFor(t, 10*time.Second, "the end of the outage", func() bool {
+		return c.object(fmt.Sprintf("/guilds/%d", down.ID))["unavailable"] == nil
+	})
+}
+
+func TestCacheAppliesTheRenamedLoadingBurst(t *testing.T) {
+	sim := cacheSim(t, 3, 2)
+	dd := startDD(t, config.RoleAll, cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"), "DD_GATEWAY__LOADING_GUILD_EVENT=GUILD_LOADED_DD")...)
+	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret"}
+	waitFor(t, 20*time.Second, "guilds from GUILD_LOADED_DD", func() bool { return c.loaded(3) })
 }
 
 func TestCacheAPIAuthAndErrors(t *testing.T) {
