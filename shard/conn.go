@@ -119,17 +119,34 @@ func (c *conn) send(payload []byte) error {
 }
 
 // close sends a close frame with code (never 1000/1001 unless the session should end) and closes the
-// socket.
+// socket. Used once the read loop has stopped; see closeGracefully while it runs.
 func (c *conn) close(code int, reason string) {
-	c.wmu.Lock()
-	if !c.closed {
-		c.closed = true
-		_ = c.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		body := ws.NewCloseFrameBody(ws.StatusCode(code), reason)
-		_ = ws.WriteFrame(c.nc, ws.MaskFrameInPlace(ws.NewCloseFrame(body)))
-	}
-	c.wmu.Unlock()
+	c.sendClose(code, reason)
 	c.nc.Close()
+}
+
+// closeGracefully sends a close frame and lets the read loop run on until the server answers with its own
+// close frame (or a second passes), as the websocket close handshake has it: closing the socket at once
+// could let the server see a dropped connection before it reads our code, and a session meant to end
+// (1000) would stay resumable, or the reverse.
+func (c *conn) closeGracefully(code int, reason string) {
+	if c.sendClose(code, reason) {
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	}
+}
+
+// sendClose writes the close frame once; it reports whether this call wrote it.
+func (c *conn) sendClose(code int, reason string) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.closed = true
+	_ = c.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	body := ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+	_ = ws.WriteFrame(c.nc, ws.MaskFrameInPlace(ws.NewCloseFrame(body)))
+	return true
 }
 
 // release frees the decompressor. Only after the read loop has returned: the decoder is not safe for

@@ -114,7 +114,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 			}
 			ev := Event{Seq: h.seq, Type: t, Raw: raw}
 			if s.cfg.Hooks.OnDispatch != nil && !s.cfg.Hooks.OnDispatch(s, &ev) {
-				ev = Event{Seq: h.seq, Type: t, Dropped: true}
+				ev = Event{Seq: h.seq, Type: t, Raw: raw, Dropped: true}
 			}
 			sink.push(ev)
 		}

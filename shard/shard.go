@@ -63,7 +63,8 @@ type Event struct {
 	// Raw is the whole payload, {"op":0,"t":...,"s":...,"d":...}, byte for byte as Discord sent it.
 	Raw json.RawMessage
 	// Dropped events were refused by the OnDispatch hook: a Sink must not pass them on, but still
-	// persists the session with their sequence, so a restart does not replay them for nothing. Raw is nil.
+	// persists the session with their sequence, so a restart does not replay them for nothing. Raw is
+	// kept, for bookkeeping (a reshard notes what the old shards handled).
 	Dropped bool
 }
 
@@ -82,7 +83,7 @@ type Hooks struct {
 	// use with care (a skipped HELLO or READY stalls the shard).
 	OnPayload func(s *Shard, op int, t string, raw json.RawMessage) bool
 	// OnDispatch sees each dispatch before it goes to the Sink; returning false drops the event (it
-	// reaches the Sink marked Dropped, without its bytes, so that its sequence is persisted).
+	// reaches the Sink marked Dropped, so that its sequence is persisted).
 	OnDispatch func(s *Shard, ev *Event) bool
 	// BeforeIdentify may change the IDENTIFY payload (presence, properties) or refuse with an error,
 	// which counts as a failed connection attempt.
@@ -380,10 +381,10 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	// the session is being retired (an old shard set after a reshard).
 	stopOnCancel := context.AfterFunc(ctx, func() {
 		if s.endSession.Load() {
-			c.close(1000, "shard retired")
+			c.closeGracefully(1000, "shard retired")
 			return
 		}
-		c.close(discord.ResumableCloseCode, "dd shutting down")
+		c.closeGracefully(discord.ResumableCloseCode, "dd shutting down")
 	})
 	hb := &heartbeater{s: s, c: c}
 
