@@ -173,7 +173,7 @@ func (d *Deliverer) waitBarrier(ctx context.Context, b uint64) bool {
 		passed := true
 		ids, _ := d.c.Shards()
 		for _, shard := range ids {
-			if recs, err := d.c.Read(shard, 1); err != nil || (len(recs) > 0 && recs[0].Seq <= b) {
+			if pending, err := d.c.Pending(shard, b); err != nil || pending {
 				passed = false
 				break
 			}

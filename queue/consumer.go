@@ -278,3 +278,32 @@ func (s *shardLog) resync(cp *consumerPos) {
 		cp.unacked = min(max(cp.unacked, 0), s.count)
 	}
 }
+
+// Pending reports whether the shard holds an event at or before seq that the consumer has not
+// acknowledged. Unlike Read it changes nothing, so any goroutine may ask about any shard (delivery's
+// barrier asks about every shard while each shard's worker reads its own).
+func (c *Consumer) Pending(shard int, seq uint64) (bool, error) {
+	s := c.q.shard(shard)
+	if s == nil {
+		return false, nil
+	}
+	s.mu.Lock()
+	pos, limit := s.cons[c.idx].pos, min(seq, s.tail)
+	if s.count == 0 || pos >= limit {
+		s.mu.Unlock()
+		return false, nil
+	}
+	if s.cacheFrom <= pos+1 {
+		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > pos })
+		pending := i < len(s.cache) && s.cache[i].Seq <= limit
+		s.mu.Unlock()
+		return pending, nil
+	}
+	s.mu.Unlock()
+	pending := false
+	err := c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, _ []byte) error {
+		pending = seqOfKey(k) <= limit
+		return store.ErrStopScan
+	})
+	return pending, err
+}

@@ -650,3 +650,38 @@ func TestNextWaitsForAppendAndStopsOnClose(t *testing.T) {
 		t.Fatal("Next did not return on Close")
 	}
 }
+
+func TestPendingAnswersWithoutMovingAnything(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(store.Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	q, err := Open(st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	c, _ := q.Consumer("bot")
+	recs := []Record{{Shard: 0, Payload: []byte(`{"a":1}`)}, {Shard: 0, Payload: []byte(`{"a":2}`)}}
+	if err := q.Append(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := c.Pending(0, recs[0].Seq); !p {
+		t.Fatal("an unacknowledged event at the barrier is not pending")
+	}
+	if p, _ := c.Pending(0, recs[0].Seq-1); p {
+		t.Fatal("pending before the first event")
+	}
+	c.Ack(0, recs[0].Seq)
+	if p, _ := c.Pending(0, recs[0].Seq); p {
+		t.Fatal("still pending after the ack")
+	}
+	if got, _ := c.Read(0, 10); len(got) != 1 || got[0].Seq != recs[1].Seq {
+		t.Fatalf("Read after Pending calls returned %v", got)
+	}
+	if p, _ := c.Pending(7, 1<<60); p {
+		t.Fatal("an unknown shard has pending events")
+	}
+}
