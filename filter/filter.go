@@ -23,8 +23,9 @@ type Options struct {
 	// DedupMessageUpdates drops a MESSAGE_UPDATE whose content and edit time did not change: Discord sends
 	// those when it unfurls a link's embed.
 	DedupMessageUpdates bool
-	// DropKnownGuildCreates drops GUILD_CREATE for a guild its shard already had (after a resume, or
-	// when an outage ends).
+	// DropKnownGuildCreates drops GUILD_CREATE for a guild its shard already had available (a duplicate
+	// after a resume). The GUILD_CREATE that ends an outage is kept: it tells the bot the guild is back,
+	// and carries what changed meanwhile (the cache needs it).
 	DropKnownGuildCreates bool
 	// LoadingGuildEvent, when set, renames the GUILD_CREATEs of the burst that follows READY (the guilds
 	// READY listed), so the bot can tell "loaded at start" from "joined" (Discordeno's GUILD_LOADED_DD).
@@ -199,7 +200,7 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 		sg = &shardGuilds{guilds: map[uint64]bool{}, loading: map[uint64]bool{}}
 		f.shards[shard] = sg
 	}
-	_, known := sg.guilds[id]
+	available, known := sg.guilds[id]
 	loading := sg.loading[id]
 	delete(sg.loading, id)
 	sg.guilds[id] = true
@@ -211,7 +212,7 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 		return true, renameEvent(raw, "GUILD_CREATE", f.o.LoadingGuildEvent)
 	case loading:
 		return true, raw
-	case known && f.o.DropKnownGuildCreates:
+	case known && available && f.o.DropKnownGuildCreates:
 		f.dropped.Add(1)
 		return false, nil
 	}

@@ -26,10 +26,14 @@ func TestLoadingBurstIsRenamedAndKnownGuildCreatesDropped(t *testing.T) {
 	if !keep || !strings.Contains(string(out), `"t":"GUILD_CREATE"`) {
 		t.Fatalf("joined guild: keep %v, %s", keep, out)
 	}
-	// Seen again (after a resume, or an outage's end): dropped.
-	f.Keep(0, "GUILD_DELETE", payload("GUILD_DELETE", `{"id":"30","unavailable":true}`))
+	// Seen again while available (a duplicate after a resume): dropped.
 	if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"30"}`)); keep {
-		t.Fatal("GUILD_CREATE of a known guild was kept")
+		t.Fatal("a duplicate GUILD_CREATE of an available guild was kept")
+	}
+	// The end of an outage: kept, the bot and the cache learn the guild is back.
+	f.Keep(0, "GUILD_DELETE", payload("GUILD_DELETE", `{"id":"30","unavailable":true}`))
+	if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"30"}`)); !keep {
+		t.Fatal("the GUILD_CREATE ending an outage was dropped")
 	}
 	// Removed, then invited again: a new join, kept.
 	f.Keep(0, "GUILD_DELETE", payload("GUILD_DELETE", `{"id":"30"}`))
