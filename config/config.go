@@ -116,21 +116,22 @@ type Rest struct {
 
 // Gateway configures the gateway role.
 type Gateway struct {
-	Listener              `koanf:",squash"`
-	Intents               Intents       `koanf:"intents"`
-	TotalShards           int           `koanf:"total_shards"` // 0: Discord's recommendation
-	FirstShard            int           `koanf:"first_shard"`
-	LastShard             int           `koanf:"last_shard"` // -1: total_shards - 1
-	ClusterID             int           `koanf:"cluster_id"` // 0: this instance's index when shards are split evenly
-	Clusters              int           `koanf:"clusters"`   // 1: how many gateway instances split total_shards
-	Compress              string        `koanf:"compress"`   // zstd-stream | zlib-stream | none
-	Reshard               bool          `koanf:"reshard"`
-	ReshardPercentage     int           `koanf:"reshard_percentage"`
-	ReshardCheckInterval  time.Duration `koanf:"reshard_check_interval"`
-	LargeThreshold        int           `koanf:"large_threshold"`          // 50: IDENTIFY's large_threshold (50..250)
-	DedupMessageUpdates   bool          `koanf:"dedup_message_updates"`    // true: drop MESSAGE_UPDATEs whose content did not change
-	DropKnownGuildCreates bool          `koanf:"drop_known_guild_creates"` // true: drop GUILD_CREATE for guilds the shard already had
-	LoadingGuildEvent     string        `koanf:"loading_guild_event"`      // "": rename the initial GUILD_CREATE burst (e.g. GUILD_LOADED_DD)
+	Listener               `koanf:",squash"`
+	Intents                Intents       `koanf:"intents"`
+	TotalShards            int           `koanf:"total_shards"` // 0: Discord's recommendation
+	FirstShard             int           `koanf:"first_shard"`
+	LastShard              int           `koanf:"last_shard"` // -1: total_shards - 1
+	ClusterID              int           `koanf:"cluster_id"` // 0: this instance's index when shards are split evenly
+	Clusters               int           `koanf:"clusters"`   // 1: how many gateway instances split total_shards
+	Compress               string        `koanf:"compress"`   // zstd-stream | zlib-stream | none
+	Reshard                bool          `koanf:"reshard"`
+	ReshardPercentage      int           `koanf:"reshard_percentage"`
+	ReshardCheckInterval   time.Duration `koanf:"reshard_check_interval"`
+	ReshardIdentifyReserve int           `koanf:"reshard_identify_reserve"` // 50: identifies a reshard must leave unspent today
+	LargeThreshold         int           `koanf:"large_threshold"`          // 50: IDENTIFY's large_threshold (50..250)
+	DedupMessageUpdates    bool          `koanf:"dedup_message_updates"`    // true: drop MESSAGE_UPDATEs whose content did not change
+	DropKnownGuildCreates  bool          `koanf:"drop_known_guild_creates"` // true: drop GUILD_CREATE for guilds the shard already had
+	LoadingGuildEvent      string        `koanf:"loading_guild_event"`      // "": rename the initial GUILD_CREATE burst (e.g. GUILD_LOADED_DD)
 }
 
 // Intents is the gateway intents bit set.

@@ -69,6 +69,7 @@ var keys = []keySpec{
 	{path: "gateway.reshard", kind: kindBool, def: true},
 	{path: "gateway.reshard_percentage", kind: kindInt, def: int64(80)},
 	{path: "gateway.reshard_check_interval", kind: kindDuration, def: "8h"},
+	{path: "gateway.reshard_identify_reserve", kind: kindInt, def: int64(50)},
 	{path: "gateway.large_threshold", kind: kindInt, def: int64(50)},
 	{path: "gateway.dedup_message_updates", kind: kindBool, def: true},
 	{path: "gateway.drop_known_guild_creates", kind: kindBool, def: true},

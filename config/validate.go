@@ -110,6 +110,9 @@ func (c *Config) validate(role Role) error {
 	if g.ReshardPercentage < 1 || g.ReshardPercentage > 100 {
 		bad("gateway.reshard_percentage", "must be between 1 and 100, got %d", g.ReshardPercentage)
 	}
+	if g.ReshardIdentifyReserve < 0 {
+		bad("gateway.reshard_identify_reserve", "must not be negative, got %d", g.ReshardIdentifyReserve)
+	}
 	if g.ReshardCheckInterval <= 0 {
 		bad("gateway.reshard_check_interval", "must be positive, got %s", g.ReshardCheckInterval)
 	}

@@ -107,6 +107,14 @@ func (m *Matcher) Seen(payload []byte) bool {
 	return true
 }
 
+// Has reports whether the old set queued this event, without consuming the match.
+func (m *Matcher) Has(payload []byte) bool {
+	k := Key(payload)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.counts[k] > 0
+}
+
 // Left is how many of the old set's events the new set has not matched yet.
 func (m *Matcher) Left() int {
 	m.mu.Lock()
@@ -145,6 +153,17 @@ func (t *Tail[E]) Add(ev E) {
 	}
 }
 
+// Newest calls fn with the held events from the newest back, until it returns false.
+func (t *Tail[E]) Newest(fn func(E) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := len(t.list) - 1; i >= 0; i-- {
+		if !fn(t.list[i].ev) {
+			return
+		}
+	}
+}
+
 // Take returns the held events in order, the time the oldest was added (now when none), and empties
 // the tail.
 func (t *Tail[E]) Take() ([]E, time.Time) {
@@ -160,6 +179,16 @@ func (t *Tail[E]) Take() ([]E, time.Time) {
 	}
 	t.list = nil
 	return out, since
+}
+
+// GuildShard returns the shard of num that receives an event: its guild's ((guild_id >> 22) % num), or 0
+// for events without a guild (direct messages).
+func GuildShard(payload []byte, num int) int {
+	g, ok := rawjson.Snowflake(rawjson.Field(rawjson.Field(payload, "d"), "guild_id"))
+	if !ok {
+		return 0
+	}
+	return int((g >> 22) % uint64(num))
 }
 
 // NewShardCount is the shard count a reshard moves to: Discord's recommendation, never fewer than the

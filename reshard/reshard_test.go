@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-func ev(t string, d string) []byte { return []byte(fmt.Sprintf(`{"t":"%s","s":%d,"op":0,"d":%s}`, t, len(d), d)) }
+func ev(t string, d string) []byte {
+	return []byte(fmt.Sprintf(`{"t":"%s","s":%d,"op":0,"d":%s}`, t, len(d), d))
+}
 
 func TestKeyIgnoresSequenceAndSeesData(t *testing.T) {
 	a := []byte(`{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"id":"1"}}`)

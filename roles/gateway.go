@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,15 +33,27 @@ const (
 
 // gatewayRole wires shards -> filter -> queue -> delivery, and serves the gateway's HTTP API.
 type gatewayRole struct {
-	cfg    *config.Config
-	log    *zap.Logger
-	st     *store.Store
-	q      *queue.Queue
-	filter *filter.Filter
-	deliv  *delivery.Deliverer
-	reg    prometheus.Registerer
-	mgr    atomic.Pointer[shard.Manager]
-	api    http.Handler
+	cfg   *config.Config
+	log   *zap.Logger
+	st    *store.Store
+	q     *queue.Queue
+	deliv *delivery.Deliverer
+	reg   prometheus.Registerer
+	api   http.Handler
+
+	// The running shard set (cur), and during a reshard the one taking over (next).
+	cur, next atomic.Pointer[generation]
+	changed   chan struct{} // a reshard switched cur
+	info      *shard.GatewayBot
+	limiter   shard.IdentifyLimiter
+	runCtx    context.Context
+
+	resharding     atomic.Bool
+	reshardWG      sync.WaitGroup
+	reshardMu      sync.Mutex
+	reshardState   reshardState
+	reshards       *prometheus.CounterVec
+	reshardSeconds prometheus.Histogram
 
 	identifyWindow time.Duration
 
@@ -92,19 +105,26 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		return nil, err
 	}
 	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg, identifyWindow: identifyWin,
-		cacheQueue: cacheQueue, feeds: feeds,
-		filter: filter.New(filter.Options{Drop: cfg.Events.Drop, DedupMessageUpdates: cfg.Gateway.DedupMessageUpdates,
-			DropKnownGuildCreates: cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: cfg.Gateway.LoadingGuildEvent}),
+		cacheQueue: cacheQueue, feeds: feeds, changed: make(chan struct{}, 1),
+		reshards: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dd_gateway_reshards_total",
+			Help: "Reshards by result (switched, rolled_back)."}, []string{"result"}),
+		reshardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dd_gateway_reshard_seconds",
+			Help: "How long reshards took, from start to switch or rollback.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_received_total",
 			Help: "Dispatch events received from Discord."}),
 		filtered: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_filtered_total",
 			Help: "Dispatch events not queued (events.drop, duplicate GUILD_CREATE, embed-unfurl MESSAGE_UPDATE)."}),
 	}
-	reg.MustRegister(g.received, g.filtered,
+	reg.MustRegister(g.received, g.filtered, g.reshards, g.reshardSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_shards_ready", Help: "Shards in the ready state."},
 			func() float64 { return float64(g.countReady()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_guilds", Help: "Guilds on this process's shards."},
-			func() float64 { return float64(g.filter.TotalGuilds()) }))
+			func() float64 {
+				if cur := g.cur.Load(); cur != nil {
+					return float64(cur.filter.TotalGuilds())
+				}
+				return 0
+			}))
 	g.api = requireSecret(cfg.Gateway.Secret, g.routes())
 	return g, nil
 }
@@ -142,6 +162,10 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	if total == 0 {
 		total = max(info.Shards, 1)
 	}
+	if stored, ok := g.storedTotal(); ok && stored != total {
+		g.log.Info("using the shard count of the last reshard", zap.Int("total_shards", stored))
+		total = stored
+	}
 	ids := shardRange(g.cfg.Gateway, total)
 	if len(ids) == 0 {
 		return &FatalError{Err: fmt.Errorf("no shard to run of %d (first_shard %d, last_shard %d, cluster %d of %d)", total,
@@ -149,35 +173,45 @@ func (g *gatewayRole) run(ctx context.Context) error {
 			Hint: "check gateway.first_shard, last_shard, cluster_id, clusters and total_shards"}
 	}
 	// Split instances share the rest role's identify queue, so that together they identify no faster
-	// than one process would.
-	var limiter shard.IdentifyLimiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMargin, g.log)
+	// than one process would. Both shard sets of a reshard share the limiter too.
+	g.info = info
+	g.limiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMargin, g.log)
 	if g.cfg.Rest.URL != "" {
-		limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
+		g.limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
 	}
-	mgr, err := shard.NewManager(shard.ManagerConfig{
-		TotalShards: total, ShardIDs: ids, Sessions: shard.NewSessionStore(g.st), Logger: g.log,
-		Template: shard.Config{
-			Token: g.cfg.Discord.Token, Intents: int(g.cfg.Gateway.Intents), GatewayURL: info.URL,
-			APIVersion: g.cfg.Discord.APIVersion, Compress: g.cfg.Gateway.Compress, LargeThreshold: g.cfg.Gateway.LargeThreshold,
-			Identify: limiter, Sink: queueSink{q: g.q},
-			Hooks: shard.Hooks{OnDispatch: g.onDispatch},
-		},
-	})
+	g.runCtx = ctx
+	gen, err := g.startGeneration(ctx, total, ids, false)
 	if err != nil {
 		return err
 	}
-	g.mgr.Store(mgr)
+	g.cur.Store(gen)
 	g.log.Info("starting shards", zap.Int("total_shards", total), zap.Int("first", ids[0]), zap.Int("last", ids[len(ids)-1]),
 		zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency), zap.Int("identifies_remaining", info.SessionStartLimit.Remaining))
-	if err := mgr.Run(ctx); err != nil {
-		var fe *shard.FatalError
-		hint := "see the log lines of each shard"
-		if errors.As(err, &fe) {
-			hint = fe.Hint
-		}
-		return &FatalError{Err: fmt.Errorf("no shard can run: %w", err), Hint: hint}
+	if g.cfg.Gateway.Reshard && g.cfg.Gateway.Clusters == 1 {
+		g.reshardWG.Add(1)
+		go func() { defer g.reshardWG.Done(); g.autoReshard(ctx) }()
 	}
-	return nil
+	defer g.reshardWG.Wait()
+	for {
+		cur := g.cur.Load()
+		select {
+		case <-g.changed:
+			continue
+		case <-cur.stopped:
+		}
+		if g.cur.Load() != cur {
+			continue // a reshard retired it
+		}
+		if cur.err != nil {
+			var fe *shard.FatalError
+			hint := "see the log lines of each shard"
+			if errors.As(cur.err, &fe) {
+				hint = fe.Hint
+			}
+			return &FatalError{Err: fmt.Errorf("no shard can run: %w", cur.err), Hint: hint}
+		}
+		return nil
+	}
 }
 
 // fetchGatewayBot asks for /gateway/bot, through the rest role when rest.url is set. Network trouble is
@@ -218,9 +252,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (g *gatewayRole) onDispatch(s *shard.Shard, ev *shard.Event) bool {
+func (g *gatewayRole) onDispatch(f *filter.Filter, s *shard.Shard, ev *shard.Event) bool {
 	g.received.Inc()
-	keep, out := g.filter.Keep(s.ID(), ev.Type, ev.Raw)
+	keep, out := f.Keep(s.ID(), ev.Type, ev.Raw)
 	if !keep {
 		g.filtered.Inc()
 		return false
@@ -230,31 +264,17 @@ func (g *gatewayRole) onDispatch(s *shard.Shard, ev *shard.Event) bool {
 }
 
 func (g *gatewayRole) countReady() int {
-	m := g.mgr.Load()
-	if m == nil {
+	cur := g.cur.Load()
+	if cur == nil {
 		return 0
 	}
 	n := 0
-	for _, s := range m.Shards() {
+	for _, s := range cur.mgr.Shards() {
 		if s.State() == shard.StateReady {
 			n++
 		}
 	}
 	return n
-}
-
-// queueSink commits a shard's events and its session in one atomic Append.
-type queueSink struct{ q *queue.Queue }
-
-func (s queueSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Session) error {
-	recs := make([]queue.Record, 0, len(evs))
-	for _, ev := range evs {
-		if !ev.Dropped {
-			recs = append(recs, queue.Record{Shard: sess.ShardID, Payload: ev.Raw})
-		}
-	}
-	k, v := shard.SessionRecord(sess)
-	return s.q.Append(ctx, recs, queue.KV{Key: k, Value: v})
 }
 
 // ---- the gateway's HTTP API (PRODUCT.md §4) ----
@@ -264,9 +284,7 @@ func (g *gatewayRole) routes() http.Handler {
 	mux.HandleFunc("POST /{$}", g.handleDiscordeno)
 	mux.HandleFunc("POST /shards/{id}/send", g.handleShardSend)
 	mux.HandleFunc("GET /status", g.handleStatus)
-	mux.HandleFunc("POST /reshard", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, "resharding is not available in this build of dd")
-	})
+	mux.HandleFunc("POST /reshard", g.handleReshard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -276,11 +294,12 @@ func (g *gatewayRole) routes() http.Handler {
 const maxCommandBody = 64 << 10
 
 func (g *gatewayRole) manager(w http.ResponseWriter) *shard.Manager {
-	m := g.mgr.Load()
-	if m == nil {
+	cur := g.cur.Load()
+	if cur == nil {
 		writeError(w, http.StatusServiceUnavailable, "shards are not started yet")
+		return nil
 	}
-	return m
+	return cur.mgr
 }
 
 // sendCommand sends one {op,d} payload to a shard and answers for it.
@@ -419,20 +438,31 @@ type ShardStatus struct {
 }
 
 func (g *gatewayRole) handleStatus(w http.ResponseWriter, r *http.Request) {
-	out := map[string]any{"queue_depth": g.q.Depth(), "filtered_events": g.filter.Dropped()}
-	m := g.mgr.Load()
-	if m == nil {
+	out := map[string]any{"queue_depth": g.q.Depth()}
+	g.reshardMu.Lock()
+	out["reshard"] = g.reshardState
+	g.reshardMu.Unlock()
+	cur := g.cur.Load()
+	if cur == nil {
 		out["shards"], out["total_shards"] = []ShardStatus{}, 0
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
 	depths := g.q.ShardDepths()
-	shards := make([]ShardStatus, 0, len(m.Shards()))
-	for _, s := range m.Shards() {
-		shards = append(shards, ShardStatus{ID: s.ID(), State: s.State().String(),
-			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Guilds: g.filter.GuildCount(s.ID()),
-			Loading: g.filter.Loading(s.ID()), Resumable: s.Session().Resumable(), Queued: depths[s.ID()]})
+	out["shards"], out["total_shards"] = g.shardStatuses(cur, depths), cur.total
+	out["filtered_events"] = cur.filter.Dropped()
+	if next := g.next.Load(); next != nil {
+		out["next_shards"], out["next_total_shards"] = g.shardStatuses(next, nil), next.total
 	}
-	out["shards"], out["total_shards"] = shards, m.TotalShards()
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gatewayRole) shardStatuses(gen *generation, depths map[int]int) []ShardStatus {
+	out := make([]ShardStatus, 0, len(gen.ids))
+	for _, s := range gen.mgr.Shards() {
+		out = append(out, ShardStatus{ID: s.ID(), State: s.State().String(),
+			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Guilds: gen.filter.GuildCount(s.ID()),
+			Loading: gen.filter.Loading(s.ID()), Resumable: s.Session().Resumable(), Queued: depths[s.ID()]})
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/ddhq/dd/botsim"
 	"github.com/ddhq/dd/config"
@@ -43,10 +44,8 @@ func startDDWindow(t *testing.T, role config.Role, identifyWindow time.Duration,
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runningDD{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan map[config.Role]string, 1)
-	log := zap.NewNop()
-	if testing.Verbose() {
-		log, _ = zap.NewDevelopment()
-	}
+	// dd's log shows only when the test fails.
+	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	go func() {
 		r.done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test", IdentifyWindow: identifyWindow,
 			Ready: func(a map[config.Role]string) { ready <- a }})

@@ -1,0 +1,553 @@
+package roles
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/queue"
+	"github.com/ddhq/dd/reshard"
+	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/store"
+)
+
+// A generation is one shard set of one shard count, with its own filter (guilds per shard) and sink.
+// Normally one runs; during a reshard the new one connects beside it (see reshardTo).
+type generation struct {
+	total   int
+	ids     []int
+	mgr     *shard.Manager
+	filter  *filter.Filter
+	sink    *genSink
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed when the manager's Run returned
+	err     error         // Run's error, valid after stopped
+}
+
+// startGeneration builds and starts a shard set. A held generation (a reshard's new set) queues
+// nothing until it goes live, and starts without stored sessions.
+func (g *gatewayRole) startGeneration(ctx context.Context, total int, ids []int, held bool) (*generation, error) {
+	gen := &generation{total: total, ids: ids, stopped: make(chan struct{}),
+		filter: filter.New(filter.Options{Drop: g.cfg.Events.Drop, DedupMessageUpdates: g.cfg.Gateway.DedupMessageUpdates,
+			DropKnownGuildCreates: g.cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: g.cfg.Gateway.LoadingGuildEvent,
+			DropLoadingBurst: held}),
+		sink: newGenSink(g.q, held),
+	}
+	var sessions shard.SessionLoader = shard.NewSessionStore(g.st)
+	if held {
+		sessions = nil
+	}
+	mgr, err := shard.NewManager(shard.ManagerConfig{
+		TotalShards: total, ShardIDs: ids, Sessions: sessions, Logger: g.log,
+		Template: shard.Config{
+			Token: g.cfg.Discord.Token, Intents: int(g.cfg.Gateway.Intents), GatewayURL: g.info.URL,
+			APIVersion: g.cfg.Discord.APIVersion, Compress: g.cfg.Gateway.Compress, LargeThreshold: g.cfg.Gateway.LargeThreshold,
+			Identify: g.limiter, Sink: gen.sink,
+			Hooks: shard.Hooks{OnDispatch: func(s *shard.Shard, ev *shard.Event) bool { return g.onDispatch(gen.filter, s, ev) }},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	gen.mgr = mgr
+	gctx, cancel := context.WithCancel(ctx)
+	gen.cancel = cancel
+	go func() {
+		gen.err = mgr.Run(gctx)
+		close(gen.stopped)
+	}()
+	return gen, nil
+}
+
+// loaded reports whether every shard of the set is ready and has had every guild's GUILD_CREATE.
+func (gen *generation) loaded() bool {
+	if !gen.mgr.Ready() {
+		return false
+	}
+	for _, id := range gen.ids {
+		if gen.filter.Loading(id) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// genSink is a generation's shard.Sink. Live, it queues events with the session, and while a reshard
+// runs it records what it handled (window: queued, or dropped by the filter). Held, it keeps only a short tail of each shard's events and
+// their sessions, in memory. Retired, it drops everything (the new set delivers).
+type genSink struct {
+	q *queue.Queue
+
+	mu       sync.RWMutex // Dispatch holds it for reading; a switch takes it to change mode atomically
+	mode     sinkMode
+	window   *reshard.Window
+	tails    map[int]*reshard.Tail[shard.Event]
+	sessions map[int]shard.Session
+	tailMu   sync.Mutex // guards tails and sessions in held mode
+
+	matcher    atomic.Pointer[reshard.Matcher] // after going live: drop what the old set queued
+	matchUntil atomic.Int64                    // unix nanoseconds
+	lastSeq    atomic.Uint64                   // highest queue sequence appended
+}
+
+type sinkMode int
+
+const (
+	sinkLive sinkMode = iota
+	sinkHeld
+	sinkRetired
+)
+
+// How long a reshard keeps its bookkeeping: the new set's recent events, the old set's queued events,
+// and the time after the switch during which late duplicates are still caught.
+const (
+	reshardTailHold   = 20 * time.Second
+	reshardTailMax    = 200_000
+	reshardWindowKeep = 60 * time.Second
+	reshardWindowMax  = 2_000_000
+	reshardLateMatch  = 10 * time.Second
+)
+
+func newGenSink(q *queue.Queue, held bool) *genSink {
+	s := &genSink{q: q}
+	if held {
+		s.mode = sinkHeld
+		s.tails, s.sessions = map[int]*reshard.Tail[shard.Event]{}, map[int]shard.Session{}
+	}
+	return s
+}
+
+func (s *genSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Session) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	switch s.mode {
+	case sinkRetired:
+		return nil
+	case sinkHeld:
+		s.tailMu.Lock()
+		defer s.tailMu.Unlock()
+		t := s.tails[sess.ShardID]
+		if t == nil {
+			t = reshard.NewTail[shard.Event](reshardTailHold, reshardTailMax)
+			s.tails[sess.ShardID] = t
+		}
+		for _, ev := range evs {
+			if !ev.Dropped {
+				t.Add(ev)
+			}
+		}
+		s.sessions[sess.ShardID] = sess
+		return nil
+	}
+	m := s.matcher.Load()
+	if m != nil && time.Now().UnixNano() > s.matchUntil.Load() {
+		s.matcher.Store(nil)
+		m = nil
+	}
+	recs := make([]queue.Record, 0, len(evs))
+	for _, ev := range evs {
+		if ev.Dropped || (m != nil && m.Seen(ev.Raw)) {
+			continue
+		}
+		recs = append(recs, queue.Record{Shard: sess.ShardID, Payload: ev.Raw})
+	}
+	k, v := shard.SessionRecord(sess)
+	if err := s.q.Append(ctx, recs, queue.KV{Key: k, Value: v}); err != nil {
+		return err
+	}
+	if len(recs) > 0 {
+		for {
+			cur, last := s.lastSeq.Load(), recs[len(recs)-1].Seq
+			if last <= cur || s.lastSeq.CompareAndSwap(cur, last) {
+				break
+			}
+		}
+	}
+	// What this set handled, queued or deliberately dropped: a new set does the same with its copies.
+	if w := s.window; w != nil {
+		for _, ev := range evs {
+			w.Record(ev.Raw)
+		}
+	}
+	return nil
+}
+
+// record starts (or stops, with nil) remembering what the sink queues.
+func (s *genSink) record(w *reshard.Window) {
+	s.mu.Lock()
+	s.window = w
+	s.mu.Unlock()
+}
+
+// errOldBehind means an old shard has not yet read as far as the new set: switching now could drop
+// events that only it received (those sent before the new shards existed). The switch waits and retries.
+var errOldBehind = errors.New("an old shard is behind the new set")
+
+// goLive queues the held tail, less what old already queued, with each shard's session, and from then
+// on queues directly (dropping, for a short while, events old queued first). The caller holds old.mu.
+// oldTotal is the old set's shard count.
+func (s *genSink) goLive(ctx context.Context, old *genSink, oldTotal int, log *zap.Logger) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tailMu.Lock()
+	defer s.tailMu.Unlock()
+	// Each old shard must have queued the newest held event of its guilds: reading in order, it has then
+	// read everything sent to it before, including what was sent before the new shards existed.
+	probe := old.window.Matcher(time.Now().Add(-reshardWindowKeep))
+	for y := range oldTotal {
+		for _, t := range s.tails {
+			var newest []byte
+			t.Newest(func(ev shard.Event) bool {
+				if reshard.GuildShard(ev.Raw, oldTotal) == y {
+					newest = ev.Raw
+					return false
+				}
+				return true
+			})
+			if newest != nil && !probe.Has(newest) {
+				return errOldBehind
+			}
+		}
+	}
+	type held struct {
+		evs   []shard.Event
+		since time.Time
+	}
+	byShard := map[int]held{}
+	oldest := time.Now()
+	for id, t := range s.tails {
+		evs, since := t.Take()
+		byShard[id] = held{evs, since}
+		if since.Before(oldest) {
+			oldest = since
+		}
+	}
+	// A little before the oldest held event: the old set may have received it slightly earlier.
+	m := old.window.Matcher(oldest.Add(-2 * time.Second))
+	ids := make([]int, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	nHeld, queued := 0, 0
+	oldQueued := m.Left()
+	for _, id := range ids {
+		var recs []queue.Record
+		for _, ev := range byShard[id].evs {
+			nHeld++
+			if !m.Seen(ev.Raw) {
+				recs = append(recs, queue.Record{Shard: id, Payload: ev.Raw})
+			}
+		}
+		queued += len(recs)
+		k, v := shard.SessionRecord(s.sessions[id])
+		if err := s.q.Append(ctx, recs, queue.KV{Key: k, Value: v}); err != nil {
+			return fmt.Errorf("queueing shard %d's events at the switch: %w", id, err)
+		}
+		if n := len(recs); n > 0 {
+			s.lastSeq.Store(max(s.lastSeq.Load(), recs[n-1].Seq))
+		}
+	}
+	log.Info("switch: the new shards' held events, less those the old shards queued, are queued",
+		zap.Int("held", nHeld), zap.Int("old_queued_meanwhile", oldQueued), zap.Int("queued_now", queued),
+		zap.Int("old_not_yet_seen_by_new", m.Left()))
+	s.matcher.Store(m)
+	s.matchUntil.Store(time.Now().Add(reshardLateMatch).UnixNano())
+	s.mode, s.tails, s.sessions = sinkLive, nil, nil
+	return nil
+}
+
+// ---- the reshard itself ----
+
+// reshardState is what /status shows of a reshard.
+type reshardState struct {
+	InProgress bool      `json:"in_progress"`
+	From       int       `json:"from,omitempty"`
+	To         int       `json:"to,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	Result     string    `json:"result,omitempty"` // of the last one: switched, rolled back: why
+	Took       string    `json:"took,omitempty"`
+}
+
+// errReshardBusy is returned when a reshard is already running.
+var errReshardBusy = errors.New("a reshard is already in progress")
+
+// startReshard begins a reshard to total shards in the background, after checking that it makes sense
+// and that the identify budget allows it.
+func (g *gatewayRole) startReshard(ctx context.Context, total int, why string) (from int, err error) {
+	cur := g.cur.Load()
+	if cur == nil {
+		return 0, errors.New("shards are not started yet")
+	}
+	if g.cfg.Gateway.Clusters > 1 {
+		return cur.total, errors.New("resharding a split gateway (gateway.clusters > 1) is not supported yet: reshard every instance by restarting with the new gateway.total_shards")
+	}
+	guilds := cur.filter.TotalGuilds()
+	if need := (guilds + 2499) / 2500; total < need {
+		return cur.total, fmt.Errorf("%d shards cannot hold %d guilds (2500 a shard at most): at least %d", total, guilds, need)
+	}
+	if total == cur.total {
+		return cur.total, fmt.Errorf("already at %d shards", total)
+	}
+	info, err := g.fetchGatewayBot(ctx)
+	if err != nil || info == nil {
+		return cur.total, fmt.Errorf("cannot check the identify budget: %v", err)
+	}
+	ids := shardRange(g.cfg.Gateway, total)
+	if rem, need := info.SessionStartLimit.Remaining, len(ids)+g.cfg.Gateway.ReshardIdentifyReserve; rem < need {
+		return cur.total, fmt.Errorf("the identify budget has %d left today; %d new shards plus the reserve of %d (gateway.reshard_identify_reserve) need %d",
+			rem, len(ids), g.cfg.Gateway.ReshardIdentifyReserve, need)
+	}
+	if !g.resharding.CompareAndSwap(false, true) {
+		return cur.total, errReshardBusy
+	}
+	g.reshardWG.Add(1)
+	go func() {
+		defer g.reshardWG.Done()
+		defer g.resharding.Store(false)
+		g.reshardTo(ctx, cur, total, ids, why)
+	}()
+	return cur.total, nil
+}
+
+// reshardTo runs a reshard from old to total shards: the new set connects while the old one delivers;
+// when every new shard is ready with all its guilds, the switch hands delivery over without losing or
+// repeating an event; if the new set fails, it is dropped and the old one, which never stopped, stays.
+func (g *gatewayRole) reshardTo(ctx context.Context, old *generation, total int, ids []int, why string) {
+	start := time.Now()
+	log := g.log.With(zap.Int("from", old.total), zap.Int("to", total))
+	log.Info("reshard started", zap.String("why", why))
+	g.setReshardState(reshardState{InProgress: true, From: old.total, To: total, StartedAt: start})
+	old.sink.record(reshard.NewWindow(reshardWindowKeep, reshardWindowMax))
+	defer old.sink.record(nil)
+
+	next, err := g.startGeneration(ctx, total, ids, true)
+	if err != nil {
+		g.reshardDone(log, old.total, total, start, "rolled back: "+err.Error())
+		return
+	}
+	g.next.Store(next)
+	defer g.next.Store(nil)
+	rollback := func(reason string) {
+		next.mgr.EndSessionsOnStop()
+		next.cancel()
+		<-next.stopped
+		g.reshardDone(log, old.total, total, start, "rolled back: "+reason)
+	}
+	// Identifying the new set takes ceil(shards / max_concurrency) identify windows; allow double, plus
+	// time for the guilds to load.
+	deadline := time.Now().Add(2*time.Duration(len(ids)+1)*g.identifyWindow + 2*time.Minute)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !(next.loaded() && old.mgr.Ready()) {
+		select {
+		case <-ctx.Done():
+			rollback("dd is shutting down")
+			return
+		case <-next.stopped:
+			g.reshardDone(log, old.total, total, start, fmt.Sprintf("rolled back: the new shards stopped: %v", next.err))
+			return
+		case <-tick.C:
+			if time.Now().After(deadline) {
+				rollback("the new shards were not ready in time")
+				return
+			}
+			for _, s := range next.mgr.Shards() {
+				if s.State() == shard.StateFatal {
+					rollback(fmt.Sprintf("Discord refused new shard %d for good", s.ID()))
+					return
+				}
+			}
+		}
+	}
+
+	// The switch. Old appends wait (not drop) while it runs, so a failed switch loses nothing. While an
+	// old shard is behind the new set, the old set runs on a little and the switch is tried again.
+	for {
+		old.sink.mu.Lock()
+		barrier := old.sink.lastSeq.Load()
+		g.deliv.SetBarrier(barrier)
+		err := next.sink.goLive(context.WithoutCancel(ctx), old.sink, old.total, log)
+		if err == nil {
+			break
+		}
+		g.deliv.SetBarrier(0)
+		old.sink.mu.Unlock()
+		if !errors.Is(err, errOldBehind) {
+			rollback(err.Error())
+			return
+		}
+		if time.Now().After(deadline) {
+			rollback("the old shards did not catch up with the new ones in time")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			rollback("dd is shutting down")
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	old.sink.mode = sinkRetired
+	old.sink.mu.Unlock()
+	g.cur.Store(next)
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+	if err := g.persistReshard(old, next); err != nil {
+		log.Error("could not store the new shard count; a restart would run the old count", zap.Error(err))
+	}
+	old.mgr.EndSessionsOnStop()
+	old.cancel()
+	<-old.stopped
+	g.reshardDone(log, old.total, total, start, "switched")
+}
+
+func (g *gatewayRole) reshardDone(log *zap.Logger, from, to int, start time.Time, result string) {
+	took := time.Since(start)
+	g.setReshardState(reshardState{From: from, To: to, StartedAt: start, Result: result, Took: took.Round(time.Millisecond).String()})
+	outcome := "switched"
+	if result != "switched" {
+		outcome = "rolled_back"
+		log.Warn("reshard rolled back; the old shards kept running", zap.String("why", result), zap.Duration("took", took))
+	} else {
+		log.Info("reshard switched", zap.Duration("took", took))
+	}
+	g.reshards.WithLabelValues(outcome).Inc()
+	g.reshardSeconds.Observe(took.Seconds())
+}
+
+func (g *gatewayRole) setReshardState(s reshardState) {
+	g.reshardMu.Lock()
+	g.reshardState = s
+	g.reshardMu.Unlock()
+}
+
+// totalKey stores the shard count a reshard moved to, with the configured count it replaced.
+var totalKey = []byte("gateway/total_shards")
+
+type storedTotal struct {
+	Total      int `json:"total"`
+	FromConfig int `json:"from_config"` // gateway.total_shards when the reshard happened
+}
+
+// persistReshard stores the new count and drops the old sessions (ended at Discord).
+func (g *gatewayRole) persistReshard(old, next *generation) error {
+	v, _ := json.Marshal(storedTotal{Total: next.total, FromConfig: g.cfg.Gateway.TotalShards})
+	return g.st.Update(func(w store.Writer) error {
+		if err := w.Set(totalKey, v); err != nil {
+			return err
+		}
+		for _, id := range old.ids {
+			if err := w.Delete(shard.SessionKey(id, old.total)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// storedTotal returns the count of the last reshard, when gateway.total_shards has not changed since.
+func (g *gatewayRole) storedTotal() (int, bool) {
+	v, err := g.st.Get(totalKey)
+	if err != nil {
+		return 0, false
+	}
+	var st storedTotal
+	if json.Unmarshal(v, &st) != nil || st.Total < 1 {
+		return 0, false
+	}
+	if st.FromConfig != g.cfg.Gateway.TotalShards {
+		g.log.Info("gateway.total_shards changed since the last reshard; using the configured count",
+			zap.Int("resharded_to", st.Total), zap.Int("configured", g.cfg.Gateway.TotalShards))
+		return 0, false
+	}
+	return st.Total, true
+}
+
+// autoReshard checks every reshard_check_interval whether the guilds fill reshard_percentage of the
+// shards' capacity, and reshards to Discord's recommendation when they do.
+func (g *gatewayRole) autoReshard(ctx context.Context) {
+	t := time.NewTicker(g.cfg.Gateway.ReshardCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := g.cur.Load()
+		if cur == nil || g.resharding.Load() {
+			continue
+		}
+		guilds := cur.filter.TotalGuilds()
+		if !reshard.Due(guilds, cur.total, g.cfg.Gateway.ReshardPercentage) {
+			continue
+		}
+		info, err := g.fetchGatewayBot(ctx)
+		if err != nil || info == nil {
+			continue
+		}
+		to := reshard.NewShardCount(info.Shards, guilds, info.SessionStartLimit.MaxConcurrency)
+		if to <= cur.total {
+			to = reshard.NewShardCount(cur.total+1, guilds, info.SessionStartLimit.MaxConcurrency)
+		}
+		why := fmt.Sprintf("%d guilds fill %d%% or more of %d shards", guilds, g.cfg.Gateway.ReshardPercentage, cur.total)
+		if _, err := g.startReshard(ctx, to, why); err != nil {
+			g.log.Warn("reshard due but not started", zap.String("why", why), zap.Error(err))
+		}
+	}
+}
+
+// handleReshard serves POST /reshard [{"total_shards": N}].
+func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		TotalShards *int `json:"total_shards"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, "body must be empty or {\"total_shards\": N}: "+err.Error())
+			return
+		}
+	}
+	cur := g.cur.Load()
+	if cur == nil {
+		writeError(w, http.StatusServiceUnavailable, "shards are not started yet")
+		return
+	}
+	to := 0
+	if body.TotalShards != nil {
+		if to = *body.TotalShards; to < 1 {
+			writeError(w, http.StatusBadRequest, "total_shards must be at least 1")
+			return
+		}
+	} else {
+		info, err := g.fetchGatewayBot(r.Context())
+		if err != nil || info == nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("cannot ask Discord for its recommendation: %v", err))
+			return
+		}
+		to = reshard.NewShardCount(info.Shards, cur.filter.TotalGuilds(), info.SessionStartLimit.MaxConcurrency)
+	}
+	// The reshard outlives this request: it runs on the role's context.
+	from, err := g.startReshard(g.runCtx, to, "requested with POST /reshard")
+	switch {
+	case errors.Is(err, errReshardBusy):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusUnprocessableEntity, "reshard not started: "+err.Error())
+	default:
+		writeJSON(w, http.StatusAccepted, map[string]any{"status": "started", "from": from, "to": to,
+			"progress": "GET /status shows it under reshard"})
+	}
+}
