@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -104,12 +105,18 @@ func (p *ddProcess) wait(t *testing.T) int {
 
 func runDD(t *testing.T, dir string, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(ddBinary, args...)
+	// A dd that should exit by itself gets a minute; a hang fails the test instead of the whole run.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ddBinary, args...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	_ = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("dd %v did not exit within a minute; stderr:\n%s", args, stderr.String())
+	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
 

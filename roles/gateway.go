@@ -191,7 +191,9 @@ func (g *gatewayRole) run(ctx context.Context) error {
 		g.reshardWG.Add(1)
 		go func() { defer g.reshardWG.Done(); g.autoReshard(ctx) }()
 	}
-	defer g.reshardWG.Wait()
+	// Stop the periodic check (and any reshard) before the deferred teardown above waits on anything:
+	// on a fatal error nothing else cancels ctx.
+	defer func() { cancel(); g.reshardWG.Wait() }()
 	for {
 		cur := g.cur.Load()
 		select {
