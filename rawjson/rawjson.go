@@ -100,7 +100,7 @@ func (o *ObjectReader) fill() error {
 		o.head, o.tail = 0, n
 	}
 	if o.tail == len(o.buf) {
-		size := max(2*len(o.buf), 4096)
+		size := max(2*len(o.buf), 1024) // small to start: idle connections are many
 		nb := make([]byte, size)
 		copy(nb, o.buf[:o.tail])
 		o.buf = nb

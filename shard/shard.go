@@ -370,7 +370,7 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 
 	cctx, cancel := context.WithCancel(ctx)
 	var sinkErr atomic.Pointer[error]
-	sink := &sinkRunner{s: s, ctx: cctx, events: make(chan Event, 64), failed: func(err error) {
+	sink := &sinkRunner{s: s, ctx: cctx, events: make(chan Event, 16), failed: func(err error) {
 		// The sink could not persist (a full disk, say): stop reading at once; the next connection
 		// resumes from the last durable sequence and Discord replays the rest.
 		if sinkErr.CompareAndSwap(nil, &err) {
