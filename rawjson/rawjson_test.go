@@ -154,3 +154,17 @@ func TestEachElement(t *testing.T) {
 		}
 	}
 }
+
+func TestSnowflakeAcceptsOnlyIDs(t *testing.T) {
+	for _, bad := range []string{``, `""`, `"-1"`, `"1a"`, `null`, `"99999999999999999999999"`} {
+		if _, ok := Snowflake([]byte(bad)); ok {
+			t.Errorf("%q accepted as an id", bad)
+		}
+	}
+	if v, ok := Snowflake([]byte(`"18446744073709551615"`)); !ok || v != 1<<64-1 {
+		t.Errorf("the largest id: %d, %v", v, ok)
+	}
+	if v, ok := Snowflake([]byte(`80351110224678912`)); !ok || v != 80351110224678912 {
+		t.Errorf("an id given as a number: %d, %v", v, ok)
+	}
+}
