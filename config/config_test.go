@@ -231,3 +231,10 @@ func TestClusterSplitIsChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitTotalMustDivideAmongClusters(t *testing.T) {
+	_, err := load(t, "[gateway]\ntotal_shards = 5\nclusters = 2\n", nil, RoleCache)
+	if err == nil || !strings.Contains(err.Error(), "gateway.total_shards") {
+		t.Fatalf("want an error naming gateway.total_shards, got %v", err)
+	}
+}

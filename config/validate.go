@@ -99,6 +99,9 @@ func (c *Config) validate(role Role) error {
 	} else if g.ClusterID < 0 || g.ClusterID >= g.Clusters {
 		bad("gateway.cluster_id", "%d is not below gateway.clusters %d", g.ClusterID, g.Clusters)
 	}
+	if g.Clusters > 1 && g.TotalShards > 0 && g.TotalShards%g.Clusters != 0 {
+		bad("gateway.total_shards", "%d is not a multiple of gateway.clusters %d (each process takes the shards whose id modulo clusters is its cluster_id)", g.TotalShards, g.Clusters)
+	}
 	if g.Clusters > 1 && (g.FirstShard != 0 || g.LastShard != -1) {
 		bad("gateway.clusters", "set either clusters and cluster_id, or first_shard and last_shard, not both")
 	}

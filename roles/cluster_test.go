@@ -1,8 +1,11 @@
 package roles
 
 import (
+	"fmt"
+	"net/http"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,4 +64,55 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 2000, Total: 1000, Done: done})
 	<-done
 	waitAllDelivered(t, sim, bot, 4)
+}
+
+// A split deployment reshards together: POST /reshard on one gateway process raises the rest role's
+// target, every process follows with its own shards, and the bot gets every event once, in order per
+// channel, with no identify violation.
+func TestSplitGatewaysReshardTogether(t *testing.T) {
+	coordinatorPoll = 100 * time.Millisecond
+	defer func() { coordinatorPoll = 2 * time.Second }()
+	sim := discordsim.New(discordsim.Config{Guilds: 40, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, Tokens: []string{"tok-split"}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	bot := newBot(t)
+	nl := &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}
+	bot.OnEvent = nl.onEvent
+	common := []string{"DD_DISCORD__TOKEN=tok-split", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret"}
+	rest := startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
+	restURL := "http://" + rest.addrs[config.RoleRest]
+	var gws []*reshardEnv
+	for cluster := range 2 {
+		dd := startDDWindow(t, config.RoleGateway, testIdentifyWindow, append(common,
+			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"), "DD_GATEWAY__SECRET=gw",
+			"DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
+			"DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false",
+			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret")...)
+		gws = append(gws, &reshardEnv{sim: sim, dd: dd, bot: bot, nonce: nl, base: "http://" + dd.addrs[config.RoleGateway]})
+	}
+	waitFor(t, 10*time.Second, "2 shards connected", func() bool { return len(sessionIDs(sim)) == 2 })
+	gws[0].oldSessions = sessionIDs(sim)
+	const total = 6000
+	done := make(chan struct{})
+	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 3000, Total: total, MessageCreate: 1, Done: done})
+	time.Sleep(300 * time.Millisecond)
+	if code, body := gws[0].call(t, "POST", "/reshard", `{"total_shards": 3}`); code != http.StatusAccepted || !strings.Contains(body, `"to":4`) {
+		t.Fatalf("POST /reshard of 3 on a split deployment: %d %s; want 202 rounded up to 4, a multiple of 2", code, body)
+	}
+	for i, g := range gws {
+		waitFor(t, 20*time.Second, fmt.Sprintf("process %d to switch", i), func() bool { return strings.Contains(g.status(t), `"result":"switched"`) })
+	}
+	<-done
+	gws[0].checkExactlyOnce(t, total)
+	if st := sim.GatewayStats(); st.IdentifyViolations != 0 || len(st.Identifies) != 6 {
+		t.Errorf("identifies %d (want 2 + 4), violations %d", len(st.Identifies), st.IdentifyViolations)
+	}
+	for i, want := range []string{`"id":0`, `"id":1`} {
+		s := gws[i].status(t)
+		if !strings.Contains(s, `"total_shards":4`) || !strings.Contains(s, want) {
+			t.Errorf("process %d after the reshard: %s", i, s)
+		}
+	}
 }

@@ -26,6 +26,9 @@ import (
 
 // identifyWindow is Discord's: one IDENTIFY per max_concurrency bucket per 5 s. identifyMargin absorbs
 // the jitter between our send and Discord's receipt, which is what Discord judges.
+// coordinatorPoll is how often a split gateway process asks the rest role for the deployment's shard count.
+var coordinatorPoll = 2 * time.Second
+
 const (
 	identifyWindow = 5 * time.Second
 	identifyMargin = 250 * time.Millisecond
@@ -161,6 +164,8 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	total := g.cfg.Gateway.TotalShards
 	if total == 0 {
 		total = max(info.Shards, 1)
+		// Every process of a split deployment rounds Discord's recommendation the same way.
+		total = splitCount(total, max(g.cfg.Gateway.Clusters, 1))
 	}
 	if stored, ok := g.storedTotal(); ok && stored != total {
 		g.log.Info("using the shard count of the last reshard", zap.Int("total_shards", stored))
@@ -187,9 +192,13 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	g.cur.Store(gen)
 	g.log.Info("starting shards", zap.Int("total_shards", total), zap.Int("first", ids[0]), zap.Int("last", ids[len(ids)-1]),
 		zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency), zap.Int("identifies_remaining", info.SessionStartLimit.Remaining))
-	if g.cfg.Gateway.Reshard && g.cfg.Gateway.Clusters == 1 {
+	if g.cfg.Gateway.Reshard && (g.cfg.Gateway.Clusters == 1 || g.split()) {
 		g.reshardWG.Add(1)
 		go func() { defer g.reshardWG.Done(); g.autoReshard(ctx) }()
+	}
+	if g.split() {
+		g.reshardWG.Add(1)
+		go func() { defer g.reshardWG.Done(); g.followCoordinator(ctx, coordinatorPoll) }()
 	}
 	// Stop the periodic check (and any reshard) before the deferred teardown above waits on anything:
 	// on a fatal error nothing else cancels ctx.

@@ -92,17 +92,21 @@ func withIdentifyQueue(q http.Handler, api http.Handler) http.Handler {
 	})
 }
 
-// shardRange is this instance's shards of total: gateway.clusters splits them evenly, else first/last.
+// shardRange is this instance's shards of total: with gateway.clusters, the shards whose id modulo
+// clusters is cluster_id (so that a reshard to a multiple of the count keeps every guild in its process);
+// else first_shard..last_shard.
 func shardRange(g config.Gateway, total int) []int {
-	first, last := g.FirstShard, g.LastShard
+	var ids []int
 	if g.Clusters > 1 {
-		first = g.ClusterID * total / g.Clusters
-		last = (g.ClusterID+1)*total/g.Clusters - 1
+		for id := g.ClusterID; id < total; id += g.Clusters {
+			ids = append(ids, id)
+		}
+		return ids
 	}
+	first, last := g.FirstShard, g.LastShard
 	if last < 0 || last >= total {
 		last = total - 1
 	}
-	var ids []int
 	for id := first; id <= last; id++ {
 		ids = append(ids, id)
 	}

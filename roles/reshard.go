@@ -288,8 +288,8 @@ func (g *gatewayRole) startReshard(ctx context.Context, total int, why string) (
 	if cur == nil {
 		return 0, errors.New("shards are not started yet")
 	}
-	if g.cfg.Gateway.Clusters > 1 {
-		return cur.total, errors.New("resharding a split gateway (gateway.clusters > 1) is not supported yet: reshard every instance by restarting with the new gateway.total_shards")
+	if g.cfg.Gateway.Clusters > 1 && total%cur.total != 0 {
+		return cur.total, fmt.Errorf("a split deployment (gateway.clusters) moves to a multiple of its %d shards, not %d", cur.total, total)
 	}
 	guilds := cur.filter.TotalGuilds()
 	if need := (guilds + 2499) / 2500; total < need {
@@ -475,6 +475,9 @@ func (g *gatewayRole) storedTotal() (int, bool) {
 	return st.Total, true
 }
 
+// split reports whether this process is one of several that share the shards through the rest role.
+func (g *gatewayRole) split() bool { return g.cfg.Gateway.Clusters > 1 && g.cfg.Rest.URL != "" }
+
 // autoReshard checks every reshard_check_interval whether the guilds fill reshard_percentage of the
 // shards' capacity, and reshards to Discord's recommendation when they do.
 func (g *gatewayRole) autoReshard(ctx context.Context) {
@@ -503,6 +506,13 @@ func (g *gatewayRole) autoReshard(ctx context.Context) {
 			to = reshard.NewShardCount(cur.total+1, guilds, info.SessionStartLimit.MaxConcurrency)
 		}
 		why := fmt.Sprintf("%d guilds fill %d%% or more of %d shards", guilds, g.cfg.Gateway.ReshardPercentage, cur.total)
+		if g.split() {
+			// The whole deployment moves: propose the count; every process (this one too) follows it.
+			if _, err := g.coordinatorCall(ctx, splitCount(to, cur.total)); err != nil {
+				g.log.Warn("reshard due but the rest role's coordinator did not take it", zap.String("why", why), zap.Error(err))
+			}
+			continue
+		}
 		if _, err := g.startReshard(ctx, to, why); err != nil {
 			g.log.Warn("reshard due but not started", zap.String("why", why), zap.Error(err))
 		}
@@ -538,6 +548,21 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		to = reshard.NewShardCount(info.Shards, cur.filter.TotalGuilds(), info.SessionStartLimit.MaxConcurrency)
+	}
+	if g.split() {
+		to = splitCount(to, cur.total)
+		if to == cur.total {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("reshard not started: already at %d shards", to))
+			return
+		}
+		target, err := g.coordinatorCall(r.Context(), to)
+		if err != nil {
+			writeError(w, http.StatusBadGateway, "the rest role's reshard coordinator did not take it: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]any{"status": "requested", "from": cur.total, "to": target,
+			"progress": "every gateway process follows the rest role's target; GET /status on each shows it under reshard"})
+		return
 	}
 	// The reshard outlives this request: it runs on the role's context.
 	from, err := g.startReshard(g.runCtx, to, "requested with POST /reshard")

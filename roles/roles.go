@@ -88,7 +88,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer rest.Close()
 		ids := newIdentifyService(cfg, identifyWin, log)
-		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(ids, rest))
+		coord := &reshardCoordinator{secret: cfg.Rest.Secret}
+		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(ids, withReshardCoordinator(coord, rest)))
 		background = append(background, ids.run)
 	}
 	var gw *gatewayRole

@@ -1,0 +1,129 @@
+package roles
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// reshardCoordinatorPath is where the rest role keeps the shard count that split gateway processes move to
+// together.
+const reshardCoordinatorPath = "/dd/v1/reshard"
+
+// reshardCoordinator holds a split deployment's target shard count. Any gateway process may raise it
+// (POST, from its own POST /reshard or periodic check); every process polls it (GET) and reshards its own
+// shards to it. Because processes own shards by shard_id % clusters and the new count is a multiple of
+// the old, every guild stays in the same process across the reshard, so each process's switch alone
+// keeps the no-loss, no-repeat promise.
+type reshardCoordinator struct {
+	secret string
+	mu     sync.Mutex
+	target int
+}
+
+func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !secretMatches(r.Header.Get("Authorization"), c.secret) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong Authorization")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		var body struct {
+			TotalShards int `json:"total_shards"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.TotalShards < 1 {
+			writeError(w, http.StatusBadRequest, `body must be {"total_shards": N} with N at least 1`)
+			return
+		}
+		c.mu.Lock()
+		if body.TotalShards > c.target {
+			c.target = body.TotalShards
+		}
+		c.mu.Unlock()
+	default:
+		writeError(w, http.StatusMethodNotAllowed, "GET or POST")
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"total_shards": c.target})
+}
+
+// coordinatorCall asks the rest role's coordinator (GET when propose is 0, else POST propose) and returns
+// its target.
+func (g *gatewayRole) coordinatorCall(ctx context.Context, propose int) (int, error) {
+	method, body := http.MethodGet, []byte(nil)
+	if propose > 0 {
+		method, body = http.MethodPost, []byte(fmt.Sprintf(`{"total_shards":%d}`, propose))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(g.cfg.Rest.URL, "/")+reshardCoordinatorPath, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", g.cfg.Rest.Secret)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		TotalShards int `json:"total_shards"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("reshard coordinator answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&out); err != nil {
+		return 0, err
+	}
+	return out.TotalShards, nil
+}
+
+// followCoordinator reshards this process whenever the deployment's target rises above its count.
+func (g *gatewayRole) followCoordinator(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := g.cur.Load()
+		if cur == nil || g.resharding.Load() {
+			continue
+		}
+		target, err := g.coordinatorCall(ctx, 0)
+		if err != nil || target <= cur.total {
+			continue
+		}
+		if _, err := g.startReshard(ctx, target, fmt.Sprintf("the deployment reshards to %d (rest role)", target)); err != nil {
+			g.log.Warn("the deployment reshards but this process cannot follow yet", zap.Int("to", target), zap.Error(err))
+		}
+	}
+}
+
+// splitCount rounds a wanted shard count up so that a split deployment can move to it: a multiple of the
+// current count (every guild then stays in its process), and so of gateway.clusters.
+func splitCount(want, current int) int {
+	return (want + current - 1) / current * current
+}
+
+// withReshardCoordinator serves the coordinator beside the rest role's API.
+func withReshardCoordinator(c *reshardCoordinator, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == reshardCoordinatorPath {
+			c.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
