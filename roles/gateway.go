@@ -24,15 +24,18 @@ import (
 	"github.com/ddhq/dd/store"
 )
 
-// identifyWindow is Discord's: one IDENTIFY per max_concurrency bucket per 5 s. identifyMargin absorbs
-// the jitter between our send and Discord's receipt, which is what Discord judges.
+// identifyWindow is Discord's: one IDENTIFY per max_concurrency bucket per 5 s. A margin absorbs the
+// jitter between our send and Discord's receipt, which is what Discord judges.
 // coordinatorPoll is how often a split gateway process asks the rest role for the deployment's shard count.
 var coordinatorPoll = 2 * time.Second
 
-const (
-	identifyWindow = 5 * time.Second
-	identifyMargin = 250 * time.Millisecond
-)
+const identifyWindow = 5 * time.Second
+
+// identifyMarginFor is the margin kept over the identify window: 5 % (250 ms of Discord's 5 s), and at
+// least 50 ms, the receipt jitter seen on a loaded machine.
+func identifyMarginFor(window time.Duration) time.Duration {
+	return max(window/20, 50*time.Millisecond)
+}
 
 // gatewayRole wires shards -> filter -> queue -> delivery, and serves the gateway's HTTP API.
 type gatewayRole struct {
@@ -180,7 +183,7 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	// Split instances share the rest role's identify queue, so that together they identify no faster
 	// than one process would. Both shard sets of a reshard share the limiter too.
 	g.info = info
-	g.limiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMargin, g.log)
+	g.limiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMarginFor(g.identifyWindow), g.log)
 	if g.cfg.Rest.URL != "" {
 		g.limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
 	}

@@ -68,7 +68,7 @@ func (s *identifyService) run(ctx context.Context) error {
 			s.log.Warn("cannot read the identify limits yet; retrying", zap.Error(err), zap.Duration("after", backoff))
 			wait, backoff = backoff, min(2*backoff, time.Minute)
 		case s.queue.Load() == nil:
-			l := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, s.window, identifyMargin, s.log)
+			l := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, s.window, identifyMarginFor(s.window), s.log)
 			s.queue.Store(shard.NewIdentifyQueue(l, s.cfg.Rest.Secret, 0, s.log))
 			s.log.Info("identify queue open", zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency),
 				zap.Int("remaining", info.SessionStartLimit.Remaining))

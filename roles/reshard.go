@@ -188,21 +188,14 @@ func (s *genSink) record(w *reshard.Window) {
 	s.mu.Unlock()
 }
 
-// errOldBehind means an old shard has not yet read as far as the new set: switching now could drop
-// events that only it received (those sent before the new shards existed). The switch waits and retries.
-var errOldBehind = errors.New("an old shard is behind the new set")
-
-// goLive queues the held tail, less what old already queued, with each shard's session, and from then
-// on queues directly (dropping, for a short while, events old queued first). The caller holds old.mu.
-// oldTotal is the old set's shard count.
-func (s *genSink) goLive(ctx context.Context, old *genSink, oldTotal int, log *zap.Logger) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// markers returns, for each old shard (of oldTotal), the newest held event whose guild that shard
+// holds. Once the old set has handled every marker, it has read everything sent to it before them
+// (each connection is in order), and the new set, all of whose shards were live when the markers were
+// taken, has everything sent after them.
+func (s *genSink) markers(oldTotal int) [][]byte {
 	s.tailMu.Lock()
 	defer s.tailMu.Unlock()
-	// Each old shard must have queued the newest held event of its guilds: reading in order, it has then
-	// read everything sent to it before, including what was sent before the new shards existed.
-	probe := old.window.Matcher(time.Now().Add(-reshardWindowKeep))
+	out := make([][]byte, 0, oldTotal)
 	for y := range oldTotal {
 		for _, t := range s.tails {
 			var newest []byte
@@ -213,11 +206,38 @@ func (s *genSink) goLive(ctx context.Context, old *genSink, oldTotal int, log *z
 				}
 				return true
 			})
-			if newest != nil && !probe.Has(newest) {
-				return errOldBehind
+			if newest != nil {
+				out = append(out, newest)
 			}
 		}
 	}
+	return out
+}
+
+// handledAll reports whether the sink's window holds every marker.
+func (s *genSink) handledAll(markers [][]byte) bool {
+	s.mu.RLock()
+	w := s.window
+	s.mu.RUnlock()
+	if w == nil {
+		return false
+	}
+	m := w.Matcher(time.Now().Add(-reshardWindowKeep))
+	for _, mk := range markers {
+		if !m.Has(mk) {
+			return false
+		}
+	}
+	return true
+}
+
+// goLive queues the held tail, less what old already handled, with each shard's session, and from then
+// on queues directly (dropping, for a short while, events old handled first). The caller holds old.mu.
+func (s *genSink) goLive(ctx context.Context, old *genSink, log *zap.Logger) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tailMu.Lock()
+	defer s.tailMu.Unlock()
 	type held struct {
 		evs   []shard.Event
 		since time.Time
@@ -370,22 +390,10 @@ func (g *gatewayRole) reshardTo(ctx context.Context, old *generation, total int,
 		}
 	}
 
-	// The switch. Old appends wait (not drop) while it runs, so a failed switch loses nothing. While an
-	// old shard is behind the new set, the old set runs on a little and the switch is tried again.
-	for {
-		old.sink.mu.Lock()
-		barrier := old.sink.lastSeq.Load()
-		g.deliv.SetBarrier(barrier)
-		err := next.sink.goLive(context.WithoutCancel(ctx), old.sink, old.total, log)
-		if err == nil {
-			break
-		}
-		g.deliv.SetBarrier(0)
-		old.sink.mu.Unlock()
-		if !errors.Is(err, errOldBehind) {
-			rollback(err.Error())
-			return
-		}
+	// Wait until the old set has read as far as the new one, so that switching drops nothing only it got
+	// (events sent before the new shards existed).
+	markers := next.sink.markers(old.total)
+	for !old.sink.handledAll(markers) {
 		if time.Now().After(deadline) {
 			rollback("the old shards did not catch up with the new ones in time")
 			return
@@ -394,8 +402,17 @@ func (g *gatewayRole) reshardTo(ctx context.Context, old *generation, total int,
 		case <-ctx.Done():
 			rollback("dd is shutting down")
 			return
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
+	}
+	// The switch. Old appends wait (not drop) while it runs, so a failed switch loses nothing.
+	old.sink.mu.Lock()
+	g.deliv.SetBarrier(old.sink.lastSeq.Load())
+	if err := next.sink.goLive(context.WithoutCancel(ctx), old.sink, log); err != nil {
+		g.deliv.SetBarrier(0)
+		old.sink.mu.Unlock()
+		rollback(err.Error())
+		return
 	}
 	old.sink.mode = sinkRetired
 	old.sink.mu.Unlock()

@@ -347,7 +347,7 @@ func TestLateDuplicatesAfterTheSwitchAreDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.mu.Lock()
-	if err := next.goLive(ctx, old, 1, zap.NewNop()); err != nil {
+	if err := next.goLive(ctx, old, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
 	old.mode = sinkRetired
