@@ -170,8 +170,21 @@ func TestReshardUnderFirehoseLosesAndRepeatsNothing(t *testing.T) {
 	if code, _ := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusConflict {
 		t.Errorf("a second reshard while one runs: %d, want 409", code)
 	}
+	// While it runs, /status shows both sets and the progress.
+	waitFor(t, 10*time.Second, "/status to show the reshard in progress", func() bool {
+		during := e.status(t)
+		if strings.Contains(during, `"result":"switched"`) {
+			t.Fatalf("switched before /status showed both sets")
+		}
+		return strings.Contains(during, `"in_progress":true`) && strings.Contains(during, `"next_total_shards":4`) &&
+			strings.Contains(during, `"total_shards":2`)
+	})
 	waitFor(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
 	took := time.Since(start)
+	if code, metrics := e.call(t, "GET", "/metrics", ""); code != 200 || !strings.Contains(metrics, `dd_gateway_reshards_total{result="switched"} 1`) ||
+		!strings.Contains(metrics, "dd_gateway_reshard_seconds_count 1") {
+		t.Errorf("reshard metrics missing from /metrics")
+	}
 	<-done
 	e.checkExactlyOnce(t, total)
 
