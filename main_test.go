@@ -194,7 +194,7 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusNotImplemented {
+		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s /status without a secret: %d", role, resp.StatusCode)
 		}
 	}

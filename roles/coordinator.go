@@ -89,26 +89,15 @@ func (g *gatewayRole) coordinatorCall(ctx context.Context, propose int) (int, er
 
 // followCoordinator reshards this process whenever the deployment's target rises above its count.
 func (g *gatewayRole) followCoordinator(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cur := g.cur.Load()
-		if cur == nil || g.resharding.Load() {
-			continue
-		}
+	g.everyWhileSettled(ctx, every, func(cur *generation) {
 		target, err := g.coordinatorCall(ctx, 0)
 		if err != nil || target <= cur.total {
-			continue
+			return
 		}
 		if _, err := g.startReshard(ctx, target, fmt.Sprintf("the deployment reshards to %d (rest role)", target)); err != nil {
 			g.log.Warn("the deployment reshards but this process cannot follow yet", zap.Int("to", target), zap.Error(err))
 		}
-	}
+	})
 }
 
 // splitCount rounds a wanted shard count up so that a split deployment can move to it: a multiple of the

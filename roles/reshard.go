@@ -498,7 +498,13 @@ func (g *gatewayRole) split() bool { return g.cfg.Gateway.Clusters > 1 && g.cfg.
 // autoReshard checks every reshard_check_interval whether the guilds fill reshard_percentage of the
 // shards' capacity, and reshards to Discord's recommendation when they do.
 func (g *gatewayRole) autoReshard(ctx context.Context) {
-	t := time.NewTicker(g.cfg.Gateway.ReshardCheckInterval)
+	g.everyWhileSettled(ctx, g.cfg.Gateway.ReshardCheckInterval, func(cur *generation) { g.checkReshardDue(ctx, cur) })
+}
+
+// everyWhileSettled calls fn every interval with the running shard set, skipping ticks while none runs
+// or a reshard is under way.
+func (g *gatewayRole) everyWhileSettled(ctx context.Context, every time.Duration, fn func(cur *generation)) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -506,33 +512,37 @@ func (g *gatewayRole) autoReshard(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		cur := g.cur.Load()
-		if cur == nil || g.resharding.Load() {
-			continue
+		if cur := g.cur.Load(); cur != nil && !g.resharding.Load() {
+			fn(cur)
 		}
-		guilds := cur.filter.TotalGuilds()
-		if !reshard.Due(guilds, cur.total, g.cfg.Gateway.ReshardPercentage) {
-			continue
+	}
+}
+
+// checkReshardDue reshards (or, split, proposes a count to the rest role) when the guilds fill
+// reshard_percentage of the shards' capacity.
+func (g *gatewayRole) checkReshardDue(ctx context.Context, cur *generation) {
+	guilds := cur.filter.TotalGuilds()
+	if !reshard.Due(guilds, cur.total, g.cfg.Gateway.ReshardPercentage) {
+		return
+	}
+	info, err := g.fetchGatewayBot(ctx)
+	if err != nil || info == nil {
+		return
+	}
+	to := reshard.NewShardCount(info.Shards, guilds, info.SessionStartLimit.MaxConcurrency)
+	if to <= cur.total {
+		to = reshard.NewShardCount(cur.total+1, guilds, info.SessionStartLimit.MaxConcurrency)
+	}
+	why := fmt.Sprintf("%d guilds fill %d%% or more of %d shards", guilds, g.cfg.Gateway.ReshardPercentage, cur.total)
+	if g.split() {
+		// The whole deployment moves: propose the count; every process (this one too) follows it.
+		if _, err := g.coordinatorCall(ctx, splitCount(to, cur.total)); err != nil {
+			g.log.Warn("reshard due but the rest role's coordinator did not take it", zap.String("why", why), zap.Error(err))
 		}
-		info, err := g.fetchGatewayBot(ctx)
-		if err != nil || info == nil {
-			continue
-		}
-		to := reshard.NewShardCount(info.Shards, guilds, info.SessionStartLimit.MaxConcurrency)
-		if to <= cur.total {
-			to = reshard.NewShardCount(cur.total+1, guilds, info.SessionStartLimit.MaxConcurrency)
-		}
-		why := fmt.Sprintf("%d guilds fill %d%% or more of %d shards", guilds, g.cfg.Gateway.ReshardPercentage, cur.total)
-		if g.split() {
-			// The whole deployment moves: propose the count; every process (this one too) follows it.
-			if _, err := g.coordinatorCall(ctx, splitCount(to, cur.total)); err != nil {
-				g.log.Warn("reshard due but the rest role's coordinator did not take it", zap.String("why", why), zap.Error(err))
-			}
-			continue
-		}
-		if _, err := g.startReshard(ctx, to, why); err != nil {
-			g.log.Warn("reshard due but not started", zap.String("why", why), zap.Error(err))
-		}
+		return
+	}
+	if _, err := g.startReshard(ctx, to, why); err != nil {
+		g.log.Warn("reshard due but not started", zap.String("why", why), zap.Error(err))
 	}
 }
 
