@@ -145,6 +145,10 @@ func (rs *restState) mono() int64 { return int64(time.Since(rs.base)) }
 func (rs *restState) admit(l *restLimiter, rt *restRoute, def *bucketDef, key bucketKey, resource uint64, now int64) rateVerdict {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The instant the request is counted is read under the lock, so that the global ring holds times in
+	// order: a handler that stalled between its arrival and this point must not write an older time
+	// after newer ones, or the ring's oldest slot would not be the oldest request.
+	now = rs.mono()
 	var v rateVerdict
 	if rt.global {
 		if old := l.global[l.gi]; now-old < int64(time.Second) {

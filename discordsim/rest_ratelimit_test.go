@@ -250,6 +250,22 @@ func TestGlobalLimitIsASlidingWindow(t *testing.T) {
 	}
 }
 
+// A handler that stalls between its arrival and the limit check is counted when it is checked: the
+// global ring stays in time order, so its oldest slot is the oldest request.
+func TestGlobalLimitCountsARequestWhenItIsChecked(t *testing.T) {
+	s := New(Config{GlobalRateLimit: 1})
+	rs := s.rest
+	rt := &restRoute{global: true}
+	l := newRESTLimiter(1)
+	stale := rs.mono() - int64(2*time.Second) // arrived 2 s ago, checked only now
+	if v := rs.admit(l, rt, nil, bucketKey{}, 0, stale); v.scope != "" {
+		t.Fatalf("first request: %q, want admitted", v.scope)
+	}
+	if v := rs.admit(l, rt, nil, bucketKey{}, 0, rs.mono()); v.scope != ScopeGlobal {
+		t.Fatalf("second request in the same second: %q, want a global 429 (the first counts from its check)", v.scope)
+	}
+}
+
 func TestInteractionsAndWebhooksAreExemptFromTheGlobalLimit(t *testing.T) {
 	s := startREST(t, Config{GlobalRateLimit: 3})
 	ch := channelOf(s, 0, 0)

@@ -13,10 +13,10 @@ const globalWindow = time.Second + time.Millisecond
 // globalLimiter keeps one token's global limit as Discord's edge judges it: at most n requests arriving
 // in any 1 s (a sliding window, not fixed seconds). dd cannot see when a request arrives, only bound it:
 // it arrives after dd sends it and before Discord's answer is back, and is assumed to arrive within
-// maxTransit of its send. So every grant holds a slot with the latest instant its request can have
-// arrived, lowered to the answer's receipt when that comes sooner, and a new request may go once the
-// slot n grants back (and every older one) is a full window behind. A global 429 pauses every request
-// of the token.
+// maxTransit of its send until its answer comes. So every grant holds a slot with the latest instant its
+// request can have arrived (send+maxTransit, then the answer's receipt), and a new request may go once
+// the slot n grants back (and every older one) is a full window behind. A global 429 pauses every
+// request of the token.
 type globalLimiter struct {
 	clock      Clock
 	maxTransit time.Duration
@@ -69,18 +69,22 @@ func (g *globalLimiter) take(now time.Time) globalSlot {
 	return globalSlot{i, g.lastSeq}
 }
 
-// settle lowers a grant's bound to at: its answer came back (or it failed, or was never sent).
+// settle sets a grant's bound to at: its answer came back (or it failed, or was never sent), so it
+// arrived by then. The bound may rise: an answer later than send+maxTransit shows that the assumption
+// did not hold (a stalled send, a slow network), and the receipt is the only bound that is proven.
 func (g *globalLimiter) settle(s globalSlot, at time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.seq[s.i] != s.seq {
 		return
 	}
-	if v := int64(at.Sub(g.base)); v < g.bound[s.i] {
-		g.bound[s.i] = v
-		if g.queue.live > 0 && s.i == g.head {
-			g.pump(g.clock.Now())
-		}
+	v := int64(at.Sub(g.base))
+	if v == g.bound[s.i] {
+		return
+	}
+	g.bound[s.i] = v
+	if g.queue.live > 0 && s.i == g.head {
+		g.pump(g.clock.Now())
 	}
 }
 

@@ -23,9 +23,9 @@ var (
 type Options struct {
 	// GlobalRate is each token's global limit, in requests per second. Default 50.
 	GlobalRate int
-	// GlobalMargin is the longest a request is assumed to take to reach Discord once dd sends it. Until
-	// Discord's answer shows that it arrived sooner, a request holds its global slot from its send plus
-	// this. Default 50ms.
+	// GlobalMargin is the longest a request is assumed to take to reach Discord once dd sends it: until
+	// Discord's answer comes, a request holds its global slot from its send plus this; once it comes,
+	// from its receipt (sooner or later). Default 50ms.
 	GlobalMargin time.Duration
 	// InvalidRequestLimit 401/403/429 answers per InvalidRequestWindow make dd refuse requests. Defaults
 	// 9500 and 10 minutes (Discord bans at 10,000).

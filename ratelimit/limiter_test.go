@@ -318,6 +318,34 @@ func TestGlobalLimitIsASlidingWindowOfArrivals(t *testing.T) {
 	}
 }
 
+// A send whose answer comes later than send+margin (a stalled send, a slow network) may have arrived as
+// late as that answer: its slot is held from the receipt, not from the assumed bound.
+func TestGlobalLateAnswerHoldsItsSlotFromTheReceipt(t *testing.T) {
+	h := newHarness(t, Options{GlobalRate: 2, GlobalMargin: 50 * time.Millisecond})
+	ctx := context.Background()
+	r := Route{Key: "GET /x", Global: true}
+	a := h.acquire(ctx, r)
+	<-a.done
+	a.tk.Done(Response{Status: 200}) // answered at once: arrived by t=0
+	b := h.acquire(ctx, r)
+	<-b.done
+	h.clock.Advance(200 * time.Millisecond)
+	b.tk.Done(Response{Status: 200}) // answered at t=0.2s, past its assumed bound of t=0.05s
+	ps := []*pendingAcquire{h.acquire(ctx, r), h.acquire(ctx, r)}
+	h.clock.Advance(801 * time.Millisecond)
+	if n := granted(ps); n != 1 {
+		t.Fatalf("at t=1.001s: want only the slot of the t=0 answer back (1), got %d", n)
+	}
+	h.clock.Advance(200*time.Millisecond - time.Microsecond)
+	if n := granted(ps); n != 1 {
+		t.Fatalf("just before t=1.201s: the late answer's slot must still be held, got %d granted", n)
+	}
+	h.clock.Advance(time.Microsecond)
+	if n := granted(ps); n != 2 {
+		t.Fatalf("at t=1.201s: want the late answer's slot back (2), got %d", n)
+	}
+}
+
 func TestGlobal429PausesTheToken(t *testing.T) {
 	h := newHarness(t, Options{})
 	ctx := context.Background()
