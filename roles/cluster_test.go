@@ -2,6 +2,7 @@ package roles
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -115,4 +116,22 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 			t.Errorf("process %d after the reshard: %s", i, s)
 		}
 	}
+
+	// The rest role keeps the target in memory only: restarted, it learns it back from the processes.
+	if err := rest.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r2"),
+		"DD_REST__LISTEN="+rest.addrs[config.RoleRest])...)
+	waitFor(t, 5*time.Second, "the restarted rest role to learn the target", func() bool {
+		req, _ := http.NewRequest("GET", restURL+reshardCoordinatorPath, nil)
+		req.Header.Set("Authorization", "rest-secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"total_shards":4`)
+	})
 }

@@ -19,8 +19,8 @@ import (
 const reshardCoordinatorPath = "/dd/v1/reshard"
 
 // reshardCoordinator holds a split deployment's target shard count. Any gateway process may raise it
-// (POST, from its own POST /reshard or periodic check); every process polls it (GET) and reshards its own
-// shards to it. Because processes own shards by shard_id % clusters and the new count is a multiple of
+// (POST, from its own POST /reshard or periodic check); every process polls it (POST of its own count, so
+// that a restarted rest role learns the count back) and reshards its own shards to it. Because processes own shards by shard_id % clusters and the new count is a multiple of
 // the old, every guild stays in the same process across the reshard, so each process's switch alone
 // keeps the no-loss, no-repeat promise.
 type reshardCoordinator struct {
@@ -87,10 +87,12 @@ func (g *gatewayRole) coordinatorCall(ctx context.Context, propose int) (int, er
 	return out.TotalShards, nil
 }
 
-// followCoordinator reshards this process whenever the deployment's target rises above its count.
+// followCoordinator reshards this process whenever the deployment's target rises above its count. Each
+// poll proposes the process's own count, so a restarted rest role (which keeps the target in memory only)
+// learns the deployment's count back from its processes within one poll.
 func (g *gatewayRole) followCoordinator(ctx context.Context, every time.Duration) {
 	g.everyWhileSettled(ctx, every, func(cur *generation) {
-		target, err := g.coordinatorCall(ctx, 0)
+		target, err := g.coordinatorCall(ctx, cur.total)
 		if err != nil || target <= cur.total {
 			return
 		}
