@@ -44,7 +44,7 @@ func (q *Queue) Consumer(name string) (*Consumer, error) {
 		case p < s.head:
 			cp.unacked = s.count
 		default:
-			cp.unacked = q.countRange(s, p+1, s.tail)
+			cp.unacked = q.countRange(s, p+1, s.tail, s.count)
 		}
 		s.cons = append(s.cons, cp)
 		s.mu.Unlock()
@@ -176,7 +176,7 @@ func (c *Consumer) Ack(shard int, seq uint64) {
 	if lr := cp.lastRead; lr.pos == cp.pos && lr.to == seq {
 		n = lr.n
 	} else {
-		n = c.q.countRange(s, cp.pos+1, seq)
+		n = c.q.countRange(s, cp.pos+1, seq, 0) // unknown: take nothing off until resync knows
 	}
 	cp.pos = seq
 	cp.unacked -= n
@@ -245,9 +245,11 @@ func (q *Queue) changedChan(shard int) <-chan struct{} {
 	return s.changed
 }
 
-// countRange counts the shard's stored events in [from, to], for the depth gauges. Called with s.mu held.
-// It is exact when the committer is idle; a race with a commit is corrected by resync.
-func (q *Queue) countRange(s *shardLog, from, to uint64) int {
+// countRange counts the shard's stored events in [from, to], for the depth gauges and Pending (which a
+// reshard's delivery barrier waits on, so a count must never come out low). Called with s.mu held. It is
+// exact when the committer is idle; a race with a commit is corrected by resync. When the store cannot be
+// read it returns unknown, which the caller picks so that the depth errs high.
+func (q *Queue) countRange(s *shardLog, from, to uint64, unknown int) int {
 	if s.cacheFrom <= from {
 		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq >= from })
 		j := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > to })
@@ -262,7 +264,7 @@ func (q *Queue) countRange(s *shardLog, from, to uint64) int {
 		return nil
 	})
 	if err != nil && !errors.Is(err, store.ErrStopScan) {
-		return 0
+		return unknown
 	}
 	return n
 }

@@ -360,6 +360,35 @@ func TestReopenKeepsPositionsAndSequence(t *testing.T) {
 	}
 }
 
+// A depth the store cannot count errs high, never low: Pending (a reshard's delivery barrier) must not
+// report an empty shard while events wait.
+func TestDepthErrsHighWhenTheStoreCannotBeRead(t *testing.T) {
+	e := newEnv(t, Options{})
+	c := e.consumer("bot")
+	e.consumer("cache") // acknowledges nothing, so nothing is deleted
+	recs := make([]Record, 10)
+	for i := range recs {
+		recs[i] = rec(1, i)
+	}
+	e.append(recs)
+	first, _ := c.Read(1, 4)
+	c.Ack(1, first[3].Seq)
+	e.reopen() // the reopened queue counts the bot's depth from the store
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q := e.q
+	e.q = nil // closed below, whatever the closed store answers
+	defer q.Close()
+	c, err := q.Consumer("bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Depth(); d < 6 {
+		t.Fatalf("depth with an unreadable store = %d; want at least the 6 unacknowledged events", d)
+	}
+}
+
 func TestAckedPositionIsNeverPersistedAhead(t *testing.T) {
 	e := newEnv(t, Options{FlushInterval: time.Hour})
 	c := e.consumer("bot")
