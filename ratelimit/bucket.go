@@ -129,10 +129,13 @@ func (b *bucket) avail(now time.Time) int {
 		if b.learning {
 			return 0
 		}
+		if spent, _ := b.spentSibling(now); spent {
+			return 0
+		}
 		return 1
 	}
 	n := b.minSeen - b.pending - b.owner.learning[b.key.major]
-	if n <= 0 && !b.resetKnown && b.pending == 0 {
+	if n <= 0 && !b.resetKnown && b.pending == 0 && b.owner.learning[b.key.major] == 0 {
 		return 1 // nothing in flight and no reset to wait for: ask Discord again
 	}
 	return n
@@ -150,7 +153,45 @@ func (b *bucket) blockedUntil(now time.Time) time.Time {
 	if b.state == stateLimited && b.resetKnown && b.minSeen-b.pending <= 0 {
 		return b.resetAt
 	}
+	if b.state == stateUnknown && !b.learning {
+		_, at := b.spentSibling(now)
+		return at
+	}
 	return time.Time{}
+}
+
+// spentSibling reports, for a bucket not learned yet, whether a known bucket of the same major parameter
+// has no budget now. Discord puts several routes in one bucket and says which only in its answer, so the
+// unknown route may be in that bucket: its learning request waits until the latest such bucket resets
+// (at), or, when one waits for an answer instead (at is zero), until that answer wakes it (see pump).
+func (b *bucket) spentSibling(now time.Time) (spent bool, at time.Time) {
+	answer := false
+	for _, s := range b.owner.majors[b.key.major] {
+		if s.key.temp || s.state != stateLimited {
+			continue
+		}
+		s.roll(now)
+		if s.avail(now) > 0 {
+			continue
+		}
+		spent = true
+		if t := s.blockedUntil(now); !t.IsZero() {
+			at = later(at, t)
+		} else {
+			answer = true
+		}
+	}
+	if answer {
+		return spent, time.Time{}
+	}
+	return spent, at
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // take counts a request as sent.

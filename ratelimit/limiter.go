@@ -79,7 +79,9 @@ type tokenState struct {
 	mu       sync.Mutex
 	routes   map[string]*routeState
 	buckets  map[bucketKey]*bucket
-	learning map[string]int // learning requests of routes with an unknown hash, by major parameter
+	majors   map[string][]*bucket // the same buckets by major parameter: a major's are checked and woken together
+	temps    int                  // how many of them are temporary (their route's hash not learned yet)
+	learning map[string]int       // learning requests of routes with an unknown hash, by major parameter
 	global   *globalLimiter
 	lastUsed time.Time
 	dead     bool // reclaimed: look the token up again
@@ -201,8 +203,9 @@ func (l *Limiter) token(identity string) *tokenState {
 		l.mu.Lock()
 		ts := l.tokens[key]
 		if ts == nil {
-			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, learning: map[string]int{},
-				global: newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) })}
+			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, majors: map[string][]*bucket{},
+				learning: map[string]int{},
+				global:   newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) })}
 			l.tokens[key] = ts
 		}
 		l.mu.Unlock()
@@ -239,7 +242,7 @@ func (ts *tokenState) bucketFor(r Route, now time.Time) *bucket {
 	b := ts.buckets[key]
 	if b == nil {
 		b = &bucket{key: key, owner: ts}
-		ts.buckets[key] = b
+		ts.add(b)
 	}
 	b.lastUsed = now
 	return b
@@ -249,6 +252,15 @@ func (ts *tokenState) bucketFor(r Route, now time.Time) *bucket {
 // when no answer from Discord will. Called with the token's mutex held.
 func (l *Limiter) pump(b *bucket, now time.Time) {
 	b.roll(now)
+	if !b.key.temp && b.owner.temps > 0 {
+		// A route of this major not learned yet may be waiting for this bucket's budget (see spentSibling).
+		// It goes first: a busy bucket would otherwise take every new window and starve it.
+		for _, o := range b.owner.majors[b.key.major] {
+			if o.key.temp && o.state == stateUnknown && !o.learning && o.queue.live > 0 {
+				l.pump(o, now)
+			}
+		}
+	}
 	for b.queue.live > 0 && b.avail(now) > 0 {
 		w := b.queue.pop()
 		b.take()
@@ -387,11 +399,12 @@ func (ts *tokenState) learn(from *bucket, key bucketKey, now time.Time) *bucket 
 		delete(ts.buckets, from.key)
 		from.key = key
 		ts.buckets[key] = from
+		ts.temps--
 		return from
 	}
 	if to == nil {
 		to = &bucket{key: key, owner: ts, lastUsed: now}
-		ts.buckets[key] = to
+		ts.add(to)
 	}
 	if from != nil && from.key.temp {
 		for _, w := range from.queue.drain() {
@@ -403,7 +416,7 @@ func (ts *tokenState) learn(from *bucket, key bucketKey, now time.Time) *bucket 
 			from.timer = nil
 		}
 		if !from.learning && from.pending == 0 {
-			delete(ts.buckets, from.key)
+			ts.remove(from)
 		}
 	}
 	return to
@@ -421,7 +434,7 @@ func (ts *tokenState) unlimit(l *Limiter, b *bucket) {
 		b.timer = nil
 	}
 	if b.key.temp && !b.learning && b.pending == 0 {
-		delete(ts.buckets, b.key)
+		ts.remove(b)
 	}
 }
 
@@ -453,10 +466,41 @@ func (t *Ticket) finish(consumed bool) {
 // pumpMajor wakes the buckets of a major parameter after a learning request of an unknown route
 // returned: they counted it as in flight. Called with the token's mutex held.
 func (ts *tokenState) pumpMajor(l *Limiter, major string, now time.Time) {
-	for _, b := range ts.buckets {
-		if b.key.major == major && b.queue.live > 0 {
+	for _, b := range ts.majors[major] {
+		if b.queue.live > 0 {
 			l.pump(b, now)
 		}
+	}
+}
+
+// add registers a new bucket. Called with the token's mutex held.
+func (ts *tokenState) add(b *bucket) {
+	ts.buckets[b.key] = b
+	if b.key.temp {
+		ts.temps++
+	}
+	ts.majors[b.key.major] = append(ts.majors[b.key.major], b)
+}
+
+// remove forgets a bucket. Called with the token's mutex held.
+func (ts *tokenState) remove(b *bucket) {
+	delete(ts.buckets, b.key)
+	if b.key.temp {
+		ts.temps--
+	}
+	bs := ts.majors[b.key.major]
+	for i, o := range bs {
+		if o == b {
+			bs[i] = bs[len(bs)-1]
+			bs[len(bs)-1] = nil
+			bs = bs[:len(bs)-1]
+			break
+		}
+	}
+	if len(bs) == 0 {
+		delete(ts.majors, b.key.major)
+	} else {
+		ts.majors[b.key.major] = bs
 	}
 }
 
@@ -514,9 +558,9 @@ func (l *Limiter) Reclaim() {
 	defer l.mu.Unlock()
 	for key, ts := range l.tokens {
 		ts.mu.Lock()
-		for k, b := range ts.buckets {
+		for _, b := range ts.buckets {
 			if b.idle(now, after) {
-				delete(ts.buckets, k)
+				ts.remove(b)
 			}
 		}
 		for k, rs := range ts.routes {

@@ -504,6 +504,18 @@ func TestIdleStateIsReclaimed(t *testing.T) {
 	if s := h.l.Stats(); s.Buckets != 100 || s.Tokens != 3 {
 		t.Fatalf("want 100 buckets over 3 tokens, got %+v", s)
 	}
+	indexed := 0
+	for _, ts := range h.l.tokens {
+		for _, bs := range ts.majors {
+			indexed += len(bs)
+		}
+		if ts.temps != 0 {
+			t.Fatalf("every route learned, yet %d temporary buckets counted", ts.temps)
+		}
+	}
+	if indexed != 100 {
+		t.Fatalf("%d buckets indexed by major, want 100", indexed)
+	}
 	h.clock.Advance(2 * time.Minute)
 	h.l.Reclaim()
 	if s := h.l.Stats(); s.Buckets != 0 || s.Tokens != 0 {
@@ -563,6 +575,36 @@ func TestAMajorStillLearningKeepsItsQueue(t *testing.T) {
 	h.clock.Advance(time.Second)
 	if n := granted([]*pendingAcquire{b3}); n != 1 {
 		t.Fatal("after the reset the third must go")
+	}
+}
+
+// The first request of a route not learned yet may land in a spent bucket of its channel (Discord says
+// which bucket only in its answer): it waits for that bucket's reset, and then goes before the bucket's
+// own queue, which would otherwise take every new window.
+func TestAnUnknownRouteWaitsForASpentBucketOfItsMajor(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	known := Route{Key: "PATCH /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
+	unknown := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
+	k := h.acquire(ctx, known)
+	<-k.done
+	k.tk.Done(Response{Status: 200, Header: h.headers(1, 0, h.clock.Now().Add(time.Second), "msg")})
+	queued := []*pendingAcquire{h.acquire(ctx, known), h.acquire(ctx, known)}
+	settle()
+	u := h.acquire(ctx, unknown)
+	if n := granted([]*pendingAcquire{u}); n != 0 {
+		t.Fatal("the channel's known bucket is spent: the unknown route's first request must wait")
+	}
+	h.clock.Advance(time.Second)
+	if n := granted([]*pendingAcquire{u}); n != 1 {
+		t.Fatal("at the reset the unknown route's first request must go")
+	}
+	if n := granted(queued); n != 0 {
+		t.Fatalf("1 per window and the unknown route out learning: the known queue must wait, got %d granted", n)
+	}
+	u.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(time.Second), "other")})
+	if n := granted(queued); n != 1 {
+		t.Fatalf("the unknown route has its own bucket: the known queue's first must go, got %d granted", n)
 	}
 }
 

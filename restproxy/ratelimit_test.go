@@ -106,6 +106,26 @@ func TestRoutesSharingABucketHashShareItsBudget(t *testing.T) {
 	}
 }
 
+// A route dd has never seen may share its bucket with a known route of the same channel (Discord does not
+// say so until it answers): GET and PATCH of a message share one. Its first request must not go while
+// that bucket is spent.
+func TestAFirstSeenRouteWaitsForASpentBucketOfItsChannel(t *testing.T) {
+	e := newEnv(t, discordsim.Config{}, nil)
+	if err := e.sim.SetRouteLimit("message", 1, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	m := "/api/v10/channels/" + e.channel(0, 0) + "/messages/" + snowflakeAgo(time.Minute, 3)
+	e.do(t, "PATCH", m, `{"content":"a"}`).want(t, 200) // learns the bucket: 1 per 300 ms, now spent
+	statuses := fire(t, e, 3, func(i int) (string, string, string) {
+		if i == 0 {
+			return "GET", m, "" // never seen: the same bucket, unknown to dd
+		}
+		return "PATCH", m, `{"content":"b"}`
+	})
+	wantAll(t, statuses, 200)
+	e.noRateLimits(t)
+}
+
 func TestGlobalLimitIsKept(t *testing.T) {
 	e := newEnv(t, discordsim.Config{Guilds: 10, ChannelsPerGuild: 3, GlobalRateLimit: 10}, nil)
 	var paths []string
