@@ -138,6 +138,40 @@ func BenchmarkHotBucket(b *testing.B) {
 	}
 }
 
+// BenchmarkGlobalLimit: 250 requests on 250 channels (each its own bucket, so only the global limit of 50
+// per second holds them), fired at once, with the simulator answering in 0 and 50 ms. A request holds its
+// global slot until its answer comes back, so the rate a token keeps is 50 per (1 s + round trip): the
+// figure is the minimum ((ceil(250/50)-1) s) ÷ the completion time, the share of the limit used.
+func BenchmarkGlobalLimit(b *testing.B) {
+	const n, global = 250, 50
+	for _, lat := range []time.Duration{0, 50 * time.Millisecond} {
+		b.Run(fmt.Sprintf("upstream=%v", lat), func(b *testing.B) {
+			e := newEnv(b, discordsim.Config{Guilds: n / 5, ChannelsPerGuild: 5, RESTLatency: lat, GlobalRateLimit: global}, nil)
+			var urls []string
+			for g := range n / 5 {
+				for c := range 5 {
+					urls = append(urls, e.dd.URL+"/api/v10/channels/"+e.channel(g, c))
+				}
+			}
+			for b.Loop() {
+				time.Sleep(1100 * time.Millisecond) // a fresh window
+				t0 := time.Now()
+				var wg sync.WaitGroup
+				for _, u := range urls {
+					wg.Add(1)
+					go func() { defer wg.Done(); get(b, u, testSecret) }()
+				}
+				wg.Wait()
+				took := time.Since(t0)
+				minimum := time.Duration((n+global-1)/global-1) * time.Second
+				b.ReportMetric(minimum.Seconds()/took.Seconds(), "share-of-limit")
+				b.ReportMetric(float64(e.sim.RESTStats().RateLimited()), "429s")
+			}
+			e.noRateLimits(b)
+		})
+	}
+}
+
 // BenchmarkBurst: 1,000 message creates over 20 channels plus 10 reactions per channel, all fired at
 // once. The theoretical minimum comes from the simulator's limits: a bucket of L per window W needs
 // (ceil(n/L)-1) windows after the first for n requests, and the global limit G per second needs
