@@ -350,12 +350,12 @@ func (c *testClient) waitClose(timeout time.Duration) int {
 
 // readyD is the part of READY the tests read.
 type readyD struct {
-	V                int                  `json:"v"`
-	User             gwUser               `json:"user"`
-	Guilds           []gwUnavailableGuild `json:"guilds"`
-	SessionID        string               `json:"session_id"`
-	ResumeGatewayURL string               `json:"resume_gateway_url"`
-	Shard            [2]int               `json:"shard"`
+	V                int                   `json:"v"`
+	User             simUser               `json:"user"`
+	Guilds           []simUnavailableGuild `json:"guilds"`
+	SessionID        string                `json:"session_id"`
+	ResumeGatewayURL string                `json:"resume_gateway_url"`
+	Shard            [2]int                `json:"shard"`
 	Application      struct {
 		ID    string `json:"id"`
 		Flags int    `json:"flags"`

@@ -240,131 +240,29 @@ func (g *gatewayState) deliverEach(name string, guildID uint64, build func(*sess
 	return eventKey(proto.n)
 }
 
-// ---- Discord-shaped objects ----
+// ---- GUILD_CREATE and READY ----
 
-type gwUser struct {
-	ID            string  `json:"id"`
-	Username      string  `json:"username"`
-	Discriminator string  `json:"discriminator"`
-	GlobalName    *string `json:"global_name"`
-	Avatar        *string `json:"avatar"`
-	Bot           bool    `json:"bot,omitempty"`
-	PublicFlags   int     `json:"public_flags"`
-}
-
-type gwMember struct {
-	User                       *gwUser  `json:"user,omitempty"`
-	Nick                       *string  `json:"nick"`
-	Avatar                     *string  `json:"avatar"`
-	Roles                      []string `json:"roles"`
-	JoinedAt                   string   `json:"joined_at"`
-	PremiumSince               *string  `json:"premium_since"`
-	Deaf                       bool     `json:"deaf"`
-	Mute                       bool     `json:"mute"`
-	Flags                      int      `json:"flags"`
-	Pending                    bool     `json:"pending"`
-	CommunicationDisabledUntil *string  `json:"communication_disabled_until"`
-}
-
-type gwChannel struct {
-	ID                   string   `json:"id"`
-	Type                 int      `json:"type"`
-	Name                 string   `json:"name"`
-	Position             int      `json:"position"`
-	PermissionOverwrites []string `json:"permission_overwrites"`
-	Topic                *string  `json:"topic"`
-	NSFW                 bool     `json:"nsfw"`
-	LastMessageID        *string  `json:"last_message_id"`
-	RateLimitPerUser     int      `json:"rate_limit_per_user"`
-	ParentID             *string  `json:"parent_id"`
-	Flags                int      `json:"flags"`
-}
-
-type gwRole struct {
-	ID           string  `json:"id"`
-	Name         string  `json:"name"`
-	Color        int     `json:"color"`
-	Hoist        bool    `json:"hoist"`
-	Icon         *string `json:"icon"`
-	UnicodeEmoji *string `json:"unicode_emoji"`
-	Position     int     `json:"position"`
-	Permissions  string  `json:"permissions"`
-	Managed      bool    `json:"managed"`
-	Mentionable  bool    `json:"mentionable"`
-	Flags        int     `json:"flags"`
-}
-
+// gwGuildCreate is the guild object with what only GUILD_CREATE carries.
 type gwGuildCreate struct {
-	ID                          string      `json:"id"`
-	Name                        string      `json:"name"`
-	Icon                        *string     `json:"icon"`
-	Splash                      *string     `json:"splash"`
-	DiscoverySplash             *string     `json:"discovery_splash"`
-	OwnerID                     string      `json:"owner_id"`
-	AFKChannelID                *string     `json:"afk_channel_id"`
-	AFKTimeout                  int         `json:"afk_timeout"`
-	VerificationLevel           int         `json:"verification_level"`
-	DefaultMessageNotifications int         `json:"default_message_notifications"`
-	ExplicitContentFilter       int         `json:"explicit_content_filter"`
-	Roles                       []gwRole    `json:"roles"`
-	Emojis                      []string    `json:"emojis"`
-	Features                    []string    `json:"features"`
-	MFALevel                    int         `json:"mfa_level"`
-	ApplicationID               *string     `json:"application_id"`
-	SystemChannelID             *string     `json:"system_channel_id"`
-	SystemChannelFlags          int         `json:"system_channel_flags"`
-	RulesChannelID              *string     `json:"rules_channel_id"`
-	MaxMembers                  int         `json:"max_members"`
-	VanityURLCode               *string     `json:"vanity_url_code"`
-	Description                 *string     `json:"description"`
-	Banner                      *string     `json:"banner"`
-	PremiumTier                 int         `json:"premium_tier"`
-	PremiumSubscriptionCount    int         `json:"premium_subscription_count"`
-	PreferredLocale             string      `json:"preferred_locale"`
-	PublicUpdatesChannelID      *string     `json:"public_updates_channel_id"`
-	NSFWLevel                   int         `json:"nsfw_level"`
-	Stickers                    []string    `json:"stickers"`
-	PremiumProgressBarEnabled   bool        `json:"premium_progress_bar_enabled"`
-	SafetyAlertsChannelID       *string     `json:"safety_alerts_channel_id"`
-	JoinedAt                    string      `json:"joined_at"`
-	Large                       bool        `json:"large"`
-	Unavailable                 bool        `json:"unavailable"`
-	MemberCount                 int         `json:"member_count"`
-	VoiceStates                 []string    `json:"voice_states"`
-	Members                     []gwMember  `json:"members"`
-	Channels                    []gwChannel `json:"channels"`
-	Threads                     []string    `json:"threads"`
-	Presences                   []string    `json:"presences"`
-	StageInstances              []string    `json:"stage_instances"`
-	GuildScheduledEvents        []string    `json:"guild_scheduled_events"`
-	SoundboardSounds            []string    `json:"soundboard_sounds"`
-	Lazy                        bool        `json:"lazy"`
+	simGuild
+	JoinedAt             string       `json:"joined_at"`
+	Large                bool         `json:"large"`
+	Unavailable          bool         `json:"unavailable"`
+	MemberCount          int          `json:"member_count"`
+	VoiceStates          []string     `json:"voice_states"`
+	Members              []simMember  `json:"members"`
+	Channels             []simChannel `json:"channels"`
+	Threads              []string     `json:"threads"`
+	Presences            []string     `json:"presences"`
+	StageInstances       []string     `json:"stage_instances"`
+	GuildScheduledEvents []string     `json:"guild_scheduled_events"`
+	SoundboardSounds     []string     `json:"soundboard_sounds"`
+	Lazy                 bool         `json:"lazy"`
 }
 
 // gwMaxMembersInCreate bounds the members list of GUILD_CREATE (Discord sends only some members of
 // large guilds; the rest come from REQUEST_GUILD_MEMBERS).
 const gwMaxMembersInCreate = 100
-
-// discordTime renders a time as Discord does: ISO 8601 with microseconds and +00:00.
-func discordTime(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
-}
-
-// snowflakeTime is the creation time encoded in a snowflake.
-func snowflakeTime(id uint64) time.Time {
-	return time.UnixMilli(int64(id>>22) + DiscordEpoch)
-}
-
-func guildJoinedAt(g *Guild) string { return discordTime(snowflakeTime(g.ID).Add(24 * time.Hour)) }
-
-func botUser(tokenIdx int) gwUser {
-	return gwUser{ID: FormatID(BotUserID(tokenIdx)), Username: "sim-bot-" + strconv.Itoa(tokenIdx),
-		Discriminator: "0", Bot: true}
-}
-
-func memberUser(id uint64) gwUser {
-	return gwUser{ID: FormatID(id), Username: "user-" + FormatID(id), Discriminator: "0"}
-}
 
 // guildMemberCount counts the simulated members plus the bot itself.
 func guildMemberCount(g *Guild) int { return g.MemberCount + 1 }
@@ -373,88 +271,40 @@ func guildMemberCount(g *Guild) int { return g.MemberCount + 1 }
 // the bot, and with GUILD_PRESENCES up to gwMaxMembersInCreate members (without it Discord sends only
 // the bot's own member and members in voice). Channels omit guild_id, as in GUILD_CREATE.
 func buildGuildCreate(g *Guild, s *session) []byte {
-	joined := guildJoinedAt(g)
-	gc := gwGuildCreate{ID: FormatID(g.ID), Name: g.Name, OwnerID: FormatID(g.OwnerID), AFKTimeout: 300,
-		Emojis: []string{}, Features: []string{}, MaxMembers: 500000, PreferredLocale: "en-US",
-		Stickers: []string{}, JoinedAt: joined, MemberCount: guildMemberCount(g),
+	gc := gwGuildCreate{simGuild: newGuild(g), JoinedAt: guildJoinedAt(g), MemberCount: guildMemberCount(g),
 		VoiceStates: []string{}, Threads: []string{}, Presences: []string{}, StageInstances: []string{},
 		GuildScheduledEvents: []string{}, SoundboardSounds: []string{}, Lazy: true}
 	gc.Large = gc.MemberCount > s.largeThreshold
-	for i, r := range g.RoleIDs {
-		role := gwRole{ID: FormatID(r), Name: "@everyone", Position: i, Permissions: "1071698660929"}
-		if i > 0 {
-			role.Name, role.Permissions = "role-"+strconv.Itoa(i), "0"
-		}
-		gc.Roles = append(gc.Roles, role)
-	}
+	gc.Channels = make([]simChannel, len(g.Channels))
 	for i, ch := range g.Channels {
-		gc.Channels = append(gc.Channels, gwChannel{ID: FormatID(ch), Type: 0, Name: "channel-" + strconv.Itoa(i),
-			Position: i, PermissionOverwrites: []string{}})
+		gc.Channels[i] = guildChannel(g, ch, i)
+		gc.Channels[i].GuildID = ""
 	}
-	bot := botUser(s.tokenIdx)
-	gc.Members = append(gc.Members, gwMember{User: &bot, Roles: []string{}, JoinedAt: joined})
+	gc.Members = append(gc.Members, guildMember(g, botUser(s.tokenIdx)))
 	if s.intents&IntentGuildPresences != 0 {
 		for i := 0; i < g.MemberCount && i < gwMaxMembersInCreate; i++ {
-			u := memberUser(MemberUserID(g.ID, i))
-			gc.Members = append(gc.Members, gwMember{User: &u, Roles: []string{}, JoinedAt: joined})
+			gc.Members = append(gc.Members, guildMember(g, plainUser(MemberUserID(g.ID, i))))
 		}
 	}
-	out, err := json.Marshal(gc)
-	if err != nil {
-		panic(err)
-	}
-	return out
-}
-
-type gwUnavailableGuild struct {
-	ID          string `json:"id"`
-	Unavailable bool   `json:"unavailable"`
+	return mustMarshal(gc)
 }
 
 type gwReady struct {
-	V                int                  `json:"v"`
-	User             gwReadyUser          `json:"user"`
-	Guilds           []gwUnavailableGuild `json:"guilds"`
-	SessionID        string               `json:"session_id"`
-	ResumeGatewayURL string               `json:"resume_gateway_url"`
-	Shard            [2]int               `json:"shard"`
-	Application      gwApplication        `json:"application"`
-	SessionType      string               `json:"session_type"`
-	PrivateChannels  []string             `json:"private_channels"`
-	Relationships    []string             `json:"relationships"`
-	Presences        []string             `json:"presences"`
-	GuildJoinReqs    []string             `json:"guild_join_requests"`
-	GeoRTCRegions    []string             `json:"geo_ordered_rtc_regions"`
-	UserSettings     struct{}             `json:"user_settings"`
-	Trace            []string             `json:"_trace"`
-}
-
-type gwReadyUser struct {
-	gwUser
-	Verified   bool    `json:"verified"`
-	MFAEnabled bool    `json:"mfa_enabled"`
-	Email      *string `json:"email"`
-	Flags      int     `json:"flags"`
-}
-
-type gwApplication struct {
-	ID    string `json:"id"`
-	Flags int    `json:"flags"`
-}
-
-// applicationFlags are the GATEWAY_* flags matching the privileged intents the app has enabled.
-func applicationFlags(privileged int) int {
-	f := 0
-	if privileged&IntentGuildPresences != 0 {
-		f |= 1 << 12
-	}
-	if privileged&IntentGuildMembers != 0 {
-		f |= 1 << 14
-	}
-	if privileged&IntentMessageContent != 0 {
-		f |= 1 << 18
-	}
-	return f
+	V                int                   `json:"v"`
+	User             simCurrentUser        `json:"user"`
+	Guilds           []simUnavailableGuild `json:"guilds"`
+	SessionID        string                `json:"session_id"`
+	ResumeGatewayURL string                `json:"resume_gateway_url"`
+	Shard            [2]int                `json:"shard"`
+	Application      simPartialApplication `json:"application"`
+	SessionType      string                `json:"session_type"`
+	PrivateChannels  []string              `json:"private_channels"`
+	Relationships    []string              `json:"relationships"`
+	Presences        []string              `json:"presences"`
+	GuildJoinReqs    []string              `json:"guild_join_requests"`
+	GeoRTCRegions    []string              `json:"geo_ordered_rtc_regions"`
+	UserSettings     struct{}              `json:"user_settings"`
+	Trace            []string              `json:"_trace"`
 }
 
 var gwTrace = []string{`["gateway-sim",{"micros":0}]`}
@@ -462,21 +312,16 @@ var gwTrace = []string{`["gateway-sim",{"micros":0}]`}
 // buildReady renders READY. resumeURL is built from the Host the client connected to, so a client
 // behind a proxy resumes through the same proxy.
 func (g *gatewayState) buildReady(s *session, guilds []Guild, resumeURL string) []byte {
-	r := gwReady{V: 10, User: gwReadyUser{gwUser: botUser(s.tokenIdx), Verified: true}, SessionID: s.id,
+	r := gwReady{V: 10, User: currentUser(s.tokenIdx), SessionID: s.id,
 		ResumeGatewayURL: resumeURL, Shard: [2]int{s.shard, s.num},
-		Application: gwApplication{ID: FormatID(BotUserID(s.tokenIdx)),
-			Flags: applicationFlags(g.s.cfg.PrivilegedIntents)},
+		Application: botApplication(s.tokenIdx, g.s.cfg.PrivilegedIntents),
 		SessionType: "normal", PrivateChannels: []string{}, Relationships: []string{}, Presences: []string{},
 		GuildJoinReqs: []string{}, GeoRTCRegions: []string{"sim"}, Trace: gwTrace}
-	r.Guilds = make([]gwUnavailableGuild, len(guilds))
+	r.Guilds = make([]simUnavailableGuild, len(guilds))
 	for i, gd := range guilds {
-		r.Guilds[i] = gwUnavailableGuild{ID: FormatID(gd.ID), Unavailable: true}
+		r.Guilds[i] = simUnavailableGuild{ID: FormatID(gd.ID), Unavailable: true}
 	}
-	out, err := json.Marshal(r)
-	if err != nil {
-		panic(err)
-	}
-	return out
+	return mustMarshal(r)
 }
 
 // ---- firehose ----
@@ -514,65 +359,30 @@ type firehoseGuild struct {
 	members  int
 }
 
-type gwMessage struct {
-	ID              string     `json:"id"`
-	Type            int        `json:"type"`
-	ChannelID       string     `json:"channel_id"`
-	GuildID         string     `json:"guild_id"`
-	Author          gwUser     `json:"author"`
-	Member          *gwMember  `json:"member,omitempty"`
-	Content         string     `json:"content"`
-	Timestamp       string     `json:"timestamp"`
-	EditedTimestamp *string    `json:"edited_timestamp"`
-	TTS             bool       `json:"tts"`
-	MentionEveryone bool       `json:"mention_everyone"`
-	Mentions        []string   `json:"mentions"`
-	MentionRoles    []string   `json:"mention_roles"`
-	Attachments     []string   `json:"attachments"`
-	Embeds          []gwEmbed  `json:"embeds"`
-	Pinned          bool       `json:"pinned"`
-	Flags           int        `json:"flags"`
-	Components      []string   `json:"components"`
-	Nonce           string     `json:"nonce,omitempty"`
-	Reactions       []struct{} `json:"reactions,omitempty"`
-}
-
-type gwEmbed struct {
-	Type        string `json:"type"`
-	URL         string `json:"url"`
-	Title       string `json:"title"`
-	Description string `json:"description"`
-}
-
 type gwMemberAdd struct {
-	gwMember
+	simMember
 	GuildID string `json:"guild_id"`
 }
 
 type gwTyping struct {
-	ChannelID string   `json:"channel_id"`
-	GuildID   string   `json:"guild_id"`
-	UserID    string   `json:"user_id"`
-	Timestamp int64    `json:"timestamp"`
-	Member    gwMember `json:"member"`
+	ChannelID string    `json:"channel_id"`
+	GuildID   string    `json:"guild_id"`
+	UserID    string    `json:"user_id"`
+	Timestamp int64     `json:"timestamp"`
+	Member    simMember `json:"member"`
 }
 
 type gwReactionAdd struct {
-	UserID          string   `json:"user_id"`
-	ChannelID       string   `json:"channel_id"`
-	MessageID       string   `json:"message_id"`
-	GuildID         string   `json:"guild_id"`
-	Member          gwMember `json:"member"`
-	Emoji           gwEmoji  `json:"emoji"`
-	MessageAuthorID string   `json:"message_author_id"`
-	Burst           bool     `json:"burst"`
-	BurstColors     []string `json:"burst_colors"`
-	Type            int      `json:"type"`
-}
-
-type gwEmoji struct {
-	ID   *string `json:"id"`
-	Name string  `json:"name"`
+	UserID          string    `json:"user_id"`
+	ChannelID       string    `json:"channel_id"`
+	MessageID       string    `json:"message_id"`
+	GuildID         string    `json:"guild_id"`
+	Member          simMember `json:"member"`
+	Emoji           simEmoji  `json:"emoji"`
+	MessageAuthorID string    `json:"message_author_id"`
+	Burst           bool      `json:"burst"`
+	BurstColors     []string  `json:"burst_colors"`
+	Type            int       `json:"type"`
 }
 
 // firehose generates events; one goroutine each.
@@ -589,7 +399,6 @@ type firehose struct {
 type recentMessage struct {
 	id, channel, guild, author uint64
 	content                    string
-	at                         string
 }
 
 // StartFirehose generates a mix of guild events (MESSAGE_CREATE with unique IDs and content,
@@ -747,20 +556,17 @@ func (f *firehose) messageCreate() {
 	gd, ch, author := f.pickAuthor()
 	g := f.g
 	id := g.uniqueID()
-	now := discordTime(time.Now())
 	e := g.newEvent("MESSAGE_CREATE", gd.id, nil)
-	content := "firehose message " + eventKey(e.n)
-	m := gwMessage{ID: FormatID(id), ChannelID: FormatID(ch), GuildID: FormatID(gd.id), Author: memberUser(author),
-		Member: &gwMember{Roles: []string{}, JoinedAt: now}, Content: content, Timestamp: now,
-		Mentions: []string{}, MentionRoles: []string{}, Attachments: []string{}, Embeds: []gwEmbed{},
-		Components: []string{}, Nonce: eventKey(e.n)}
+	m := guildMessage(id, ch, gd.id, author)
+	m.Content = "firehose message " + eventKey(e.n)
+	m.Nonce = json.RawMessage(`"` + eventKey(e.n) + `"`)
 	e.data = mustMarshal(m)
 	e.stripFn = func() ([]byte, []uint64) {
 		m.Content = ""
 		return mustMarshal(m), []uint64{author}
 	}
 	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author,
-		content: content, at: now}
+		content: m.Content}
 	f.nRec++
 	g.deliver(e)
 }
@@ -777,14 +583,12 @@ func (f *firehose) messageUpdate() {
 	rm := f.pickRecent()
 	g := f.g
 	e := g.newEvent("MESSAGE_UPDATE", rm.guild, nil)
-	m := gwMessage{ID: FormatID(rm.id), ChannelID: FormatID(rm.channel), GuildID: FormatID(rm.guild),
-		Author: memberUser(rm.author), Member: &gwMember{Roles: []string{}, JoinedAt: rm.at}, Content: rm.content,
-		Timestamp: rm.at, Mentions: []string{}, MentionRoles: []string{}, Attachments: []string{},
-		Embeds: []gwEmbed{}, Components: []string{}}
+	m := guildMessage(rm.id, rm.channel, rm.guild, rm.author)
+	m.Content = rm.content
 	if f.rand()%2 == 0 {
 		// A link unfurl: same content, an embed added, not an edit.
-		m.Embeds = []gwEmbed{{Type: "link", URL: "https://example.com/" + eventKey(e.n), Title: "Example",
-			Description: "unfurled link"}}
+		m.Embeds = []json.RawMessage{mustMarshal(simEmbed{Type: "link", URL: "https://example.com/" + eventKey(e.n),
+			Title: "Example", Description: "unfurled link"})}
 	} else {
 		edited := discordTime(time.Now())
 		m.EditedTimestamp = &edited
@@ -792,7 +596,7 @@ func (f *firehose) messageUpdate() {
 	}
 	e.data = mustMarshal(m)
 	e.stripFn = func() ([]byte, []uint64) {
-		m.Content, m.Embeds = "", []gwEmbed{}
+		m.Content, m.Embeds = "", []json.RawMessage{}
 		return mustMarshal(m), []uint64{rm.author}
 	}
 	g.deliver(e)
@@ -800,19 +604,17 @@ func (f *firehose) messageUpdate() {
 
 func (f *firehose) memberAdd() {
 	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
-	u := memberUser(f.g.uniqueID())
+	u := plainUser(f.g.uniqueID())
 	e := f.g.newEvent("GUILD_MEMBER_ADD", gd.id, nil)
-	e.data = mustMarshal(gwMemberAdd{gwMember: gwMember{User: &u, Roles: []string{},
-		JoinedAt: discordTime(time.Now())}, GuildID: FormatID(gd.id)})
+	e.data = mustMarshal(gwMemberAdd{simMember: newMember(u, discordTime(time.Now())), GuildID: FormatID(gd.id)})
 	f.g.deliver(e)
 }
 
 func (f *firehose) typingStart() {
 	gd, ch, author := f.pickAuthor()
 	e := f.g.newEvent("TYPING_START", gd.id, nil)
-	u := memberUser(author)
 	e.data = mustMarshal(gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
-		Timestamp: time.Now().Unix(), Member: gwMember{User: &u, Roles: []string{}, JoinedAt: guildJoinedAt(&Guild{ID: gd.id})}})
+		Timestamp: time.Now().Unix(), Member: guildMember(&Guild{ID: gd.id}, plainUser(author))})
 	f.g.deliver(e)
 }
 
@@ -829,13 +631,22 @@ func (f *firehose) reactionAdd() {
 		members = 1
 	}
 	user := MemberUserID(rm.guild, int(f.rand()%uint64(members)))
-	u := memberUser(user)
 	e := f.g.newEvent("MESSAGE_REACTION_ADD", rm.guild, nil)
 	e.data = mustMarshal(gwReactionAdd{UserID: FormatID(user), ChannelID: FormatID(rm.channel),
 		MessageID: FormatID(rm.id), GuildID: FormatID(rm.guild),
-		Member: gwMember{User: &u, Roles: []string{}, JoinedAt: rm.at}, Emoji: gwEmoji{Name: "👍"},
+		Member: newMember(plainUser(user), snowflakeTimestamp(rm.id)), Emoji: simEmoji{Name: "👍"},
 		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}})
 	f.g.deliver(e)
+}
+
+// guildMessage is a message of a guild channel as the gateway's message events carry it: with the
+// guild's ID and the author's member (without its user; here it joined as it wrote the message).
+func guildMessage(id, channel, guild, author uint64) simMessage {
+	m := newMessage(id, channel, plainUser(author))
+	m.GuildID = FormatID(guild)
+	member := partialMember(m.Timestamp)
+	m.Member = &member
+	return m
 }
 
 func mustMarshal(v any) []byte {

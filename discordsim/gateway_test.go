@@ -141,7 +141,7 @@ func TestHelloThenReadyWithUnavailableGuildsThenOneGuildCreatePerGuildOfTheShard
 			JoinedAt    string           `json:"joined_at"`
 			Channels    []map[string]any `json:"channels"`
 			Roles       []map[string]any `json:"roles"`
-			Members     []gwMember       `json:"members"`
+			Members     []simMember      `json:"members"`
 			Emojis      []any            `json:"emojis"`
 			VoiceStates []any            `json:"voice_states"`
 		}
@@ -919,10 +919,10 @@ func TestFirehoseRespectsIntentsAndKeysMatchNonces(t *testing.T) {
 	unfurls := 0
 	for _, p := range fps {
 		var m struct {
-			Nonce           string    `json:"nonce"`
-			Content         string    `json:"content"`
-			Embeds          []gwEmbed `json:"embeds"`
-			EditedTimestamp *string   `json:"edited_timestamp"`
+			Nonce           string     `json:"nonce"`
+			Content         string     `json:"content"`
+			Embeds          []simEmbed `json:"embeds"`
+			EditedTimestamp *string    `json:"edited_timestamp"`
 		}
 		_ = json.Unmarshal(p.D, &m)
 		switch p.name() {

@@ -83,7 +83,7 @@ type restPayload struct {
 	Username         string            `json:"username"`
 	AvatarURL        string            `json:"avatar_url"`
 
-	files []restAttachment
+	files []simAttachment
 }
 
 // readJSON decodes a JSON body into v. On failure it has answered as Discord does and returns false:
@@ -156,12 +156,12 @@ func (c *restReq) readPayload(p *restPayload) bool {
 // readBody decodes a JSON body, or a multipart/form-data one whose payload_json part holds the JSON
 // and whose files[n] parts are attachments. Multipart is parsed as it streams: file parts are counted,
 // never held in memory.
-func (c *restReq) readBody(v any) ([]restAttachment, bool) {
+func (c *restReq) readBody(v any) ([]simAttachment, bool) {
 	mt, params, _ := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
 		return nil, c.readJSON(v)
 	}
-	var files []restAttachment
+	var files []simAttachment
 	mr := multipart.NewReader(c.body, params["boundary"])
 	sawPayload := false
 	for {
@@ -199,7 +199,7 @@ func (c *restReq) readBody(v any) ([]restAttachment, bool) {
 				writeFormError(c.w, "files", "BASE_TYPE_MAX_LENGTH", "Must be "+strconv.Itoa(maxAttachments)+" or fewer in length.")
 				return nil, false
 			}
-			files = append(files, restAttachment{ID: FormatID(c.rs.newID()), Filename: part.FileName(),
+			files = append(files, simAttachment{ID: FormatID(c.rs.newID()), Filename: part.FileName(),
 				ContentType: part.Header.Get("Content-Type"), Size: n})
 		default:
 			// Discord also takes the payload's fields as form fields; content is the one bots use.

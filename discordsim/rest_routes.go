@@ -349,11 +349,11 @@ func (c *restReq) exists() bool {
 	return true
 }
 
-func (c *restReq) author() restUser {
+func (c *restReq) author() simUser {
 	if c.tok >= 0 {
-		return restBotUser(c.tok)
+		return botUser(c.tok)
 	}
-	return restBotUser(0)
+	return botUser(0)
 }
 
 func hNoContent(c *restReq) { c.w.WriteHeader(http.StatusNoContent) }
@@ -372,7 +372,7 @@ func hGatewayBot(c *restReq) {
 	}{s.GatewayURL(), max(1, shards), s.gw.sessionStartLimit(c.tok)})
 }
 
-func hUserMe(c *restReq) { writeJSON(c.w, http.StatusOK, restBotUser(c.tok)) }
+func hUserMe(c *restReq) { writeJSON(c.w, http.StatusOK, currentUser(c.tok)) }
 
 func hUser(c *restReq) {
 	id := c.id("user_id")
@@ -382,16 +382,17 @@ func hUser(c *restReq) {
 	}
 	for i := range c.rs.s.cfg.Tokens {
 		if id == BotUserID(i) {
-			writeJSON(c.w, http.StatusOK, restBotUser(i))
+			writeJSON(c.w, http.StatusOK, botUser(i))
 			return
 		}
 	}
-	writeJSON(c.w, http.StatusOK, restPlainUser(id))
+	writeJSON(c.w, http.StatusOK, plainUser(id))
 }
 
 func hApplication(c *restReq) {
-	u := restBotUser(c.tok)
-	writeJSON(c.w, http.StatusOK, restApplication{ID: u.ID, Name: u.Username, Bot: u})
+	u := botUser(c.tok)
+	writeJSON(c.w, http.StatusOK, simApplication{simPartialApplication: botApplication(c.tok, c.rs.s.cfg.PrivilegedIntents),
+		Name: u.Username, Bot: u})
 }
 
 func hCreateDM(c *restReq) {
@@ -406,16 +407,16 @@ func hCreateDM(c *restReq) {
 		writeFormError(c.w, "recipient_id", "NUMBER_TYPE_COERCE", "Value \""+body.RecipientID.String()+"\" is not snowflake.")
 		return
 	}
-	writeJSON(c.w, http.StatusOK, restDMChannel(c.rs.dmFor(id), id))
+	writeJSON(c.w, http.StatusOK, dmChannel(c.rs.dmFor(id), id))
 }
 
-func (c *restReq) channelObj() restChannel {
+func (c *restReq) channelObj() simChannel {
 	ch := c.id("channel_id")
 	if c.guild == 0 {
-		return restDMChannel(ch, c.rs.dmRecipient(ch))
+		return dmChannel(ch, c.rs.dmRecipient(ch))
 	}
 	g, _ := c.rs.s.world.guild(c.guild)
-	return restGuildChannel(g, ch)
+	return guildChannel(&g, ch, channelPosition(&g, ch))
 }
 
 func hGetChannel(c *restReq) { writeJSON(c.w, http.StatusOK, c.channelObj()) }
@@ -429,19 +430,23 @@ func hModifyChannel(c *restReq) {
 		return
 	}
 	obj := c.channelObj()
+	gc := obj.simGuildChannel
+	if gc == nil { // a DM has no name or topic: it answers unchanged
+		gc = &simGuildChannel{}
+	}
 	if body.Name != nil {
 		if n := len([]rune(*body.Name)); n < 1 || n > 100 {
 			writeFormError(c.w, "name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
 			return
 		}
-		obj.Name = *body.Name
+		gc.Name = *body.Name
 	}
 	if body.Topic != nil {
 		if len([]rune(*body.Topic)) > 1024 {
 			writeFormError(c.w, "topic", "BASE_TYPE_MAX_LENGTH", "Must be 1024 or fewer in length.")
 			return
 		}
-		obj.Topic = body.Topic
+		gc.Topic = body.Topic
 	}
 	writeJSON(c.w, http.StatusOK, obj)
 }
@@ -505,18 +510,18 @@ func hGetMessages(c *restReq) {
 			ids = append(ids, before-step)
 		}
 	}
-	out := make([]restMessage, len(ids))
+	out := make([]simMessage, len(ids))
 	for i, id := range ids {
 		if after != 0 {
 			i = len(ids) - 1 - i
 		}
-		out[i] = newRESTMessage(id, ch, c.author())
+		out[i] = newMessage(id, ch, c.author())
 	}
 	writeJSON(c.w, http.StatusOK, out)
 }
 
-func (c *restReq) messageFrom(p *restPayload, id, ch uint64) restMessage {
-	m := newRESTMessage(id, ch, c.author())
+func (c *restReq) messageFrom(p *restPayload, id, ch uint64) simMessage {
+	m := newMessage(id, ch, c.author())
 	if p.Content != nil {
 		m.Content = *p.Content
 	}
@@ -547,7 +552,7 @@ func hCreateMessage(c *restReq) {
 }
 
 func hGetMessage(c *restReq) {
-	writeJSON(c.w, http.StatusOK, newRESTMessage(c.id("message_id"), c.id("channel_id"), c.author()))
+	writeJSON(c.w, http.StatusOK, newMessage(c.id("message_id"), c.id("channel_id"), c.author()))
 }
 
 func hEditMessage(c *restReq) {
@@ -556,7 +561,7 @@ func hEditMessage(c *restReq) {
 		return
 	}
 	m := c.messageFrom(&p, c.id("message_id"), c.id("channel_id"))
-	edited := time.Now().UTC().Format("2006-01-02T15:04:05.000000+00:00")
+	edited := discordTime(time.Now())
 	m.EditedTimestamp = &edited
 	writeJSON(c.w, http.StatusOK, m)
 }
@@ -599,8 +604,7 @@ func hReaction(c *restReq) {
 
 func hGetGuild(c *restReq) {
 	g, _ := c.rs.s.world.guild(c.id("guild_id"))
-	obj := restGuild{ID: FormatID(g.ID), Name: g.Name, OwnerID: FormatID(g.OwnerID), Roles: restGuildRoles(g),
-		Emojis: []struct{}{}, Features: []string{}, PreferredLocale: "en-US"}
+	obj := newGuild(&g)
 	if c.r.URL.Query().Get("with_counts") == "true" {
 		n, p := g.MemberCount, g.MemberCount/2
 		obj.ApproximateMemberCount, obj.ApproximatePresenceCount = &n, &p
@@ -610,38 +614,38 @@ func hGetGuild(c *restReq) {
 
 func hGuildChannels(c *restReq) {
 	g, _ := c.rs.s.world.guild(c.id("guild_id"))
-	out := make([]restChannel, len(g.Channels))
+	out := make([]simChannel, len(g.Channels))
 	for i, ch := range g.Channels {
-		out[i] = restGuildChannel(g, ch)
+		out[i] = guildChannel(&g, ch, i)
 	}
 	writeJSON(c.w, http.StatusOK, out)
 }
 
 func hGuildRoles(c *restReq) {
 	g, _ := c.rs.s.world.guild(c.id("guild_id"))
-	writeJSON(c.w, http.StatusOK, restGuildRoles(g))
+	writeJSON(c.w, http.StatusOK, guildRoles(&g))
 }
 
 // memberOf returns the member object for a user of a guild: one of its MemberCount members, or a bot.
-func (c *restReq) memberOf(g Guild, u uint64) (restMember, bool) {
+func (c *restReq) memberOf(g *Guild, u uint64) (simMember, bool) {
 	for i := range c.rs.s.cfg.Tokens {
 		if u == BotUserID(i) {
-			return restMemberObj(restBotUser(i), g.ID), true
+			return guildMember(g, botUser(i)), true
 		}
 	}
 	if u <= g.ID {
-		return restMember{}, false
+		return simMember{}, false
 	}
 	d := u - g.ID - 1
 	if d%4096 != 0 || d/4096 >= uint64(g.MemberCount) {
-		return restMember{}, false
+		return simMember{}, false
 	}
-	return restMemberObj(restPlainUser(u), g.ID), true
+	return guildMember(g, plainUser(u)), true
 }
 
-func (c *restReq) member() (Guild, restMember, bool) {
+func (c *restReq) member() (Guild, simMember, bool) {
 	g, _ := c.rs.s.world.guild(c.id("guild_id"))
-	m, ok := c.memberOf(g, c.id("user_id"))
+	m, ok := c.memberOf(&g, c.id("user_id"))
 	if !ok {
 		writeError(c.w, http.StatusNotFound, 10007, "Unknown Member")
 	}
@@ -677,9 +681,9 @@ func hListMembers(c *restReq) {
 	if after > g.ID {
 		start = int((after-g.ID-1)/4096) + 1
 	}
-	out := make([]restMember, 0, min(limit, max(0, g.MemberCount-start)))
+	out := make([]simMember, 0, min(limit, max(0, g.MemberCount-start)))
 	for i := start; i < g.MemberCount && len(out) < limit; i++ {
-		out = append(out, restMemberObj(restPlainUser(MemberUserID(g.ID, i)), g.ID))
+		out = append(out, guildMember(&g, plainUser(MemberUserID(g.ID, i))))
 	}
 	writeJSON(c.w, http.StatusOK, out)
 }
@@ -843,7 +847,7 @@ func (c *restReq) hookAuth() (restWebhook, bool) {
 	}
 	for i := range c.rs.s.cfg.Tokens {
 		if id == BotUserID(i) {
-			return restWebhook{id: id, token: tok, name: restBotUser(i).Username, owner: i}, true
+			return restWebhook{id: id, token: tok, name: botUser(i).Username, owner: i}, true
 		}
 	}
 	c.rs.stats.unknownWebhook.Add(1)
@@ -851,11 +855,11 @@ func (c *restReq) hookAuth() (restWebhook, bool) {
 	return restWebhook{}, false
 }
 
-func (h restWebhook) object(base string, withUser bool) restWebhookObj {
-	o := restWebhookObj{ID: FormatID(h.id), Type: 1, GuildID: FormatID(h.guild), ChannelID: FormatID(h.channel), Name: h.name,
+func (h restWebhook) object(base string, withUser bool) simWebhook {
+	o := simWebhook{ID: FormatID(h.id), Type: 1, GuildID: FormatID(h.guild), ChannelID: FormatID(h.channel), Name: h.name,
 		ApplicationID: FormatID(BotUserID(h.owner)), Token: h.token, URL: base + "/webhooks/" + FormatID(h.id) + "/" + h.token}
 	if withUser {
-		u := restBotUser(h.owner)
+		u := botUser(h.owner)
 		o.User = &u
 	}
 	return o
@@ -897,7 +901,7 @@ func hCreateWebhook(c *restReq) {
 
 func hChannelWebhooks(c *restReq) {
 	hooks := c.rs.channelWebhooks(c.id("channel_id"))
-	out := make([]restWebhookObj, len(hooks))
+	out := make([]simWebhook, len(hooks))
 	for i, h := range hooks {
 		out[i] = h.object(c.rs.s.APIURL(), true)
 	}
@@ -918,7 +922,7 @@ func hExecuteWebhook(c *restReq) {
 		return
 	}
 	m := c.messageFrom(&p, c.rs.newID(), h.channel)
-	m.Author = restUser{ID: FormatID(h.id), Username: h.name, Discriminator: "0000", Bot: true}
+	m.Author = simUser{ID: FormatID(h.id), Username: h.name, Discriminator: "0000", Bot: true}
 	if p.Username != "" {
 		m.Author.Username = p.Username
 	}
@@ -983,12 +987,12 @@ func hWebhookMessage(c *restReq) {
 		}
 		m := c.messageFrom(&p, id, h.channel)
 		m.WebhookID = FormatID(h.id)
-		edited := time.Now().UTC().Format("2006-01-02T15:04:05.000000+00:00")
+		edited := discordTime(time.Now())
 		m.EditedTimestamp = &edited
 		writeJSON(c.w, http.StatusOK, m)
 		return
 	}
-	m := newRESTMessage(id, h.channel, c.author())
+	m := newMessage(id, h.channel, c.author())
 	m.WebhookID = FormatID(h.id)
 	writeJSON(c.w, http.StatusOK, m)
 }

@@ -19,3 +19,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, status, code int, msg string) {
 	writeJSON(w, status, map[string]any{"message": msg, "code": code})
 }
+
+// writeFormError writes Discord's 50035 "Invalid Form Body" with one field error.
+func writeFormError(w http.ResponseWriter, field, code, msg string) {
+	writeJSON(w, http.StatusBadRequest, map[string]any{
+		"code": 50035, "message": "Invalid Form Body",
+		"errors": map[string]any{field: map[string]any{"_errors": []map[string]string{{"code": code, "message": msg}}}},
+	})
+}
