@@ -14,8 +14,8 @@ import (
 // and a remote (shared by several dd instances) limiter are interchangeable behind this interface.
 type IdentifyLimiter interface {
 	// Acquire blocks until shardID may send IDENTIFY. The caller must call the returned release once the
-	// identify succeeded (READY) or failed; the next identify of the bucket waits at least one window
-	// after this one was sent, and for release.
+	// identify succeeded (READY) or failed; the next identify of the bucket waits for release, and for one
+	// window after this one reached Discord (see LocalIdentifyLimiter).
 	Acquire(ctx context.Context, shardID int) (release func(), err error)
 	// Sent records when the IDENTIFY left (Discord judges spacing by receipt, so timing starts at the
 	// send, not at Acquire).
@@ -42,13 +42,17 @@ type LocalIdentifyLimiter struct {
 	resetAt   time.Time
 }
 
+// identifyBucket is one max_concurrency bucket. Discord spaces identifies by their arrival, which dd
+// cannot see, only bound: the last one arrived after its send and before its answer (READY, op 9 or a
+// close) came back, and is assumed to arrive within the margin of its send. arrivedBy is that bound: the
+// send plus the margin, lowered to the answer's receipt when the answer comes sooner, as it usually does.
 type identifyBucket struct {
-	slot     chan struct{} // holds one token while free
-	lastSent time.Time
+	slot      chan struct{} // holds one token while free
+	arrivedBy time.Time
 }
 
-// NewLocalIdentifyLimiter builds a limiter for a bot's limits. window is Discord's 5 s; margin is added
-// to it to absorb network jitter between our send and Discord's receipt.
+// NewLocalIdentifyLimiter builds a limiter for a bot's limits. window is Discord's 5 s; margin is how long
+// an identify is assumed to take to reach Discord when its answer is slower than that.
 func NewLocalIdentifyLimiter(limit SessionStartLimit, window, margin time.Duration, log *zap.Logger) *LocalIdentifyLimiter {
 	if limit.MaxConcurrency < 1 {
 		limit.MaxConcurrency = 1
@@ -74,10 +78,18 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	release := func() { b.slot <- struct{}{} }
+	release := func() {
+		// The answer is back (or the identify failed, or never left): whatever was sent has arrived.
+		l.mu.Lock()
+		if now := time.Now(); now.Before(b.arrivedBy) {
+			b.arrivedBy = now
+		}
+		l.mu.Unlock()
+		b.slot <- struct{}{}
+	}
 	// Spacing within the bucket.
 	l.mu.Lock()
-	wait := time.Until(b.lastSent.Add(l.window + l.margin))
+	wait := time.Until(b.arrivedBy.Add(l.window))
 	l.mu.Unlock()
 	if err := sleep(ctx, wait); err != nil {
 		release()
@@ -112,7 +124,7 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 // Sent implements IdentifyLimiter.
 func (l *LocalIdentifyLimiter) Sent(shardID int, at time.Time) {
 	l.mu.Lock()
-	l.buckets[shardID%len(l.buckets)].lastSent = at
+	l.buckets[shardID%len(l.buckets)].arrivedBy = at.Add(l.margin)
 	l.mu.Unlock()
 }
 

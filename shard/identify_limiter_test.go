@@ -29,6 +29,38 @@ func TestIdentifyLimiterSpacesEachBucketAndRunsBucketsInParallel(t *testing.T) {
 	}
 }
 
+// An identify arrived by the time its answer came back: the next one of the bucket waits one window from
+// that answer when it is sooner than send + margin, and from send + margin when the answer is later.
+func TestIdentifyLimiterSpacesFromTheAnswerOrTheMargin(t *testing.T) {
+	const window, margin = 300 * time.Millisecond, 400 * time.Millisecond
+	for _, tc := range []struct {
+		name        string
+		answerAfter time.Duration
+	}{{"answer sooner than the margin", 50 * time.Millisecond}, {"answer later than the margin", 500 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, window, margin, nil)
+			release, _ := l.Acquire(context.Background(), 0)
+			sent := time.Now()
+			l.Sent(0, sent)
+			time.Sleep(tc.answerAfter)
+			answered := time.Now()
+			release()
+			r, _ := l.Acquire(context.Background(), 0)
+			r()
+			arrivedBy := min(answered.Sub(sent), margin)
+			got := time.Since(sent)
+			if got < arrivedBy+window {
+				t.Fatalf("next identify %s after the send, before %s + the %s window", got, arrivedBy, window)
+			}
+			// Not a performance figure: it tells which bound was used (the other is 350 ms further).
+			if got > arrivedBy+window+250*time.Millisecond {
+				t.Fatalf("next identify %s after the send; want about %s (the earlier of answer and send + margin, plus the window)",
+					got, arrivedBy+window)
+			}
+		})
+	}
+}
+
 func TestIdentifyLimiterHoldsTheSlotUntilReleased(t *testing.T) {
 	l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, 10*time.Millisecond, 0, nil)
 	release, _ := l.Acquire(context.Background(), 0)
