@@ -129,8 +129,10 @@ func (b *bucket) avail(now time.Time) int {
 		if b.learning {
 			return 0
 		}
-		if spent, _ := b.spentSibling(now); spent {
-			return 0
+		if b.key.temp {
+			if spent, _ := b.spentSibling(now); spent {
+				return 0
+			}
 		}
 		return 1
 	}
@@ -153,14 +155,14 @@ func (b *bucket) blockedUntil(now time.Time) time.Time {
 	if b.state == stateLimited && b.resetKnown && b.minSeen-b.pending <= 0 {
 		return b.resetAt
 	}
-	if b.state == stateUnknown && !b.learning {
+	if b.state == stateUnknown && !b.learning && b.key.temp {
 		_, at := b.spentSibling(now)
 		return at
 	}
 	return time.Time{}
 }
 
-// spentSibling reports, for a bucket not learned yet, whether a known bucket of the same major parameter
+// spentSibling reports, for a temporary bucket (its route's hash not learned yet), whether a known bucket of the same major parameter
 // has no budget now. Discord puts several routes in one bucket and says which only in its answer, so the
 // unknown route may be in that bucket: its learning request waits until the latest such bucket resets
 // (at), or, when one waits for an answer instead (at is zero), until that answer wakes it (see pump).

@@ -608,6 +608,26 @@ func TestAnUnknownRouteWaitsForASpentBucketOfItsMajor(t *testing.T) {
 	}
 }
 
+// A route whose hash dd learned on another channel is no stranger on a new one: its first request there
+// does not wait for the channel's other buckets.
+func TestARouteWithAKnownHashIgnoresSpentBucketsOfItsMajor(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	create := Route{Key: "POST /channels/{channel_id}/messages", Major: "1", Global: true}
+	react := Route{Key: "PUT|DELETE /channels/{channel_id}/messages/{id}/reactions", Major: "2", Global: true}
+	reset := h.clock.Now().Add(time.Second)
+	c := h.acquire(ctx, create)
+	<-c.done
+	c.tk.Done(Response{Status: 200, Header: h.headers(1, 0, reset, "create")}) // channel 1's creates: spent
+	r := h.acquire(ctx, react)
+	<-r.done
+	r.tk.Done(Response{Status: 204, Header: h.headers(1, 0, reset, "react")}) // the hash of reactions, on channel 2
+	react.Major = "1"
+	if n := granted([]*pendingAcquire{h.acquire(ctx, react)}); n != 1 {
+		t.Fatal("reactions have their own known bucket: their first request on channel 1 must go at once")
+	}
+}
+
 // A route whose hash is unknown may share a bucket with a known route of the same channel; while it is
 // out learning, the known bucket counts it as in flight.
 func TestAnUnknownRouteLearningCountsAgainstItsMajor(t *testing.T) {
