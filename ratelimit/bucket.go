@@ -162,10 +162,17 @@ func (b *bucket) blockedUntil(now time.Time) time.Time {
 	return time.Time{}
 }
 
-// spentSibling reports, for a temporary bucket (its route's hash not learned yet), whether a known bucket of the same major parameter
-// has no budget now. Discord puts several routes in one bucket and says which only in its answer, so the
-// unknown route may be in that bucket: its learning request waits until the latest such bucket resets
-// (at), or, when one waits for an answer instead (at is zero), until that answer wakes it (see pump).
+// siblingWaitLimit bounds how long an unknown route waits for a spent bucket of its major parameter. A
+// bucket spent for longer has a long window (a channel rename's 10 minutes) that an unknown route is
+// unlikely to share; making every new route of the channel wait that long would be worse than risking one
+// 429, which dd retries.
+const siblingWaitLimit = 5 * time.Second
+
+// spentSibling reports, for a temporary bucket (its route's hash not learned yet), whether a known bucket
+// of the same major parameter has no budget now. Discord puts several routes in one bucket and says which
+// only in its answer, so the unknown route may be in that bucket: its learning request waits until the
+// latest such bucket resets (at), or, when one waits for an answer instead (at is zero), until that
+// answer wakes it (see pump).
 func (b *bucket) spentSibling(now time.Time) (spent bool, at time.Time) {
 	answer := false
 	for _, s := range b.owner.majors[b.key.major] {
@@ -176,8 +183,12 @@ func (b *bucket) spentSibling(now time.Time) (spent bool, at time.Time) {
 		if s.avail(now) > 0 {
 			continue
 		}
+		t := s.blockedUntil(now)
+		if t.Sub(now) > siblingWaitLimit {
+			continue
+		}
 		spent = true
-		if t := s.blockedUntil(now); !t.IsZero() {
+		if !t.IsZero() {
 			at = later(at, t)
 		} else {
 			answer = true

@@ -608,6 +608,21 @@ func TestAnUnknownRouteWaitsForASpentBucketOfItsMajor(t *testing.T) {
 	}
 }
 
+// A bucket spent for minutes (a channel rename's window) does not hold a new route of its channel: the
+// new route is unlikely to share it, and waiting that long would be worse than one retried 429.
+func TestAnUnknownRouteDoesNotWaitMinutesForASibling(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	rename := Route{Key: "PATCH /channels/{channel_id}", Major: "1", Global: true}
+	unknown := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
+	k := h.acquire(ctx, rename)
+	<-k.done
+	k.tk.Done(Response{Status: 200, Header: h.headers(2, 0, h.clock.Now().Add(10*time.Minute), "rename")})
+	if n := granted([]*pendingAcquire{h.acquire(ctx, unknown)}); n != 1 {
+		t.Fatal("the channel's spent bucket resets in 10 minutes: the unknown route must not wait for it")
+	}
+}
+
 // A route whose hash dd learned on another channel is no stranger on a new one: its first request there
 // does not wait for the channel's other buckets.
 func TestARouteWithAKnownHashIgnoresSpentBucketsOfItsMajor(t *testing.T) {
