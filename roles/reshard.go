@@ -522,6 +522,11 @@ func (g *gatewayRole) everyWhileSettled(ctx context.Context, every time.Duration
 // reshard_percentage of the shards' capacity.
 func (g *gatewayRole) checkReshardDue(ctx context.Context, cur *generation) {
 	guilds := cur.filter.TotalGuilds()
+	if own := len(cur.ids); own > 0 && own < cur.total {
+		// A process of a split deployment sees only its own shards' guilds: scale them to the deployment
+		// (guilds spread evenly over shards), so that it judges the whole count as one process would.
+		guilds = guilds * cur.total / own
+	}
 	if !reshard.Due(guilds, cur.total, g.cfg.Gateway.ReshardPercentage) {
 		return
 	}
