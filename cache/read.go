@@ -243,16 +243,7 @@ func (c *Cache) Channel(id uint64) ([]byte, error) {
 
 // User returns a user.
 func (c *Cache) User(id uint64) ([]byte, error) {
-	var out []byte
-	err := c.view(func(r store.Reader) error {
-		v, err := r.Get(userKey(id))
-		if err != nil {
-			return err
-		}
-		out = appendObject(make([]byte, 0, 128), "id", id, v)
-		return nil
-	})
-	return out, err
+	return c.one(userKey(id), func(dst, v []byte) []byte { return appendObject(dst, "id", id, v) })
 }
 
 // VoiceState returns a member's voice state while it is in a voice channel.
