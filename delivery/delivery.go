@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/queue"
 )
 
@@ -182,7 +183,7 @@ func (d *Deliverer) waitBarrier(ctx context.Context, b uint64) bool {
 			d.barrier.CompareAndSwap(b, 0)
 			return true
 		}
-		if !sleep(ctx, 10*time.Millisecond) {
+		if ctxsleep.Sleep(ctx, 10*time.Millisecond) != nil {
 			return false
 		}
 	}
@@ -199,7 +200,7 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 			}
 			// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
 			d.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
-			if !sleep(ctx, d.o.MaxBackoff) {
+			if ctxsleep.Sleep(ctx, d.o.MaxBackoff) != nil {
 				return
 			}
 			continue
@@ -253,7 +254,7 @@ func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string
 		}
 		d.m.failed.WithLabelValues(reason).Inc()
 		d.fails.note(d.log, shard, target, attempt+1, err)
-		if !sleep(ctx, d.backoff(attempt)) {
+		if ctxsleep.Sleep(ctx, d.backoff(attempt)) != nil {
 			d.stopFailing(shard, target, attempt+1, false)
 			return false
 		}
@@ -362,17 +363,6 @@ func (d *Deliverer) backoff(attempt int) time.Duration {
 		b = min(d.o.MaxBackoff, d.o.MinBackoff<<attempt)
 	}
 	return b/2 + rand.N(b/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // failLog rate-limits the warning about failed attempts: while the bot is down thousands of shards

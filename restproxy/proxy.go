@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/ratelimit"
 )
 
@@ -465,14 +466,7 @@ func (p *Proxy) backoff(ctx context.Context, n int) bool {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 		return false
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return ctxsleep.Sleep(ctx, d) == nil
 }
 
 func idempotent(method string) bool {

@@ -19,6 +19,7 @@ import (
 	"github.com/ddhq/dd/delivery"
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/store"
@@ -248,21 +249,10 @@ func (g *gatewayRole) fetchGatewayBot(ctx context.Context) (*shard.GatewayBot, e
 				Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
 		}
 		g.log.Warn("cannot get the gateway URL yet; retrying", zap.Error(err), zap.Duration("after", backoff))
-		if sleepCtx(ctx, backoff) != nil {
+		if ctxsleep.Sleep(ctx, backoff) != nil {
 			return nil, nil
 		}
 		backoff = min(backoff*2, time.Minute)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

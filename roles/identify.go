@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -75,7 +76,7 @@ func (s *identifyService) run(ctx context.Context) error {
 		default:
 			s.queue.Load().Limiter().Update(info.SessionStartLimit)
 		}
-		if sleepCtx(ctx, wait) != nil {
+		if ctxsleep.Sleep(ctx, wait) != nil {
 			return nil
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
 // IdentifyLimiter paces IDENTIFY across shards: one identify per max_concurrency bucket
@@ -91,7 +93,7 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 	l.mu.Lock()
 	wait := time.Until(b.arrivedBy.Add(l.window))
 	l.mu.Unlock()
-	if err := sleep(ctx, wait); err != nil {
+	if err := ctxsleep.Sleep(ctx, wait); err != nil {
 		release()
 		return nil, err
 	}
@@ -112,7 +114,7 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 		l.mu.Unlock()
 		l.log.Warn("daily identify budget (session_start_limit) is spent; waiting for its reset instead of burning the token",
 			zap.Int("shard", shardID), zap.Duration("reset_after", until))
-		if err := sleep(ctx, until+time.Second); err != nil {
+		if err := ctxsleep.Sleep(ctx, until+time.Second); err != nil {
 			release()
 			return nil, err
 		}
@@ -145,18 +147,4 @@ func (l *LocalIdentifyLimiter) Remaining() int {
 
 func (l *LocalIdentifyLimiter) String() string {
 	return fmt.Sprintf("identify limiter: %d buckets, window %s", len(l.buckets), l.window)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

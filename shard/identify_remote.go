@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
 // The shared identify queue lets several dd gateway processes (one bot, shards split between them)
@@ -221,7 +223,7 @@ func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(
 		default:
 			l.log.Warn("identify queue unreachable; waiting (identifying without it could break the shared limit)",
 				zap.Int("shard", shardID), zap.Int("status", status), zap.Error(err), zap.Duration("retry_in", backoff))
-			if err := sleep(ctx, backoff); err != nil {
+			if err := ctxsleep.Sleep(ctx, backoff); err != nil {
 				return nil, err
 			}
 			backoff = min(2*backoff, 10*time.Second)

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
 // ErrPayloadTooLarge is returned for a command over Discord's 4096-byte limit; it is never sent.
@@ -328,7 +329,7 @@ func (s *Shard) Run(ctx context.Context) error {
 		}
 		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", !end.newSession),
 			zap.Duration("after", wait))
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxsleep.Sleep(ctx, wait); err != nil {
 			s.setState(StateStopped)
 			return nil
 		}
