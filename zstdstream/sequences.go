@@ -251,14 +251,19 @@ func (r *Reader) decodeSequences(src, lits []byte, s *scratch) (int, error) {
 	for i := 0; i < nseq; i++ {
 		br.fill()
 		ofE, mlE, llE := ofT[ofS], mlT[mlS], llT[llS]
+		// After a fill at least 57 bits are available (unless the stream's start is near, where reading
+		// zeros past it is caught by overflowed): refill only when this sequence needs more.
+		extra := uint(ofE.addBits) + uint(mlE.addBits) + uint(llE.addBits)
 		ofv := ofE.base + br.get(ofE.addBits)
-		if ofE.addBits+mlE.addBits+llE.addBits > 56 {
+		if extra > 56 {
 			br.fill()
 		}
 		ml := int(mlE.base + br.get(mlE.addBits))
 		ll := int(llE.base + br.get(llE.addBits))
 		if i+1 < nseq {
-			br.fill()
+			if extra+uint(llE.nbBits)+uint(mlE.nbBits)+uint(ofE.nbBits) > 56 {
+				br.fill()
+			}
 			llS = (uint32(llE.next) + br.get(llE.nbBits)) & llMask
 			mlS = (uint32(mlE.next) + br.get(mlE.nbBits)) & mlMask
 			ofS = (uint32(ofE.next) + br.get(ofE.nbBits)) & ofMask
