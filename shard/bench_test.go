@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,8 +60,10 @@ func heapAndStacks() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
-// BenchmarkIdleShardMemory connects b.N shards (one op = one shard) to a simulator in another process and
-// reports dd's memory per idle connected shard. Run with -benchtime=1000x for the issue's figure:
+// BenchmarkIdleShardMemory connects b.N shards (one op = one shard) to a simulator in another process,
+// sends each about 80 messages (about 50 KB, more than the compressor's 32 KiB window, as a shard that has
+// run a while has seen), and reports dd's memory per idle connected shard. Run with -benchtime=1000x for
+// the issue's figure:
 //
 //	go test -run '^$' -bench IdleShardMemory -benchtime 1000x ./shard/
 func BenchmarkIdleShardMemory(b *testing.B) {
@@ -72,7 +75,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 			sink := &countSink{}
 			before := heapAndStacks()
 			m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
-				Token: "bench", Intents: discord.IntentGuilds, GatewayURL: "ws" + strings.TrimPrefix(base, "http") + "/gateway",
+				Token: "bench", Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: "ws" + strings.TrimPrefix(base, "http") + "/gateway",
 				Compress: compress, Sink: sink,
 				Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 100000, Remaining: 100000, ResetAfter: time.Hour,
 					MaxConcurrency: 16}, 20*time.Millisecond, 5*time.Millisecond, nil),
@@ -96,7 +99,22 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 					}
 				}
 			}
-			time.Sleep(500 * time.Millisecond) // let the READY/GUILD_CREATE burst's buffers go
+			// Traffic enough to fill every shard's decompression window, then idle.
+			seen := sink.n.Load()
+			traffic := int64(80 * n)
+			resp, err := http.Post(base+"/_sim/gateway/firehose", "application/json",
+				strings.NewReader(fmt.Sprintf(`{"max_speed":true,"total":%d,"message_create":1}`, traffic)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			for sink.n.Load() < seen+traffic {
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d firehose events received", sink.n.Load()-seen, traffic)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond) // let the bursts' buffers go
 			after := heapAndStacks()
 			if p := os.Getenv("DD_HEAPPROFILE"); p != "" {
 				f, _ := os.Create(p + "." + compress)

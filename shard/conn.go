@@ -13,10 +13,10 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/klauspost/compress/zlib"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/zstdstream"
 )
 
 // Compression names, as in gateway.compress.
@@ -87,12 +87,8 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	var payloads io.Reader = feed
 	switch compress {
 	case CompressZstd:
-		zd, err := zstd.NewReader(feed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(32<<20))
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
+		// zstdstream keeps only the sender's window between messages (an idle shard's memory).
+		zd := zstdstream.NewReader(feed, 32<<20)
 		payloads, c.zr = zd, zstdCloser{zd}
 	case CompressZlib:
 		payloads = &lazyZlib{src: feed, c: c}
@@ -283,6 +279,6 @@ func (z *lazyZlib) Read(p []byte) (int, error) {
 	return z.zr.Read(p)
 }
 
-type zstdCloser struct{ d *zstd.Decoder }
+type zstdCloser struct{ d *zstdstream.Reader }
 
 func (z zstdCloser) Close() error { z.d.Close(); return nil }
