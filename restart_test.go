@@ -25,16 +25,16 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // A dd restarted after SIGTERM, and after SIGKILL in the middle of a firehose, resumes its sessions:
 // zero identifies spent, and the bot gets every event.
 func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{Guilds: 20, MaxConcurrency: 16, Tokens: []string{"tok-restart"}})
+	sim := discordsim.New(discordsim.Config{Guilds: 20, MaxConcurrency: 16, Tokens: []string{"tok-restart-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	bot := botsim.New("bot-secret")
+	bot := botsim.New("bot-secret-0123456789")
 	defer bot.Close()
 	dir := t.TempDir()
-	env := []string{"DD_DISCORD__TOKEN=tok-restart", "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret",
+	env := []string{"DD_DISCORD__TOKEN=tok-restart-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}
 
 	shardsReady := func() bool {
@@ -118,12 +118,12 @@ func TestFatalDiscordRefusalsExitOneWithAHint(t *testing.T) {
 		name, token, intents string
 		want                 []string
 	}{
-		{"bad token", "not-the-token", "Guilds", []string{"discord.token", "developer portal"}},
-		{"disallowed intents", "tok-fatal", "Guilds,MessageContent", []string{"4014", "Privileged Gateway Intents"}},
+		{"bad token", "not-the-token-0123456789", "Guilds", []string{"discord.token", "developer portal"}},
+		{"disallowed intents", "tok-fatal-0123456789", "Guilds,MessageContent", []string{"4014", "Privileged Gateway Intents"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			sim := discordsim.New(discordsim.Config{Guilds: 4, MaxConcurrency: 16, Tokens: []string{"tok-fatal"}})
+			sim := discordsim.New(discordsim.Config{Guilds: 4, MaxConcurrency: 16, Tokens: []string{"tok-fatal-0123456789"}})
 			if err := sim.Start("127.0.0.1:0"); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestFatalDiscordRefusalsExitOneWithAHint(t *testing.T) {
 			if n := len(sim.GatewayStats().Identifies); n > 2 {
 				t.Errorf("%d identifies: a refused shard must not retry", n)
 			}
-			if strings.Contains(stderr, "tok-fatal") {
+			if strings.Contains(stderr, "tok-fatal-0123456789") {
 				t.Errorf("the token appears in the log")
 			}
 		})

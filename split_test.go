@@ -53,22 +53,22 @@ type splitStats struct {
 func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 	const guilds, members = 8, 10
 	sim := discordsim.New(discordsim.Config{Guilds: guilds, MembersPerGuild: members, MaxConcurrency: 16,
-		Tokens: []string{"tok-split"}, PrivilegedIntents: discordsim.IntentGuildMembers | discordsim.IntentGuildPresences})
+		Tokens: []string{"tok-split-0123456789"}, PrivilegedIntents: discordsim.IntentGuildMembers | discordsim.IntentGuildPresences})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	bot := botsim.New("bot-secret")
+	bot := botsim.New("bot-secret-0123456789")
 	defer bot.Close()
 	dir := t.TempDir()
 	restAddr, cacheAddr := freeAddr(t), freeAddr(t)
-	common := []string{"DD_DISCORD__TOKEN=tok-split", "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_REST__SECRET=rest-secret", "DD_CACHE__SECRET=cache-secret", "DD_GATEWAY__SECRET=gw-secret"}
+	common := []string{"DD_DISCORD__TOKEN=tok-split-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_REST__SECRET=rest-secret-0123456789", "DD_CACHE__SECRET=cache-secret-0123456789", "DD_GATEWAY__SECRET=gw-secret-0123456789"}
 	restEnv := append([]string{"DD_REST__LISTEN=" + restAddr}, common...)
 	cacheEnv := append([]string{"DD_CACHE__LISTEN=" + cacheAddr, "DD_STORE__PATH=" + filepath.Join(dir, "cache")}, common...)
 	gwEnv := append([]string{"DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_STORE__PATH=" + filepath.Join(dir, "gateway"),
 		"DD_REST__URL=http://" + restAddr, "DD_CACHE__URL=http://" + cacheAddr,
-		"DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret", "DD_GATEWAY__TOTAL_SHARDS=2",
+		"DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__TOTAL_SHARDS=2",
 		"DD_GATEWAY__INTENTS=Guilds,GuildMembers,GuildPresences,GuildMessages", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}, common...)
 
 	start := func(role string, env []string) *ddProcess {
@@ -82,7 +82,7 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 
 	stats := func() splitStats {
 		var s splitStats
-		if code, b := splitCall(t, "GET", "http://"+cacheAddr+"/stats", "cache-secret"); code == 200 {
+		if code, b := splitCall(t, "GET", "http://"+cacheAddr+"/stats", "cache-secret-0123456789"); code == 200 {
 			_ = json.Unmarshal(b, &s)
 		}
 		return s
@@ -93,11 +93,11 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 		return s.Guilds == guilds && s.UnavailableGuilds == 0 && s.Members == wantMembers
 	})
 	g := sim.Guilds()[0]
-	if code, b := splitCall(t, "GET", fmt.Sprintf("http://%s/guilds/%d/members/%d", cacheAddr, g.ID, discordsim.MemberUserID(g.ID, 2)), "cache-secret"); code != 200 {
+	if code, b := splitCall(t, "GET", fmt.Sprintf("http://%s/guilds/%d/members/%d", cacheAddr, g.ID, discordsim.MemberUserID(g.ID, 2)), "cache-secret-0123456789"); code != 200 {
 		t.Errorf("cache read of a member: %d %s", code, b)
 	}
 	restOK := func() bool {
-		code, _ := splitCall(t, "GET", fmt.Sprintf("http://%s/api/v10/channels/%d", restAddr, g.Channels[0]), "rest-secret")
+		code, _ := splitCall(t, "GET", fmt.Sprintf("http://%s/api/v10/channels/%d", restAddr, g.Channels[0]), "rest-secret-0123456789")
 		return code == 200
 	}
 	if !restOK() {

@@ -28,15 +28,15 @@ func BenchmarkGatewayEndToEnd(b *testing.B) {
 		{"batch=100,sync_writes", []string{"DD_EVENTS__BATCH_MAX=100", "DD_STORE__SYNC_WRITES=true"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench"}})
+			sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench-0123456789"}})
 			if err := sim.Start("127.0.0.1:0"); err != nil {
 				b.Fatal(err)
 			}
 			defer sim.Close()
-			bot := botsim.New("s")
+			bot := botsim.New("bot-secret-0123456789")
 			defer bot.Close()
-			env := append([]string{"DD_DISCORD__TOKEN=tok-bench", "DD_DISCORD__API_URL=" + sim.APIURL(),
-				"DD_STORE__PATH=" + b.TempDir(), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=s",
+			env := append([]string{"DD_DISCORD__TOKEN=tok-bench-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
+				"DD_STORE__PATH=" + b.TempDir(), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 				"DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_LOG__LEVEL=error"}, c.env...)
 			startBenchDD(b, env)
 			for bot.Count() < 4+64 { // READY per shard and the guilds
@@ -98,14 +98,14 @@ func BenchmarkReshardSwitchVersusIdentifyLimit(b *testing.B) {
 	const window, newShards, conc = time.Second, 8, 2
 	var took time.Duration
 	for i := 0; i < b.N; i++ {
-		sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: conc, IdentifyWindow: window, Tokens: []string{"tok-bench"}})
+		sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: conc, IdentifyWindow: window, Tokens: []string{"tok-bench-0123456789"}})
 		if err := sim.Start("127.0.0.1:0"); err != nil {
 			b.Fatal(err)
 		}
-		bot := botsim.New("s")
-		cfg, err := config.Load(config.Source{Role: config.RoleGateway, Environ: []string{"DD_DISCORD__TOKEN=tok-bench",
+		bot := botsim.New("bot-secret-0123456789")
+		cfg, err := config.Load(config.Source{Role: config.RoleGateway, Environ: []string{"DD_DISCORD__TOKEN=tok-bench-0123456789",
 			"DD_DISCORD__API_URL=" + sim.APIURL(), "DD_STORE__PATH=" + b.TempDir(), "DD_EVENTS__URLS=" + bot.URL(),
-			"DD_EVENTS__SECRET=s", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=2",
+			"DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=2",
 			"DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0", "DD_LOG__LEVEL=error"}})
 		if err != nil {
 			b.Fatal(err)

@@ -28,7 +28,7 @@ func BenchmarkCacheGet(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	post := func(body string) {
 		req, _ := http.NewRequest("POST", base+"/events", strings.NewReader(body))
-		req.Header.Set("Authorization", "bench-secret")
+		req.Header.Set("Authorization", "bench-secret-0123456789")
 		resp, err := client.Do(req)
 		if err != nil {
 			b.Fatal(err)
@@ -88,7 +88,7 @@ func loadCache(b *testing.B, client *http.Client, base string, clients int, path
 				rnd ^= rnd << 17
 				p := path(rnd)
 				req, _ := http.NewRequest("GET", base+p, nil)
-				req.Header.Set("Authorization", "bench-secret")
+				req.Header.Set("Authorization", "bench-secret-0123456789")
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -126,7 +126,7 @@ func loadCache(b *testing.B, client *http.Client, base string, clients int, path
 // startBenchCache runs a cache role alone and returns its base URL.
 func startBenchCache(b *testing.B) string {
 	b.Helper()
-	env := []string{"DD_CACHE__LISTEN=127.0.0.1:0", "DD_CACHE__SECRET=bench-secret", "DD_STORE__PATH=" + b.TempDir()}
+	env := []string{"DD_CACHE__LISTEN=127.0.0.1:0", "DD_CACHE__SECRET=bench-secret-0123456789", "DD_STORE__PATH=" + b.TempDir()}
 	cfg, err := config.Load(config.Source{Environ: env, Role: config.RoleCache})
 	if err != nil {
 		b.Fatal(err)

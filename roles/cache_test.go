@@ -21,7 +21,7 @@ import (
 func cacheSim(t *testing.T, guilds, members int) *discordsim.Server {
 	t.Helper()
 	sim := discordsim.New(discordsim.Config{Guilds: guilds, MembersPerGuild: members, MaxConcurrency: 16,
-		Tokens: []string{"tok-gw-1"}, PrivilegedIntents: discordsim.IntentGuildMembers | discordsim.IntentGuildPresences})
+		Tokens: []string{"tok-gw-1-0123456789"}, PrivilegedIntents: discordsim.IntentGuildMembers | discordsim.IntentGuildPresences})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +109,16 @@ func (c cacheClient) stats() cache.Stats {
 
 func cacheEnv(t *testing.T, sim *discordsim.Server, storePath string, extra ...string) []string {
 	bot := newBot(t)
-	return append([]string{"DD_DISCORD__TOKEN=tok-gw-1", "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_STORE__PATH=" + storePath, "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret",
-		"DD_GATEWAY__SECRET=gw-secret", "DD_REST__SECRET=rest-secret", "DD_CACHE__SECRET=cache-secret",
+	return append([]string{"DD_DISCORD__TOKEN=tok-gw-1-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_STORE__PATH=" + storePath, "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
+		"DD_GATEWAY__SECRET=gw-secret-0123456789", "DD_REST__SECRET=rest-secret-0123456789", "DD_CACHE__SECRET=cache-secret-0123456789",
 		"DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__INTENTS=Guilds,GuildMembers,GuildPresences,GuildMessages"}, extra...)
 }
 
 func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 	sim := cacheSim(t, 6, 20)
 	dd := startDD(t, config.RoleAll, cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"))...)
-	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret"}
+	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
 	guilds := sim.Guilds()
 	waitFor(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(len(guilds)) })
 
@@ -187,13 +187,13 @@ func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 func TestCacheAppliesTheRenamedLoadingBurst(t *testing.T) {
 	sim := cacheSim(t, 3, 2)
 	dd := startDD(t, config.RoleAll, cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"), "DD_GATEWAY__LOADING_GUILD_EVENT=GUILD_LOADED_DD")...)
-	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret"}
+	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
 	waitFor(t, 20*time.Second, "guilds from GUILD_LOADED_DD", func() bool { return c.loaded(3) })
 }
 
 func TestCacheAPIAuthAndErrors(t *testing.T) {
-	dd := startDD(t, config.RoleCache, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_CACHE__SECRET=cache-secret")
-	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret"}
+	dd := startDD(t, config.RoleCache, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_CACHE__SECRET=cache-secret-0123456789")
+	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
 	for _, path := range []string{"/guilds/1", "/stats", "/users/1"} {
 		if code, _ := c.do("GET", path, "", ""); code != http.StatusUnauthorized {
 			t.Errorf("GET %s without the secret: %d, want 401", path, code)
@@ -220,7 +220,7 @@ func TestCacheAPIAuthAndErrors(t *testing.T) {
 		}
 	}
 	for _, body := range []string{`nope`, `{"payload":{"op":0}}`, `[{"shardId":0}]`} {
-		if code, b := c.do("POST", "/events", "cache-secret", body); code != 400 {
+		if code, b := c.do("POST", "/events", "cache-secret-0123456789", body); code != 400 {
 			t.Errorf("POST /events %s = %d %s, want 400", body, code, b)
 		}
 	}
@@ -237,10 +237,10 @@ func TestCacheAPIAuthAndErrors(t *testing.T) {
 
 func TestSplitCacheIsFedByTheGatewayOverHTTP(t *testing.T) {
 	sim := cacheSim(t, 4, 10)
-	cacheDD := startDD(t, config.RoleCache, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "cache"), "DD_CACHE__SECRET=cache-secret")
+	cacheDD := startDD(t, config.RoleCache, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "cache"), "DD_CACHE__SECRET=cache-secret-0123456789")
 	cacheURL := "http://" + cacheDD.addrs[config.RoleCache]
 	startDD(t, config.RoleGateway, cacheEnv(t, sim, filepath.Join(t.TempDir(), "gateway"), "DD_CACHE__URL="+cacheURL)...)
-	c := cacheClient{t: t, base: cacheURL, secret: "cache-secret"}
+	c := cacheClient{t: t, base: cacheURL, secret: "cache-secret-0123456789"}
 	waitFor(t, 20*time.Second, "every guild in the separate cache", func() bool { return c.loaded(4) })
 	g := sim.Guilds()[0]
 	waitFor(t, 10*time.Second, "the members", func() bool { return c.stats().Members == 4*11 })
@@ -248,14 +248,14 @@ func TestSplitCacheIsFedByTheGatewayOverHTTP(t *testing.T) {
 
 	// The gateway's feed is one client of POST /events; anything that speaks the envelope is another.
 	ev := fmt.Sprintf(`[{"shardId":0,"payload":{"op":0,"t":"GUILD_ROLE_CREATE","s":1,"d":{"guild_id":"%d","role":{"id":"42","name":"posted"}}}}]`, g.ID)
-	if code, b := c.do("POST", "/events", "cache-secret", ev); code != http.StatusNoContent {
+	if code, b := c.do("POST", "/events", "cache-secret-0123456789", ev); code != http.StatusNoContent {
 		t.Fatalf("POST /events = %d %s", code, b)
 	}
 	if roles := c.list(fmt.Sprintf("/guilds/%d/roles", g.ID)); len(roles) != len(g.RoleIDs)+1 {
 		t.Errorf("a role posted to /events is not served: %v", roles)
 	}
 	one := fmt.Sprintf(`{"shardId":0,"payload":{"op":0,"t":"GUILD_ROLE_DELETE","s":2,"d":{"guild_id":"%d","role_id":"42"}}}`, g.ID)
-	if code, b := c.do("POST", "/events", "cache-secret", one); code != http.StatusNoContent {
+	if code, b := c.do("POST", "/events", "cache-secret-0123456789", one); code != http.StatusNoContent {
 		t.Fatalf("POST /events with one envelope = %d %s", code, b)
 	}
 	if roles := c.list(fmt.Sprintf("/guilds/%d/roles", g.ID)); len(roles) != len(g.RoleIDs) {
@@ -267,7 +267,7 @@ func TestCacheRestartAnswersAtOnceAndCatchesUp(t *testing.T) {
 	sim := cacheSim(t, 4, 5)
 	env := cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"))
 	dd := startDD(t, config.RoleAll, env...)
-	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret"}
+	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
 	waitFor(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(4) })
 	before := c.stats()
 	if err := dd.stop(t); err != nil {

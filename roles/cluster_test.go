@@ -18,20 +18,20 @@ import (
 // identify queue they identify no faster than one process would, and every event reaches the bot.
 func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 	const window = 300 * time.Millisecond
-	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 1, IdentifyWindow: window, Tokens: []string{"tok-split"}})
+	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 1, IdentifyWindow: window, Tokens: []string{"tok-split-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
 	bot := newBot(t)
-	common := []string{"DD_DISCORD__TOKEN=tok-split", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret"}
+	common := []string{"DD_DISCORD__TOKEN=tok-split-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret-0123456789"}
 	rest := startDDWindow(t, config.RoleRest, window, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
 	restURL := "http://" + rest.addrs[config.RoleRest]
 	for cluster := range 2 {
 		startDDWindow(t, config.RoleGateway, window, append(common,
 			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"),
 			"DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
-			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false")...)
+			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false")...)
 	}
 	waitFor(t, 15*time.Second, "4 shards connected", func() bool {
 		n := 0
@@ -73,7 +73,7 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 func TestSplitGatewaysReshardTogether(t *testing.T) {
 	coordinatorPoll = 100 * time.Millisecond
 	defer func() { coordinatorPoll = 2 * time.Second }()
-	sim := discordsim.New(discordsim.Config{Guilds: 40, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, Tokens: []string{"tok-split"}})
+	sim := discordsim.New(discordsim.Config{Guilds: 40, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, Tokens: []string{"tok-split-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -81,16 +81,16 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 	bot := newBot(t)
 	nl := &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}
 	bot.OnEvent = nl.onEvent
-	common := []string{"DD_DISCORD__TOKEN=tok-split", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret"}
+	common := []string{"DD_DISCORD__TOKEN=tok-split-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret-0123456789"}
 	rest := startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
 	restURL := "http://" + rest.addrs[config.RoleRest]
 	var gws []*reshardEnv
 	for cluster := range 2 {
 		dd := startDDWindow(t, config.RoleGateway, testIdentifyWindow, append(common,
-			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"), "DD_GATEWAY__SECRET=gw",
+			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"), "DD_GATEWAY__SECRET=gw-secret-0123456789",
 			"DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
 			"DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false",
-			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret")...)
+			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789")...)
 		gws = append(gws, &reshardEnv{sim: sim, dd: dd, bot: bot, nonce: nl, base: "http://" + dd.addrs[config.RoleGateway]})
 	}
 	waitFor(t, 10*time.Second, "2 shards connected", func() bool { return len(sessionIDs(sim)) == 2 })
@@ -125,7 +125,7 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 		"DD_REST__LISTEN="+rest.addrs[config.RoleRest])...)
 	waitFor(t, 5*time.Second, "the restarted rest role to learn the target", func() bool {
 		req, _ := http.NewRequest("GET", restURL+reshardCoordinatorPath, nil)
-		req.Header.Set("Authorization", "rest-secret")
+		req.Header.Set("Authorization", "rest-secret-0123456789")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
@@ -141,21 +141,21 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 func TestSplitGatewaysReshardAutomatically(t *testing.T) {
 	coordinatorPoll = 100 * time.Millisecond
 	defer func() { coordinatorPoll = 2 * time.Second }()
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-split-auto"}, Guilds: 4200, MembersPerGuild: 1,
+	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-split-auto-0123456789"}, Guilds: 4200, MembersPerGuild: 1,
 		ChannelsPerGuild: 1, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, GuildsPerRecommendedShard: 1000})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
 	bot := newBot(t)
-	common := []string{"DD_DISCORD__TOKEN=tok-split-auto", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret"}
+	common := []string{"DD_DISCORD__TOKEN=tok-split-auto-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret-0123456789"}
 	rest := startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
 	for cluster := range 2 {
 		startDDWindow(t, config.RoleGateway, testIdentifyWindow, append(common,
 			"DD_REST__URL=http://"+rest.addrs[config.RoleRest], "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"),
-			"DD_GATEWAY__SECRET=gw", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__CLUSTERS=2",
+			"DD_GATEWAY__SECRET=gw-secret-0123456789", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__CLUSTERS=2",
 			"DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)), "DD_GATEWAY__RESHARD_CHECK_INTERVAL=200ms",
-			"DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0", "DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret")...)
+			"DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0", "DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789")...)
 	}
 	// 4,200 guilds on 2 shards is 84 % of their 5,000: due, though each process holds only 2,100 (42 %).
 	// Discord recommends ceil(4200/1000) = 5, rounded up to a multiple of the current 2: 6.

@@ -85,14 +85,14 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func newBot(t *testing.T) *botsim.Receiver {
-	b := botsim.New("bot-secret")
+	b := botsim.New("bot-secret-0123456789")
 	t.Cleanup(b.Close)
 	return b
 }
 
 func gatewaySim(t *testing.T, guilds int) *discordsim.Server {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{Guilds: guilds, MaxConcurrency: 16, Tokens: []string{"tok-gw-1"}})
+	sim := discordsim.New(discordsim.Config{Guilds: guilds, MaxConcurrency: 16, Tokens: []string{"tok-gw-1-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -101,9 +101,9 @@ func gatewaySim(t *testing.T, guilds int) *discordsim.Server {
 }
 
 func gatewayEnv(t *testing.T, sim *discordsim.Server, bot *botsim.Receiver, extra ...string) []string {
-	return append([]string{"DD_DISCORD__TOKEN=tok-gw-1", "DD_DISCORD__API_URL=" + sim.APIURL(),
+	return append([]string{"DD_DISCORD__TOKEN=tok-gw-1-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
 		"DD_STORE__PATH=" + filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS=" + bot.URL(),
-		"DD_EVENTS__SECRET=bot-secret", "DD_GATEWAY__SECRET=gw-secret", "DD_GATEWAY__TOTAL_SHARDS=2",
+		"DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__SECRET=gw-secret-0123456789", "DD_GATEWAY__TOTAL_SHARDS=2",
 		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}, extra...)
 }
 
@@ -189,7 +189,7 @@ func TestGatewayAPI(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	waitFor(t, 10*time.Second, "both shards ready", func() bool {
-		_, body := call("GET", "/status", "gw-secret", "")
+		_, body := call("GET", "/status", "gw-secret-0123456789", "")
 		return strings.Count(body, `"state":"ready"`) == 2
 	})
 	if code, _ := call("GET", "/status", "", ""); code != http.StatusUnauthorized {
@@ -198,7 +198,7 @@ func TestGatewayAPI(t *testing.T) {
 	if code, _ := call("GET", "/status", "wrong", ""); code != http.StatusUnauthorized {
 		t.Errorf("/status with a wrong secret: %d", code)
 	}
-	_, body := call("GET", "/status", "gw-secret", "")
+	_, body := call("GET", "/status", "gw-secret-0123456789", "")
 	var st struct {
 		TotalShards int           `json:"total_shards"`
 		Shards      []ShardStatus `json:"shards"`
@@ -211,22 +211,22 @@ func TestGatewayAPI(t *testing.T) {
 	}
 
 	g := sim.Guilds()[3]
-	code, body := call("POST", "/", "gw-secret", fmt.Sprintf(`{"type":"ShardInfoFromGuild","guildId":"%d"}`, g.ID))
+	code, body := call("POST", "/", "gw-secret-0123456789", fmt.Sprintf(`{"type":"ShardInfoFromGuild","guildId":"%d"}`, g.ID))
 	if code != 200 || !strings.Contains(body, fmt.Sprintf(`"shardId":%d`, discordsim.ShardFor(g.ID, 2))) {
 		t.Errorf("ShardInfoFromGuild: %d %s", code, body)
 	}
 	presence := `{"status":"idle","afk":false,"since":null,"activities":[]}`
-	if code, body := call("POST", "/", "gw-secret", `{"type":"ShardPayload","shardId":1,"payload":{"op":3,"d":`+presence+`}}`); code != 204 {
+	if code, body := call("POST", "/", "gw-secret-0123456789", `{"type":"ShardPayload","shardId":1,"payload":{"op":3,"d":`+presence+`}}`); code != 204 {
 		t.Errorf("ShardPayload: %d %s", code, body)
 	}
-	if code, body := call("POST", "/", "gw-secret", `{"type":"EditShardsPresence","payload":`+presence+`}`); code != 204 {
+	if code, body := call("POST", "/", "gw-secret-0123456789", `{"type":"EditShardsPresence","payload":`+presence+`}`); code != 204 {
 		t.Errorf("EditShardsPresence: %d %s", code, body)
 	}
-	if code, _ := call("POST", "/shards/0/send", "gw-secret", `{"op":3,"d":`+presence+`}`); code != 204 {
+	if code, _ := call("POST", "/shards/0/send", "gw-secret-0123456789", `{"op":3,"d":`+presence+`}`); code != 204 {
 		t.Errorf("/shards/0/send: %d", code)
 	}
 	big := fmt.Sprintf(`{"op":3,"d":{"status":"idle","afk":false,"since":null,"activities":[{"name":"%s","type":0}]}}`, strings.Repeat("x", 5000))
-	if code, _ := call("POST", "/shards/0/send", "gw-secret", big); code != http.StatusRequestEntityTooLarge {
+	if code, _ := call("POST", "/shards/0/send", "gw-secret-0123456789", big); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized command: %d, want 413", code)
 	}
 	for _, bad := range []struct{ path, body string }{
@@ -236,7 +236,7 @@ func TestGatewayAPI(t *testing.T) {
 		{"/", `{"type":"Nope"}`},
 		{"/", `not json`},
 	} {
-		if code, _ := call("POST", bad.path, "gw-secret", bad.body); code < 400 || code >= 500 {
+		if code, _ := call("POST", bad.path, "gw-secret-0123456789", bad.body); code < 400 || code >= 500 {
 			t.Errorf("POST %s %s: %d, want a 4xx", bad.path, bad.body, code)
 		}
 	}
@@ -249,7 +249,7 @@ func TestGatewayAPI(t *testing.T) {
 func TestBadTokenIsFatalWithAHint(t *testing.T) {
 	sim := gatewaySim(t, 2)
 	bot := newBot(t)
-	env := gatewayEnv(t, sim, bot, "DD_DISCORD__TOKEN=not-the-token")
+	env := gatewayEnv(t, sim, bot, "DD_DISCORD__TOKEN=not-the-token-0123456789")
 	dd := startDD(t, config.RoleGateway, env...)
 	var err error
 	select {

@@ -71,7 +71,7 @@ const testIdentifyWindow = 150 * time.Millisecond
 
 func startReshardEnv(t *testing.T, simCfg discordsim.Config) *reshardEnv {
 	t.Helper()
-	simCfg.Tokens, simCfg.IdentifyWindow = []string{"tok-reshard"}, testIdentifyWindow
+	simCfg.Tokens, simCfg.IdentifyWindow = []string{"tok-reshard-0123456789"}, testIdentifyWindow
 	if simCfg.MaxConcurrency == 0 {
 		simCfg.MaxConcurrency = 2
 	}
@@ -83,9 +83,9 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config) *reshardEnv {
 	bot := newBot(t)
 	nl := &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}
 	bot.OnEvent = nl.onEvent
-	env := []string{"DD_DISCORD__TOKEN=tok-reshard", "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_STORE__PATH=" + filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret",
-		"DD_GATEWAY__SECRET=gw", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0"}
+	env := []string{"DD_DISCORD__TOKEN=tok-reshard-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_STORE__PATH=" + filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
+		"DD_GATEWAY__SECRET=gw-secret-0123456789", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0"}
 	dd := startDDWindow(t, config.RoleGateway, testIdentifyWindow, env...)
 	e := &reshardEnv{bot: bot, sim: sim, dd: dd, base: "http://" + dd.addrs[config.RoleGateway], nonce: nl, env: env}
 	waitFor(t, 10*time.Second, "2 shards ready", func() bool { return strings.Count(e.status(t), `"state":"ready"`) == 2 })
@@ -96,7 +96,7 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config) *reshardEnv {
 func (e *reshardEnv) call(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "gw")
+	req.Header.Set("Authorization", "gw-secret-0123456789")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -285,15 +285,15 @@ func TestReshardRefusesWhatWouldHurt(t *testing.T) {
 
 // With reshard on, dd reshards by itself once the guilds fill reshard_percentage of the shards.
 func TestAutomaticReshardWhenGuildsFillTheShards(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-auto"}, Guilds: 2100, MembersPerGuild: 1, ChannelsPerGuild: 1,
+	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-auto-0123456789"}, Guilds: 2100, MembersPerGuild: 1, ChannelsPerGuild: 1,
 		MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, GuildsPerRecommendedShard: 1000})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
 	bot := newBot(t)
-	startDDWindow(t, config.RoleGateway, testIdentifyWindow, "DD_DISCORD__TOKEN=tok-auto", "DD_DISCORD__API_URL="+sim.APIURL(),
-		"DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret",
+	startDDWindow(t, config.RoleGateway, testIdentifyWindow, "DD_DISCORD__TOKEN=tok-auto-0123456789", "DD_DISCORD__API_URL="+sim.APIURL(),
+		"DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__TOTAL_SHARDS=1", "DD_GATEWAY__RESHARD_CHECK_INTERVAL=200ms", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0")
 	// 2100 guilds on 1 shard is 84 % of 2500: due; Discord recommends ceil(2100/1000) = 3, rounded up to a
 	// multiple of max_concurrency 2: 4.

@@ -20,7 +20,7 @@ import (
 func startRestRole(t *testing.T, sim *discordsim.Server, env ...string) string {
 	t.Helper()
 	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_DISCORD__TOKEN=" + sim.Config().Tokens[0],
-		"DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-role-secret", "DD_SHUTDOWN_TIMEOUT=5s"}, env...)
+		"DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-role-secret-0123456789", "DD_SHUTDOWN_TIMEOUT=5s"}, env...)
 	cfg, err := config.Load(config.Source{Environ: env, Role: config.RoleRest})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func startRestRole(t *testing.T, sim *discordsim.Server, env ...string) string {
 }
 
 func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{})
+	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-rest-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, body := get("/api/v10/channels/"+ch, "rest-role-secret"); code != 200 || !strings.Contains(body, ch) {
+	if code, body := get("/api/v10/channels/"+ch, "rest-role-secret-0123456789"); code != 200 || !strings.Contains(body, ch) {
 		t.Fatalf("GET channel through the rest role: %d %s", code, body)
 	}
 	if code, _ := get("/api/v10/channels/"+ch, ""); code != 401 {
@@ -84,7 +84,7 @@ func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, _ = io.WriteString(c, "GET /api/v10/channels/"+ch+"/../../users/@me HTTP/1.1\r\nHost: x\r\nAuthorization: rest-role-secret\r\n\r\n")
+	_, _ = io.WriteString(c, "GET /api/v10/channels/"+ch+"/../../users/@me HTTP/1.1\r\nHost: x\r\nAuthorization: rest-role-secret-0123456789\r\n\r\n")
 	line := make([]byte, 12)
 	if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 400" {
 		t.Fatalf("traversal: status line %q (%v), want 400", line, err)

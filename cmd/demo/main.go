@@ -47,7 +47,7 @@ func run() int {
 	}
 
 	// The simulated application has MESSAGE_CONTENT enabled, so the bot sees what the messages say.
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"demo-token"}, Guilds: *guilds, MaxConcurrency: 16,
+	sim := discordsim.New(discordsim.Config{Tokens: []string{"demo-token-0123456789"}, Guilds: *guilds, MaxConcurrency: 16,
 		PrivilegedIntents: discord.IntentMessageContent})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		return fail(err)
@@ -56,7 +56,7 @@ func run() int {
 	say("simulated Discord on %s (%d guilds; no real token needed)", sim.URL(), *guilds)
 
 	var events atomic.Int64
-	bot := botsim.New("demo-bot-secret")
+	bot := botsim.New("demo-bot-secret-0123456789")
 	defer bot.Close()
 	bot.OnEvent = func(shard int, payload json.RawMessage) {
 		n := events.Add(1)
@@ -70,12 +70,12 @@ func run() int {
 		return fail(err)
 	}
 	restPort, gwPort, cachePort := freePort(), freePort(), freePort()
-	cfg := fmt.Sprintf(`secret = "demo-secret"
+	cfg := fmt.Sprintf(`secret = "demo-secret-0123456789"
 [log]
 level = "info"
 format = "console"
 [discord]
-token = "demo-token"
+token = "demo-token-0123456789"
 api_url = %q
 [store]
 path = %q
@@ -87,7 +87,7 @@ total_shards = %d
 intents = ["Guilds", "GuildMessages", "MessageContent"]
 [events]
 urls = [%q]
-secret = "demo-bot-secret"
+secret = "demo-bot-secret-0123456789"
 [cache]
 listen = "127.0.0.1:%d"
 `, sim.APIURL(), filepath.Join(*dir, "store"), restPort, gwPort, *shards, bot.URL(), cachePort)
@@ -173,7 +173,7 @@ func restCall(restURL string, sim *discordsim.Server) {
 	g := sim.Guilds()[0]
 	body := []byte(`{"content":"hello from the demo, through dd"}`)
 	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/api/v10/channels/%d/messages", restURL, g.Channels[0]), bytes.NewReader(body))
-	req.Header.Set("Authorization", "demo-secret")
+	req.Header.Set("Authorization", "demo-secret-0123456789")
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -18,7 +18,7 @@ import { REST } from '@discordjs/rest';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = mkdtempSync(join(tmpdir(), 'dd-node-'));
-const secret = 'node-test-secret';
+const secret = 'node-test-secret-0123456789';
 const token = 'sim-token';
 let sim, dd, simURL, ddURL;
 
