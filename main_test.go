@@ -137,7 +137,7 @@ func TestFlagsAndExitStatuses(t *testing.T) {
 		{[]string{"--config", "missing.toml", "--check-config"}, nil, 2, "", "missing.toml"},
 		{[]string{"--role=rest", "--check-config"}, nil, 2, "", "discord.token"},
 		{[]string{"--role=cache", "--check-config"}, nil, 0, "[cache]", ""},
-		{[]string{"--role=all", "--check-config"}, []string{"DD_DISCORD__TOKEN=tok-123456"}, 0, "token = '********'", ""},
+		{[]string{"--role=all", "--check-config"}, []string{"DD_DISCORD__TOKEN=tok-1234567890abcdef"}, 0, "token = '********'", ""},
 	}
 	for _, c := range cases {
 		code, stdout, stderr := runDD(t, dir, c.env, c.args...)
@@ -149,7 +149,9 @@ func TestFlagsAndExitStatuses(t *testing.T) {
 
 func TestCheckConfigNeverPrintsSecrets(t *testing.T) {
 	dir := t.TempDir()
-	cfg := "secret = \"top-secret-value\"\n[discord]\ntoken = \"MTA.token-value.xyz\"\n[events]\nsecret = \"bot-secret-value\"\n"
+	cfg := "secret = \"top-secret-value\"\n[discord]\ntoken = \"MTA.token-value.xyz\"\n" +
+		"api_url = \"https://bot:api-url-password@discord.internal/api\"\n" +
+		"[events]\nsecret = \"bot-secret-value\"\nurls = [\"http://bot:events-url-password@127.0.0.1:9000/\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "dd.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -157,9 +159,45 @@ func TestCheckConfigNeverPrintsSecrets(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, s := range []string{"top-secret-value", "MTA.token-value.xyz", "bot-secret-value"} {
+	for _, s := range []string{"top-secret-value", "MTA.token-value.xyz", "bot-secret-value", "api-url-password", "events-url-password"} {
 		if strings.Contains(stdout+stderr, s) {
 			t.Errorf("--check-config printed secret %q", s)
+		}
+	}
+	for _, want := range []string{"https://bot:xxxxx@discord.internal/api", "http://bot:xxxxx@127.0.0.1:9000/"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--check-config does not show %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// A secret too short to be one, or a token of the wrong type, is a config error (exit 2) that names the
+// key and never shows the value.
+func TestBadSecretsExitTwoWithoutShowingThem(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		env  []string
+		file string
+		key  string
+		val  string
+	}{
+		{[]string{"DD_SECRET=hunter2"}, "", "config: secret: too short", "hunter2"},
+		{[]string{"DD_EVENTS__SECRET=s"}, "", "config: events.secret: too short", ""},
+		{[]string{"DD_DISCORD__TOKEN=tok-123"}, "", "config: discord.token: too short", "tok-123"},
+		{nil, "[discord]\ntoken = 987654321987654321\n", "discord.token", "987654321"},
+	}
+	for _, c := range cases {
+		args := []string{"--role=all", "--check-config"}
+		if c.file != "" {
+			p := filepath.Join(dir, "bad.toml")
+			if err := os.WriteFile(p, []byte(c.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--config", p)
+		}
+		code, stdout, stderr := runDD(t, dir, c.env, args...)
+		if code != 2 || !strings.Contains(stderr, c.key) || (c.val != "" && strings.Contains(stdout+stderr, c.val)) {
+			t.Errorf("%v %q: exit %d, stderr %q; want 2 naming %q without %q", c.env, c.file, code, stderr, c.key, c.val)
 		}
 	}
 }
@@ -170,7 +208,7 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
 	token := "MTA1.secret-token-for-logs.x"
 	env := []string{
-		"DD_DISCORD__TOKEN=" + token, "DD_SECRET=role-secret-abc",
+		"DD_DISCORD__TOKEN=" + token, "DD_SECRET=role-secret-abc-0123456789",
 		"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
 		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_LOG__LEVEL=debug",
 	}
@@ -215,7 +253,7 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 	if !strings.Contains(logs, "stopped cleanly") {
 		t.Errorf("no clean-stop line in log:\n%s", logs)
 	}
-	if strings.Contains(logs, token) || strings.Contains(logs, "role-secret-abc") {
+	if strings.Contains(logs, token) || strings.Contains(logs, "role-secret-abc-0123456789") {
 		t.Errorf("log shows a secret:\n%s", logs)
 	}
 	// The store was closed: a new process can open it at once.

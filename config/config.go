@@ -309,7 +309,13 @@ func editDistance(a, b string) int {
 
 // checkKind checks a file value against its key's type.
 func checkKind(spec *keySpec, v any) error {
-	bad := func() error { return fmt.Errorf("want %s, got %T %#v", spec.kind, v, v) }
+	bad := func() error {
+		if spec.secret {
+			// The value of a secret key is never echoed, even when it is of the wrong type.
+			return fmt.Errorf("want %s, got %T (value not shown: the key holds a secret)", spec.kind, v)
+		}
+		return fmt.Errorf("want %s, got %T %#v", spec.kind, v, maskValue(v))
+	}
 	switch spec.kind {
 	case kindString:
 		if _, ok := v.(string); !ok {
@@ -447,11 +453,12 @@ func (c *Config) applyFallbacks() {
 	}
 }
 
-// Secrets returns every non-empty secret value, so that logging can redact them.
+// Secrets returns every non-empty secret value, so that logging can redact them: the secret keys and
+// the password of every URL in the config (events.urls, discord.api_url, ...), as written and decoded.
 func (c *Config) Secrets() []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, s := range []string{c.Discord.Token, c.Secret, c.Rest.Secret, c.Gateway.Secret, c.Cache.Secret, c.Events.Secret} {
+	add := func(s string) {
 		if s != "" && !seen[s] {
 			seen[s] = true
 			out = append(out, s)
@@ -460,7 +467,24 @@ func (c *Config) Secrets() []string {
 	return out
 }
 
-// Effective renders the merged configuration as TOML, every secret masked.
+	for _, s := range []string{c.Discord.Token, c.Secret, c.Rest.Secret, c.Gateway.Secret, c.Cache.Secret, c.Events.Secret} {
+		add(s)
+	}
+	all := c.k.All()
+	paths := make([]string, 0, len(all))
+	for p := range all {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		eachString(all[p], func(s string) {
+			for _, pw := range urlPasswords(s) {
+				add(pw)
+			}
+		})
+	}
+// Effective renders the merged configuration as TOML, every secret masked, and every URL's password
+// too (http://bot:xxxxx@host).
 func (c *Config) Effective() string {
 	all := c.k.All()
 	flat := make(map[string]any, len(all))
@@ -470,7 +494,7 @@ func (c *Config) Effective() string {
 				v = "********"
 			}
 		}
-		flat[key] = v
+		flat[key] = maskValue(v)
 	}
 	out := koanf.New(".")
 	_ = out.Load(confmap.Provider(flat, "."), nil)

@@ -55,7 +55,7 @@ func TestExampleConfigDocumentsEveryKeyWithItsDefault(t *testing.T) {
 }
 
 func TestDefaultsWithoutFile(t *testing.T) {
-	cfg, err := Load(Source{File: filepath.Join(t.TempDir(), "absent.toml"), Environ: []string{"DD_DISCORD__TOKEN=abc"}, Role: RoleAll})
+	cfg, err := Load(Source{File: filepath.Join(t.TempDir(), "absent.toml"), Environ: []string{"DD_DISCORD__TOKEN=abc-test-token-0123456789"}, Role: RoleAll})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestNamedConfigFileMustExist(t *testing.T) {
 }
 
 func TestEnvironmentBeatsFileAndUnknownEnvIsIgnored(t *testing.T) {
-	cfg, err := load(t, "[rest]\nlisten = \"127.0.0.1:7000\"\n[discord]\ntoken = \"file-token\"\n", []string{
+	cfg, err := load(t, "[rest]\nlisten = \"127.0.0.1:7000\"\n[discord]\ntoken = \"file-token-0123456789\"\n", []string{
 		"DD_REST__LISTEN=127.0.0.1:7001",
 		"DD_GATEWAY__TOTAL_SHARDS=16",
 		"DD_GATEWAY__INTENTS=Guilds,GuildMembers",
@@ -87,7 +87,7 @@ func TestEnvironmentBeatsFileAndUnknownEnvIsIgnored(t *testing.T) {
 	if cfg.Rest.Listen != "127.0.0.1:7001" {
 		t.Errorf("rest.listen = %q, want the environment's", cfg.Rest.Listen)
 	}
-	if cfg.Discord.Token != "file-token" || cfg.Gateway.TotalShards != 16 || cfg.Gateway.Intents != 3 ||
+	if cfg.Discord.Token != "file-token-0123456789" || cfg.Gateway.TotalShards != 16 || cfg.Gateway.Intents != 3 ||
 		!cfg.Store.SyncWrites || cfg.Gateway.ReshardCheckInterval != 30*time.Minute {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
@@ -97,11 +97,11 @@ func TestEnvironmentBeatsFileAndUnknownEnvIsIgnored(t *testing.T) {
 }
 
 func TestSecretsFallBackToTopLevel(t *testing.T) {
-	cfg, err := load(t, "secret = \"top\"\n[discord]\ntoken=\"t\"\n[cache]\nsecret = \"own\"\n", nil, RoleAll)
+	cfg, err := load(t, "secret = \"top-secret-0123456789\"\n[discord]\ntoken=\"test-token-0123456789\"\n[cache]\nsecret = \"own-secret-0123456789\"\n", nil, RoleAll)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Rest.Secret != "top" || cfg.Gateway.Secret != "top" || cfg.Events.Secret != "top" || cfg.Cache.Secret != "own" {
+	if top := "top-secret-0123456789"; cfg.Rest.Secret != top || cfg.Gateway.Secret != top || cfg.Events.Secret != top || cfg.Cache.Secret != "own-secret-0123456789" {
 		t.Fatalf("fallbacks wrong: rest %q gateway %q events %q cache %q", cfg.Rest.Secret, cfg.Gateway.Secret, cfg.Events.Secret, cfg.Cache.Secret)
 	}
 }
@@ -170,12 +170,12 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 }
 
 func TestEffectiveConfigMasksSecrets(t *testing.T) {
-	cfg, err := load(t, "secret = \"s3cr3t-top\"\n[discord]\ntoken = \"tok-ABCDEF.123\"\n[events]\nsecret = \"ev-secret\"\n", nil, RoleAll)
+	cfg, err := load(t, "secret = \"s3cr3t-top-0123456789\"\n[discord]\ntoken = \"tok-ABCDEF.123-0123456789\"\n[events]\nsecret = \"ev-secret-0123456789\"\n", nil, RoleAll)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := cfg.Effective()
-	for _, s := range []string{"s3cr3t-top", "tok-ABCDEF.123", "ev-secret"} {
+	for _, s := range []string{"s3cr3t-top-0123456789", "tok-ABCDEF.123-0123456789", "ev-secret-0123456789"} {
 		if strings.Contains(out, s) {
 			t.Errorf("effective config shows secret %q:\n%s", s, out)
 		}

@@ -7,7 +7,7 @@ import (
 )
 
 func TestRestKeysDecodeWithTheirDefaults(t *testing.T) {
-	cfg, err := load(t, "[discord]\ntoken = \"t\"\n", nil, RoleRest)
+	cfg, err := load(t, "[discord]\ntoken = \"test-token-0123456789\"\n", nil, RoleRest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -17,7 +17,7 @@ func TestRestKeysDecodeWithTheirDefaults(t *testing.T) {
 		r.UpstreamTimeout != time.Minute || r.SpoolDir != "" {
 		t.Fatalf("rest defaults wrong: %+v", r)
 	}
-	cfg, err = load(t, "[discord]\ntoken = \"t\"\n[rest]\nsecret_header = \"X-DD-Secret\"\nallow_any_token = true\nmax_wait = \"2s\"\n",
+	cfg, err = load(t, "[discord]\ntoken = \"test-token-0123456789\"\n[rest]\nsecret_header = \"X-DD-Secret\"\nallow_any_token = true\nmax_wait = \"2s\"\n",
 		[]string{"DD_REST__GLOBAL_RATE_LIMIT=500"}, RoleRest)
 	if err != nil {
 		t.Fatal(err)

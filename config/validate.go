@@ -27,6 +27,8 @@ func (c *Config) validate(role Role) error {
 		bad("log.format", "%q is not one of json, console", c.Log.Format)
 	}
 
+	c.checkSecrets(bad)
+
 	needsToken := role.Runs(RoleRest) || role.Runs(RoleGateway)
 	switch tok := c.Discord.Token; {
 	case tok == "" && needsToken:
@@ -66,6 +68,9 @@ func (c *Config) validate(role Role) error {
 		}
 		if err := checkURL(l.l.URL, true); err != nil {
 			bad(l.name+".url", "%v", err)
+		}
+		if l.l.MaxConnections < 1 {
+			bad(l.name+".max_connections", "must be at least 1, got %d", l.l.MaxConnections)
 		}
 		if l.used && err == nil && !loopback && l.l.Secret == "" {
 			bad(l.name+".secret", "empty while %s.listen (%s) is reachable from other machines; set secret or %s.secret",
@@ -183,13 +188,18 @@ func checkURL(s string, optional bool) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: %v", s, err)
+		// url.Parse's error quotes the URL whole, password included: give only its reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s is not a URL: %v", quoteURL(s), err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: scheme must be http or https", s)
+		return fmt.Errorf("%s: scheme must be http or https", quoteURL(s))
 	}
 	if u.Host == "" {
-		return fmt.Errorf("%q has no host", s)
+		return fmt.Errorf("%s has no host", quoteURL(s))
 	}
 	return nil
 }

@@ -12,7 +12,10 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/internal/diskspace"
 )
 
 // ErrNotFound is returned by Get for a key that is not stored.
@@ -31,12 +34,20 @@ type Options struct {
 	// survives a crash of dd (it is in the OS's page cache) but not of the machine.
 	SyncWrites bool
 	Logger     *zap.Logger
+	// MinFree is the free space kept on Path's filesystem for Badger's own work (store.min_free): below
+	// it new writes fail with ErrDiskFull. Zero computes it from Badger's file sizes, which are scaled
+	// to the filesystem; a larger value wins over the computed one.
+	MinFree int64
+	// Registerer receives the disk-space metrics; nil registers nothing.
+	Registerer prometheus.Registerer
 }
 
 // Store is an open Badger database.
 type Store struct {
 	db   *badger.DB
 	path string
+	size sizing
+	disk *diskspace.Watcher // nil where free space cannot be measured
 }
 
 // Open opens (creating if needed) the store at o.Path.
@@ -47,17 +58,23 @@ func Open(o Options) (*Store, error) {
 	if err := checkWritable(o.Path); err != nil {
 		return nil, err
 	}
-	opts := badger.DefaultOptions(o.Path).
+	_, total, err := diskspace.Stat(o.Path)
+	if err != nil {
+		total = 1 << 40 // cannot tell: Badger's sizes for a large disk
+	}
+	z := sizeFor(total)
+	if err := checkOpenSpace(o.Path, z); err != nil {
+		return nil, err
+	}
+	opts := z.apply(badger.DefaultOptions(o.Path).
 		WithSyncWrites(o.SyncWrites).
 		WithLogger(badgerLogger{o.Logger.Named("badger").Sugar()}).
 		// Sized for dd's machines (2 cores): fewer compactors and smaller tables than Badger's defaults,
 		// which assume a database server.
+		// Memtable, table and value log sizes come from sizeFor.
 		WithNumCompactors(2).
-		WithMemTableSize(32 << 20).
-		WithNumMemtables(3).
 		WithBlockCacheSize(64 << 20).
-		WithValueLogFileSize(128 << 20).
-		WithValueThreshold(4 << 10)
+		WithValueThreshold(4 << 10))
 	db, err := badger.Open(opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "directory lock") {
@@ -66,7 +83,19 @@ func Open(o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", o.Path, err)
 	}
-	return &Store{db: db, path: o.Path}, nil
+	s := &Store{db: db, path: o.Path, size: z}
+	s.disk, err = diskspace.Start(diskspace.Options{Dir: o.Path, Key: "store.path", Reserve: max(z.reserve(), o.MinFree),
+		Refused: "new events and cache updates are refused (shards stop reading; Discord replays on resume)",
+		Logger:  o.Logger.Named("store"), Registerer: o.Registerer})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.disk.IsLow() {
+		o.Logger.Warn("store opened on a disk short of space: it takes no new events until space is freed",
+			zap.Error(s.disk.Err()))
+	}
+	return s, nil
 }
 
 // checkWritable creates the directory and proves a file can be written there, so that a read-only
@@ -92,6 +121,9 @@ func (s *Store) Path() string { return s.path }
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	if s.disk != nil {
+		s.disk.Close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)
 	}
@@ -122,8 +154,12 @@ type Writer interface {
 }
 
 // Update applies fn's writes atomically: all of them are stored or none. Keys and values handed to the
-// Writer must not be changed until Update returns.
+// Writer must not be changed until Update returns. While the disk is short of space it writes nothing
+// and returns ErrDiskFull.
 func (s *Store) Update(fn func(w Writer) error) error {
+	if err := s.writable(false); err != nil {
+		return err
+	}
 	return s.db.Update(func(txn *badger.Txn) error { return fn(txnWriter{txn}) })
 }
 

@@ -20,7 +20,8 @@ type Reader interface {
 // Txn is a read-write transaction whose reads see its own writes, for users that decide what to write
 // from what is stored (the cache counts what it adds and removes). Its writes are stored at Commit, all
 // or none; Discard drops them. A Txn is not safe for concurrent use. Set returns ErrTooBig when the
-// transaction cannot take more: Commit it and go on in a new one.
+// transaction cannot take more: Commit it and go on in a new one. Commit returns ErrDiskFull (and
+// writes nothing) while the disk is short of space.
 type Txn interface {
 	Reader
 	Writer
@@ -30,13 +31,16 @@ type Txn interface {
 
 // View calls fn with a read-only snapshot (several reads that must agree, at the cost of one).
 func (s *Store) View(fn func(r Reader) error) error {
-	return s.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
+	return s.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn: txn}) })
 }
 
 // Begin starts a read-write transaction.
-func (s *Store) Begin() Txn { return badgerTxn{s.db.NewTransaction(true)} }
+func (s *Store) Begin() Txn { return badgerTxn{txn: s.db.NewTransaction(true), s: s} }
 
-type badgerTxn struct{ txn *badger.Txn }
+type badgerTxn struct {
+	txn *badger.Txn
+	s   *Store // nil in View
+}
 
 func (t badgerTxn) Get(key []byte) ([]byte, error) {
 	item, err := t.txn.Get(key)
@@ -87,5 +91,12 @@ func (t badgerTxn) Scan(prefix, from []byte, keysOnly bool, fn func(key, value [
 
 func (t badgerTxn) Set(k, v []byte) error { return t.txn.Set(k, v) }
 func (t badgerTxn) Delete(k []byte) error { return t.txn.Delete(k) }
-func (t badgerTxn) Commit() error         { return t.txn.Commit() }
 func (t badgerTxn) Discard()              { t.txn.Discard() }
+
+func (t badgerTxn) Commit() error {
+	if err := t.s.writable(false); err != nil {
+		t.txn.Discard()
+		return err
+	}
+	return t.txn.Commit()
+}
