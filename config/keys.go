@@ -25,7 +25,7 @@ type keySpec struct {
 	path   string
 	kind   kind
 	def    any
-	secret bool // masked when the effective config is printed
+	secret bool // masked when printed, never echoed in errors, at least MinSecretLength characters
 }
 
 // keys lists every config key with its default. Defaults use the types the TOML parser produces
