@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,7 +16,7 @@ import (
 
 func TestSecretsNeverReachTheLog(t *testing.T) {
 	const token = "MTA1.Gx9-token.abcDEF"
-	const secret = "proxy-secret-1"
+	const secret = "proxy-secret-0123456789"
 	for _, format := range []string{"json", "console"} {
 		var out bytes.Buffer
 		log, err := New(Options{Level: "debug", Format: format, Secrets: []string{token, secret, ""}, Output: &out})
@@ -46,6 +49,91 @@ func TestRedactorPassesOtherTextThrough(t *testing.T) {
 	}
 }
 
+// A short secret (a URL's password; config refuses short secret keys) is redacted where it stands as a
+// whole token, not inside every word that contains it: the log stays readable and does not spell it out.
+func TestShortSecretIsRedactedOnlyAsAWholeToken(t *testing.T) {
+	var out bytes.Buffer
+	log, err := New(Options{Level: "info", Format: "json", Secrets: []string{"s"}, Output: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("sessions resumed", zap.String("url", "http://bot:s@host/"), zap.String("auth", "s"))
+	_ = log.Sync()
+	got := out.String()
+	if !strings.Contains(got, `"msg":"sessions resumed"`) || !strings.Contains(got, `"level":"info"`) {
+		t.Errorf("words containing the secret were touched:\n%s", got)
+	}
+	if !strings.Contains(got, `"url":"http://bot:[REDACTED]@host/"`) || !strings.Contains(got, `"auth":"[REDACTED]"`) {
+		t.Errorf("the secret standing alone was not redacted:\n%s", got)
+	}
+	// The rule at the edges: start and end of the text, next to punctuation, next to word characters.
+	for in, want := range map[string]string{
+		"s":          "[REDACTED]",
+		"s,s s":      "[REDACTED],[REDACTED] [REDACTED]",
+		"xs sx s_ 5": "xs sx s_ 5",
+		"(s)":        "([REDACTED])",
+	} {
+		var b bytes.Buffer
+		_, _ = NewRedactor(&b, []string{"s"}).Write([]byte(in))
+		if b.String() != want {
+			t.Errorf("%q: got %q, want %q", in, b.String(), want)
+		}
+	}
+}
+
+// A secret as long as config requires is redacted wherever it appears, even glued to other text, and
+// in the forms it takes inside a JSON string or a URL.
+func TestLongSecretIsRedactedEverywhereAndInEveryForm(t *testing.T) {
+	const token = "MTA1.Gx9-token.abcDEF"
+	const odd = `pass"with\slash&<0123456789> /?`
+	var out bytes.Buffer
+	log, err := New(Options{Level: "info", Format: "json", Secrets: []string{token, odd}, Output: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := url.URL{Scheme: "http", Host: "x", Path: "/" + odd, RawQuery: url.Values{"t": {odd}}.Encode()}
+	log.Info("x"+token+"y", zap.String("odd", odd), zap.Stringer("url", &u), zap.Error(errors.New("bad "+odd)))
+	_ = log.Sync()
+	got := out.String()
+	for _, form := range []string{token, odd, jsonEscaped(odd, false), url.QueryEscape(odd), url.PathEscape(odd)} {
+		if strings.Contains(got, form) {
+			t.Errorf("log shows the secret as %q:\n%s", form, got)
+		}
+	}
+	if !strings.Contains(got, `"msg":"x[REDACTED]y"`) {
+		t.Errorf("a long secret inside a word was not redacted:\n%s", got)
+	}
+}
+
+// The console format colours its levels on a terminal only: a log written to a file or a pipe (the
+// demo's dd.log) has no escape codes.
+func TestConsoleLogToAFileHasNoColourCodes(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "dd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	for _, out := range []io.Writer{f, &buf} {
+		log, err := New(Options{Level: "debug", Format: "console", Output: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("listening")
+		log.Warn("slow")
+		_ = log.Sync()
+	}
+	written, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]string{"file": string(written), "buffer": buf.String()} {
+		if strings.Contains(got, "\x1b[") || !strings.Contains(got, "INFO") || !strings.Contains(got, "WARN") {
+			t.Errorf("console log to a %s: want plain INFO and WARN, no escape codes: %q", name, got)
+		}
+	}
+}
+
 func TestBadLevelOrFormat(t *testing.T) {
 	if _, err := New(Options{Level: "loud", Format: "json"}); err == nil {
 		t.Error("level loud accepted")
@@ -57,7 +145,7 @@ func TestBadLevelOrFormat(t *testing.T) {
 
 func BenchmarkLogLineWithSecrets(b *testing.B) {
 	var out bytes.Buffer
-	log, _ := New(Options{Level: "info", Format: "json", Secrets: []string{"MTA1.Gx9-token.abcDEF", "s1", "s2"}, Output: &out})
+	log, _ := New(Options{Level: "info", Format: "json", Secrets: []string{"MTA1.Gx9-token.abcDEF", "secret-one-0123456789", "secret-two-0123456789"}, Output: &out})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		out.Reset()

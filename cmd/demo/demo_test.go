@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -37,5 +39,13 @@ func TestDemoShowsEventsFlowing(t *testing.T) {
 	}
 	if !regexp.MustCompile(`REST through dd: POST /channels/\d+/messages -> 200`).Match(out) {
 		t.Fatalf("no successful REST call through dd in the demo:\n%s", out)
+	}
+	// dd's log file is plain text: no terminal colour codes in a file.
+	ddLog, err := os.ReadFile(filepath.Join(dir, "demo-data", "dd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(ddLog, []byte("INFO")) || bytes.Contains(ddLog, []byte("\x1b[")) {
+		t.Fatalf("dd.log: want plain INFO lines without escape codes, got:\n%q", ddLog)
 	}
 }
