@@ -68,6 +68,7 @@ type Deliverer struct {
 	c       *queue.Consumer
 	o       Options
 	urls    []string
+	shown   []string // urls as logged: their passwords masked (url.URL.Redacted)
 	client  *http.Client
 	log     *zap.Logger
 	m       *metrics
@@ -82,11 +83,13 @@ func New(c *queue.Consumer, o Options) (*Deliverer, error) {
 	if len(o.URLs) == 0 {
 		return nil, errors.New("delivery: no URL to deliver events to (events.urls)")
 	}
-	for _, u := range o.URLs {
+	shown := make([]string, len(o.URLs))
+	for i, u := range o.URLs {
 		p, err := url.Parse(u)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, fmt.Errorf("delivery: events.urls: %q is not an http(s) URL", u)
+			return nil, fmt.Errorf("delivery: events.urls: entry %d is not an http(s) URL", i)
 		}
+		shown[i] = p.Redacted()
 	}
 	if o.BatchMax <= 0 {
 		o.BatchMax = 1
@@ -126,7 +129,7 @@ func New(c *queue.Consumer, o Options) (*Deliverer, error) {
 		return nil, err
 	}
 	return &Deliverer{
-		c: c, o: o, urls: o.URLs, client: client, m: m,
+		c: c, o: o, urls: o.URLs, shown: shown, client: client, m: m,
 		log:   o.Logger.Named("delivery").With(zap.String("consumer", c.Name())),
 		slots: make(chan struct{}, o.MaxInFlight),
 	}, nil
@@ -234,17 +237,18 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 
 // postUntilTaken posts body until the bot answers 2xx (true) or ctx ends (false).
 func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string, body []byte, ids []string) bool {
+	shown := d.shown[shard%len(d.shown)] // what the log says: target without its password
 	for attempt := 0; ; attempt++ {
 		reason, err := d.post(ctx, target, body, ids)
 		if err == nil {
 			if attempt > 0 {
-				d.stopFailing(shard, target, attempt+1, true)
+				d.stopFailing(shard, shown, attempt+1, true)
 			}
 			return true
 		}
 		if ctx.Err() != nil {
 			if attempt > 0 {
-				d.stopFailing(shard, target, attempt, false)
+				d.stopFailing(shard, shown, attempt, false)
 			}
 			return false
 		}
@@ -253,9 +257,9 @@ func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string
 			d.failing.Add(1)
 		}
 		d.m.failed.WithLabelValues(reason).Inc()
-		d.fails.note(d.log, shard, target, attempt+1, err)
+		d.fails.note(d.log, shard, shown, attempt+1, err)
 		if ctxsleep.Sleep(ctx, d.backoff(attempt)) != nil {
-			d.stopFailing(shard, target, attempt+1, false)
+			d.stopFailing(shard, shown, attempt+1, false)
 			return false
 		}
 	}
@@ -263,10 +267,10 @@ func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string
 
 // stopFailing notes a shard no longer retrying, and says so when the bot took its events and no shard
 // is failing any more.
-func (d *Deliverer) stopFailing(shard int, target string, attempts int, taken bool) {
+func (d *Deliverer) stopFailing(shard int, shownURL string, attempts int, taken bool) {
 	d.m.failingShards.Dec()
 	if d.failing.Add(-1) == 0 && taken {
-		d.log.Info("delivering events to the bot works again", zap.Int("shard", shard), zap.String("url", target),
+		d.log.Info("delivering events to the bot works again", zap.Int("shard", shard), zap.String("url", shownURL),
 			zap.Int("attempts", attempts))
 	}
 }
@@ -373,7 +377,7 @@ type failLog struct {
 	suppressed int
 }
 
-func (f *failLog) note(log *zap.Logger, shard int, target string, attempt int, err error) {
+func (f *failLog) note(log *zap.Logger, shard int, shownURL string, attempt int, err error) {
 	f.mu.Lock()
 	if time.Since(f.last) < failLogEvery {
 		f.suppressed++
@@ -384,7 +388,7 @@ func (f *failLog) note(log *zap.Logger, shard int, target string, attempt int, e
 	f.last, f.suppressed = time.Now(), 0
 	f.mu.Unlock()
 	log.Warn("delivering events to the bot failed; retrying (events wait in the queue)",
-		zap.Int("shard", shard), zap.String("url", target), zap.Int("attempt", attempt),
+		zap.Int("shard", shard), zap.String("url", shownURL), zap.Int("attempt", attempt),
 		zap.Int("other_failures_since_last_log", suppressed), zap.Error(err))
 }
 

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/store"
@@ -675,5 +677,52 @@ func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
 	}
 	if !strings.Contains(order[0], "OLD") || !strings.Contains(order[1], "NEW") {
 		t.Fatalf("order %q, want OLD then NEW", order)
+	}
+}
+
+// The log lines about failing and recovering delivery show the bot's URL with its password masked, as
+// the error from net/http already does.
+func TestLoggedURLHidesItsPassword(t *testing.T) {
+	const password = "bot-PASSWORD-0123456789"
+	e := newQueue(t)
+	b := newBot(t)
+	var first atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !first.Swap(true) {
+			// A network error: the connection drops without an answer.
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		b.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.InfoLevel)
+	target := strings.Replace(srv.URL, "http://", "http://bot:"+password+"@", 1) + "/events"
+	start(t, e.c, Options{URLs: []string{target}, Logger: zap.New(core)})
+	e.appendEvents([]int{0}, 1)
+	waitFor(t, "the event after a dropped connection", func() bool {
+		_, evs := b.snapshot()
+		return len(evs) == 1
+	})
+	waitFor(t, "the recovery log line", func() bool { return logs.FilterMessageSnippet("works again").Len() == 1 })
+	warned := logs.FilterMessageSnippet("failed; retrying").All()
+	if len(warned) != 1 {
+		t.Fatalf("want one warning about the failed attempt, got %d: %v", len(warned), logs.All())
+	}
+	shown := strings.Replace(srv.URL, "http://", "http://bot:xxxxx@", 1) + "/events"
+	for _, entry := range logs.All() {
+		fields := entry.ContextMap()
+		if strings.Contains(fmt.Sprint(fields), password) {
+			t.Errorf("%q logs the password: %v", entry.Message, fields)
+		}
+		if u, ok := fields["url"]; ok && u != shown {
+			t.Errorf("%q: url %q, want %q", entry.Message, u, shown)
+		}
+	}
+	if _, ok := warned[0].ContextMap()["error"]; !ok {
+		t.Errorf("the warning has no error field: %v", warned[0].ContextMap())
 	}
 }
