@@ -15,12 +15,13 @@ import (
 // (shard_id % max_concurrency) per window, and never past the daily session-start budget. An in-process
 // and a remote (shared by several dd instances) limiter are interchangeable behind this interface.
 type IdentifyLimiter interface {
-	// Acquire blocks until shardID may send IDENTIFY. The caller must call the returned release once the
-	// identify succeeded (READY) or failed; the next identify of the bucket waits for release, and for one
-	// window after this one reached Discord (see LocalIdentifyLimiter).
-	Acquire(ctx context.Context, shardID int) (release func(), err error)
-	// Sent records when the IDENTIFY left (Discord judges spacing by receipt, so timing starts at the
-	// send, not at Acquire).
+	// Acquire blocks until shardID may send IDENTIFY: a shard takes its turn before it connects, so that
+	// no connection waits (and heartbeats unread) for it. The caller calls Sent when the IDENTIFY leaves and
+	// release exactly once: answered=true when Discord answered it (READY, op 9 or a close frame), false
+	// when the connection failed without an answer or the IDENTIFY never left. The next identify of the
+	// bucket waits for release, then one window (see LocalIdentifyLimiter).
+	Acquire(ctx context.Context, shardID int) (release func(answered bool), err error)
+	// Sent records that the IDENTIFY left.
 	Sent(shardID int, at time.Time)
 }
 
@@ -45,16 +46,18 @@ type LocalIdentifyLimiter struct {
 }
 
 // identifyBucket is one max_concurrency bucket. Discord spaces identifies by their arrival, which dd
-// cannot see, only bound: the last one arrived after its send and before its answer (READY, op 9 or a
-// close) came back, and is assumed to arrive within the margin of its send. arrivedBy is that bound: the
-// send plus the margin, lowered to the answer's receipt when the answer comes sooner, as it usually does.
+// cannot see, only bound: the last one arrived before its answer (READY, op 9 or a close frame) came
+// back, however loaded the machine or the network. arrivedBy is that bound, the release of an answered
+// identify. An identify that left and got no answer (the connection dropped) may still be on its way: its
+// bound is the release plus the margin.
 type identifyBucket struct {
 	slot      chan struct{} // holds one token while free
+	sent      bool          // the holder's IDENTIFY left
 	arrivedBy time.Time
 }
 
-// NewLocalIdentifyLimiter builds a limiter for a bot's limits. window is Discord's 5 s; margin is how long
-// an identify is assumed to take to reach Discord when its answer is slower than that.
+// NewLocalIdentifyLimiter builds a limiter for a bot's limits. window is Discord's 5 s; margin is how much
+// longer an identify that got no answer may take to reach Discord after its connection failed.
 func NewLocalIdentifyLimiter(limit SessionStartLimit, window, margin time.Duration, log *zap.Logger) *LocalIdentifyLimiter {
 	if limit.MaxConcurrency < 1 {
 		limit.MaxConcurrency = 1
@@ -73,18 +76,21 @@ func NewLocalIdentifyLimiter(limit SessionStartLimit, window, margin time.Durati
 }
 
 // Acquire implements IdentifyLimiter.
-func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(), error) {
+func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(answered bool), error) {
 	b := l.buckets[shardID%len(l.buckets)]
 	select {
 	case <-b.slot:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	release := func() {
-		// The answer is back (or the identify failed, or never left): whatever was sent has arrived.
+	release := func(answered bool) {
 		l.mu.Lock()
-		if now := time.Now(); now.Before(b.arrivedBy) {
-			b.arrivedBy = now
+		if b.sent {
+			b.arrivedBy = time.Now()
+			if !answered {
+				b.arrivedBy = b.arrivedBy.Add(l.margin)
+			}
+			b.sent = false
 		}
 		l.mu.Unlock()
 		b.slot <- struct{}{}
@@ -94,7 +100,7 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 	wait := time.Until(b.arrivedBy.Add(l.window))
 	l.mu.Unlock()
 	if err := ctxsleep.Sleep(ctx, wait); err != nil {
-		release()
+		release(false)
 		return nil, err
 	}
 	// The daily budget: wait for its reset rather than burn the last identify (running out resets the
@@ -115,18 +121,18 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func()
 		l.log.Warn("daily identify budget (session_start_limit) is spent; waiting for its reset instead of burning the token",
 			zap.Int("shard", shardID), zap.Duration("reset_after", until))
 		if err := ctxsleep.Sleep(ctx, until+time.Second); err != nil {
-			release()
+			release(false)
 			return nil, err
 		}
 	}
 	var once sync.Once
-	return func() { once.Do(release) }, nil
+	return func(answered bool) { once.Do(func() { release(answered) }) }, nil
 }
 
-// Sent implements IdentifyLimiter.
-func (l *LocalIdentifyLimiter) Sent(shardID int, at time.Time) {
+// Sent implements IdentifyLimiter. Only the holder of the bucket's slot calls it.
+func (l *LocalIdentifyLimiter) Sent(shardID int, _ time.Time) {
 	l.mu.Lock()
-	l.buckets[shardID%len(l.buckets)].arrivedBy = at.Add(l.margin)
+	l.buckets[shardID%len(l.buckets)].sent = true
 	l.mu.Unlock()
 }
 

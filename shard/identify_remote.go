@@ -27,9 +27,12 @@ import (
 //	POST {base}/acquire  {"shard_id":N}       long-polls until granted -> {"lease":"...","ttl_ms":...}
 //	                                          (204 after ~25 s with nothing granted: ask again)
 //	POST {base}/sent     {"lease":"...","at_ms":unix ms}   the IDENTIFY left at that time
-//	POST {base}/release  {"lease":"..."}      READY or failure: the bucket is free
+//	POST {base}/release  {"lease":"...","answered":true}   READY, op 9 or a close frame (answered), or a
+//	                                          failure without an answer: the bucket is free
 //
-// A lease not released within its TTL (a crashed holder) is released by the queue.
+// The queue takes its own clock at release as the bound on the identify's arrival (it is after the
+// holder saw the answer); a release without "answered", or a lease that outlives its TTL (a crashed
+// holder), adds the limiter's margin.
 
 // IdentifyQueue serves the shared identify queue over HTTP, backed by a LocalIdentifyLimiter.
 type IdentifyQueue struct {
@@ -45,7 +48,7 @@ type IdentifyQueue struct {
 
 type lease struct {
 	shard   int
-	release func()
+	release func(answered bool)
 	timer   *time.Timer
 }
 
@@ -74,9 +77,10 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		ShardID *int   `json:"shard_id"`
-		Lease   string `json:"lease"`
-		AtMs    int64  `json:"at_ms"`
+		ShardID  *int   `json:"shard_id"`
+		Lease    string `json:"lease"`
+		AtMs     int64  `json:"at_ms"`
+		Answered bool   `json:"answered"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
 		httpError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
@@ -96,7 +100,7 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Context().Err() != nil {
-			release() // the caller left while we granted
+			release(false) // the caller left while we granted
 			return
 		}
 		// Until told otherwise, the grant is the send: the caller sends at once.
@@ -107,7 +111,7 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		q.leases[id] = l
 		l.timer = time.AfterFunc(q.ttl, func() {
 			q.log.Warn("identify lease expired; releasing its bucket", zap.Int("shard", l.shard))
-			q.drop(id)
+			q.drop(id, false)
 		})
 		q.mu.Unlock()
 		writeJSONBody(w, http.StatusOK, map[string]any{"lease": id, "ttl_ms": q.ttl.Milliseconds()})
@@ -122,7 +126,7 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		q.limiter.Sent(l.shard, time.UnixMilli(req.AtMs))
 		w.WriteHeader(http.StatusNoContent)
 	case "release":
-		if !q.drop(req.Lease) {
+		if !q.drop(req.Lease, req.Answered) {
 			httpError(w, http.StatusNotFound, "no such lease (expired?)")
 			return
 		}
@@ -132,7 +136,7 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (q *IdentifyQueue) drop(id string) bool {
+func (q *IdentifyQueue) drop(id string, answered bool) bool {
 	q.mu.Lock()
 	l := q.leases[id]
 	delete(q.leases, id)
@@ -141,7 +145,7 @@ func (q *IdentifyQueue) drop(id string) bool {
 		return false
 	}
 	l.timer.Stop()
-	l.release()
+	l.release(answered)
 	return true
 }
 
@@ -183,7 +187,7 @@ func NewRemoteIdentifyLimiter(base, secret string, log *zap.Logger) *RemoteIdent
 
 // Acquire implements IdentifyLimiter: it long-polls the queue until granted, retrying while the queue is
 // unreachable (identifying without it could break the shared limit).
-func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(), error) {
+func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(answered bool), error) {
 	backoff := 500 * time.Millisecond
 	for {
 		status, body, err := l.call(ctx, "acquire", map[string]any{"shard_id": shardID})
@@ -201,7 +205,7 @@ func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(
 			l.leases[shardID] = grant.Lease
 			l.mu.Unlock()
 			var once sync.Once
-			return func() {
+			return func(answered bool) {
 				once.Do(func() {
 					l.mu.Lock()
 					if l.leases[shardID] == grant.Lease {
@@ -210,7 +214,7 @@ func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(
 					l.mu.Unlock()
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
-					if _, _, err := l.call(ctx, "release", map[string]any{"lease": grant.Lease}); err != nil {
+					if _, _, err := l.call(ctx, "release", map[string]any{"lease": grant.Lease, "answered": answered}); err != nil {
 						l.log.Warn("identify lease not released; it will expire", zap.Int("shard", shardID), zap.Error(err))
 					}
 				})

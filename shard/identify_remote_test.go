@@ -37,7 +37,7 @@ func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 				mu.Lock()
 				times = append(times, now)
 				mu.Unlock()
-				release()
+				release(true)
 			}(c*2 + s)
 		}
 	}
@@ -66,7 +66,7 @@ func TestExpiredLeaseFreesTheBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	release()
+	release(true)
 	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Fatalf("granted after %s, while the crashed holder's lease was live", d)
 	}

@@ -42,9 +42,9 @@ func parseHeader(raw []byte) (header, error) {
 	return h, err
 }
 
-// readLoop reads payloads until the connection ends. It runs HELLO, then IDENTIFY or RESUME, then
-// routes every payload.
-func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *sinkRunner) connEnd {
+// readLoop reads payloads until the connection ends. It runs HELLO, then RESUME or IDENTIFY (whose turn
+// connectOnce holds already), then routes every payload.
+func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *sinkRunner, resume bool) connEnd {
 	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, c.drop)
 	defer helloTimer.Stop()
 	healthy := false
@@ -73,7 +73,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 				return connEnd{err: fmt.Errorf("bad HELLO: %s", raw)}
 			}
 			hb.start(time.Duration(p.D.HeartbeatInterval) * time.Millisecond)
-			if err := s.authenticate(ctx, c); err != nil {
+			if err := s.authenticate(ctx, c, resume); err != nil {
 				return connEnd{err: err}
 			}
 		case discord.OpHeartbeat:
@@ -87,7 +87,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 				D bool `json:"d"`
 			}
 			_ = json.Unmarshal(raw, &p)
-			s.releaseIdentify()
+			s.releaseIdentify(true)
 			if p.D {
 				return connEnd{err: errors.New("session invalidated (op 9, resumable)"), healthy: healthy}
 			}
@@ -121,12 +121,12 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 	}
 }
 
-// authenticate sends RESUME for a resumable session, else IDENTIFY within the identify limits.
-func (s *Shard) authenticate(ctx context.Context, c *conn) error {
+// authenticate sends RESUME for a resumable session, else IDENTIFY, whose turn the shard holds.
+func (s *Shard) authenticate(ctx context.Context, c *conn, resume bool) error {
 	s.mu.Lock()
 	sess := s.persisted
 	s.mu.Unlock()
-	if sess.Resumable() {
+	if resume {
 		s.setState(StateResuming)
 		s.mu.Lock()
 		s.live = sess
@@ -149,32 +149,27 @@ func (s *Shard) authenticate(ctx context.Context, c *conn) error {
 	if err != nil {
 		return err
 	}
-	release, err := s.cfg.Identify.Acquire(ctx, s.cfg.ShardID)
-	if err != nil {
-		return err
-	}
 	s.mu.Lock()
-	s.identifyRelease = release
 	s.seq = 0
 	s.mu.Unlock()
-	err = s.sendPriority(ctx, c, payload)
+	// Counted as sent before the write: a write that fails half-way may still reach Discord.
 	s.cfg.Identify.Sent(s.cfg.ShardID, time.Now())
-	if err != nil {
-		s.releaseIdentify()
+	if err := s.sendPriority(ctx, c, payload); err != nil {
 		return err
 	}
 	s.log.Info("identified")
 	return nil
 }
 
-// releaseIdentify frees the shard's identify slot, if it holds one.
-func (s *Shard) releaseIdentify() {
+// releaseIdentify gives the shard's identify turn back, if it holds one; answered says that Discord's
+// answer to the IDENTIFY came back (so it has arrived).
+func (s *Shard) releaseIdentify(answered bool) {
 	s.mu.Lock()
 	r := s.identifyRelease
 	s.identifyRelease = nil
 	s.mu.Unlock()
 	if r != nil {
-		r()
+		r(answered)
 	}
 }
 
@@ -191,7 +186,7 @@ func (s *Shard) onReady(raw json.RawMessage) error {
 	s.mu.Lock()
 	s.live = Session{ShardID: s.cfg.ShardID, NumShards: s.cfg.NumShards, ID: p.D.SessionID, ResumeURL: p.D.ResumeGatewayURL}
 	s.mu.Unlock()
-	s.releaseIdentify()
+	s.releaseIdentify(true)
 	s.setState(StateReady)
 	s.log.Info("ready", zap.String("session", p.D.SessionID))
 	return nil
@@ -199,11 +194,12 @@ func (s *Shard) onReady(raw json.RawMessage) error {
 
 // endFromReadError turns a read failure into what to do next, by the close code table.
 func (s *Shard) endFromReadError(err error, healthy bool) connEnd {
-	s.releaseIdentify()
 	var ce *CloseError
 	if !errors.As(err, &ce) {
 		return connEnd{err: err, healthy: healthy}
 	}
+	// A close frame is an answer: Discord read everything sent before it.
+	s.releaseIdentify(true)
 	cc := discord.LookupCloseCode(ce.Code)
 	end := connEnd{err: err, code: ce.Code, healthy: healthy}
 	switch cc.Action {

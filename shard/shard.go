@@ -39,10 +39,12 @@ const (
 	StateReady
 	StateFatal
 	StateStopped
+	// StateWaiting: no session to resume, waiting for the identify turn before connecting.
+	StateWaiting
 )
 
 func (s State) String() string {
-	return [...]string{"disconnected", "connecting", "identifying", "resuming", "ready", "fatal", "stopped"}[s]
+	return [...]string{"disconnected", "connecting", "identifying", "resuming", "ready", "fatal", "stopped", "waiting"}[s]
 }
 
 // Session is what a shard needs to resume after a disconnect or a restart of dd.
@@ -202,7 +204,7 @@ type Shard struct {
 	live      Session // the session of the current connection (its Seq is not used)
 	seq       int64   // the last sequence received (heartbeats carry it)
 
-	identifyRelease func() // held from IDENTIFY until READY or failure
+	identifyRelease func(answered bool) // the identify turn, held from before the dial until READY or failure
 }
 
 // New builds a shard; Run starts it.
@@ -315,6 +317,9 @@ func (s *Shard) Run(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 		s.setState(StateDisconnected)
+		s.mu.Lock()
+		resume := s.persisted.Resumable()
+		s.mu.Unlock()
 		if end.healthy || time.Since(started) > 2*time.Minute {
 			backoff = s.cfg.ReconnectMin
 		}
@@ -327,7 +332,7 @@ func (s *Shard) Run(ctx context.Context) error {
 			// Discord asks for a pause of 1-5 s before identifying again after op 9.
 			wait = max(wait, time.Second+rand.N(4*time.Second))
 		}
-		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", !end.newSession),
+		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", resume),
 			zap.Duration("after", wait))
 		if err := ctxsleep.Sleep(ctx, wait); err != nil {
 			s.setState(StateStopped)
@@ -347,20 +352,36 @@ type connEnd struct {
 	healthy     bool // the connection reached READY/RESUMED
 }
 
-// connectOnce runs one websocket connection from dial to its end.
+// connectOnce runs one websocket connection from dial to its end. A shard without a session to resume
+// takes its identify turn first and connects only then, so that between HELLO and IDENTIFY only the
+// time to send passes: a connection that waited for its turn would go unread, and its unread heartbeat
+// ACKs would make it look like a zombie. Resumes need no turn.
 func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
-	s.setState(StateConnecting)
 	s.mu.Lock()
 	sess := s.persisted
 	s.mu.Unlock()
+	resume := sess.Resumable()
 	base := s.cfg.GatewayURL
-	if sess.Resumable() {
+	if resume {
 		base = sess.ResumeURL
 	}
 	u, err := gatewayURL(base, s.cfg.APIVersion, s.cfg.Compress)
 	if err != nil {
 		return connEnd{err: err, fatal: &FatalError{ShardID: s.cfg.ShardID, Name: "bad gateway url", Hint: err.Error()}}
 	}
+	if !resume {
+		s.setState(StateWaiting)
+		release, err := s.cfg.Identify.Acquire(ctx, s.cfg.ShardID)
+		if err != nil {
+			return connEnd{err: fmt.Errorf("waiting for the identify turn: %w", err)}
+		}
+		s.mu.Lock()
+		s.identifyRelease = release
+		s.mu.Unlock()
+		// Whatever way the connection ends, the turn goes back; an answer releases it sooner.
+		defer s.releaseIdentify(false)
+	}
+	s.setState(StateConnecting)
 	c, err := dial(ctx, u, s.cfg.Compress)
 	if err != nil {
 		return connEnd{err: err}
@@ -389,7 +410,7 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	})
 	hb := &heartbeater{s: s, c: c}
 
-	end = s.readLoop(cctx, c, hb, sink)
+	end = s.readLoop(cctx, c, hb, sink, resume)
 
 	stopOnCancel()
 	cancel()

@@ -465,3 +465,62 @@ func TestCommandsKeepTheSendLimitAndSizeLimit(t *testing.T) {
 		t.Fatalf("4008 closes %d, 4002 closes %d, resumes %d: want none", st.RateLimitCloses, st.DecodeErrorCloses, len(st.Resumes))
 	}
 }
+
+// identifySpan is the time from the first to the last accepted IDENTIFY.
+func identifySpan(st discordsim.GatewayStats) time.Duration {
+	var first, last time.Time
+	for _, r := range st.Identifies {
+		if r.Outcome != discordsim.IdentifyAccepted {
+			continue
+		}
+		if first.IsZero() || r.At.Before(first) {
+			first = r.At
+		}
+		if r.At.After(last) {
+			last = r.At
+		}
+	}
+	return last.Sub(first)
+}
+
+// On Discord a shard may wait minutes for its identify turn (1,000 shards, max_concurrency 16: 63 rounds
+// of 5 s) and lives through several 41.25 s heartbeat intervals meanwhile. Scaled down with Discord's
+// proportions kept (heartbeat = 8.25 identify windows), 40 shards in 2 buckets make 20 rounds, so the last
+// shards wait more than two heartbeat intervals (a connection that went unread that long is a zombie). Each shard must open one connection, spend one identify,
+// and the identifies must follow each other as closely as the window allows.
+func TestShardsWaitingLongerThanAHeartbeatForTheirTurnStartOnTime(t *testing.T) {
+	const (
+		window = 300 * time.Millisecond
+		shards = 40
+		conc   = 2
+	)
+	heartbeat := window * 33 / 4 // Discord: 41.25 s / 5 s
+	sim := startSim(t, discordsim.Config{Guilds: 2 * shards, MaxConcurrency: conc, IdentifyWindow: window, HeartbeatInterval: heartbeat})
+	ids := make([]int, shards)
+	for i := range ids {
+		ids[i] = i
+	}
+	h := startShards(t, sim, shards, ids, nil)
+	eventually(t, 30*time.Second, "every shard ready", func() bool { return h.mgr.Ready() })
+	eventually(t, 10*time.Second, "every guild", func() bool {
+		n := 0
+		for id := range shards {
+			n += h.sink.count(id, "GUILD_CREATE")
+		}
+		return n == 2*shards
+	})
+	st := sim.GatewayStats()
+	if st.IdentifyViolations != 0 || len(st.Identifies) != shards {
+		t.Fatalf("identifies %d, violations %d; want %d and 0: %+v", len(st.Identifies), st.IdentifyViolations, shards, st.Identifies)
+	}
+	if st.Connections != shards || st.HeartbeatTimeouts != 0 {
+		t.Fatalf("%d connections and %d heartbeat timeouts for %d shards; want one connection a shard", st.Connections, st.HeartbeatTimeouts, shards)
+	}
+	minimum := (shards/conc - 1) * window
+	span := identifySpan(st)
+	t.Logf("identify span %s, minimum %s: ratio %.3f", span, minimum, float64(span)/float64(minimum))
+	if float64(span)/float64(minimum) > 1.05 {
+		t.Fatalf("the identifies took %s from first to last, %.3f of the %s minimum (want <= 1.05)", span,
+			float64(span)/float64(minimum), minimum)
+	}
+}
