@@ -55,6 +55,7 @@ type Cache struct {
 	st     Store
 	o      Options
 	fields *kindFields
+	shapes map[string]*shape // what each event must hold to be applied (validate.go)
 	log    *zap.Logger
 	m      *metrics
 
@@ -78,7 +79,7 @@ func Open(st Store, o Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{st: st, o: o, fields: fields, log: o.Logger, outages: map[uint64]bool{}}
+	c := &Cache{st: st, o: o, fields: fields, shapes: eventShapes(o), log: o.Logger, outages: map[uint64]bool{}}
 	c.b.c = c
 	if err := c.loadCounters(); err != nil {
 		return nil, err
@@ -196,6 +197,12 @@ func (c *Cache) applyOne(payload []byte) error {
 		c.m.skipped.WithLabelValues("not_cached").Inc()
 		return nil
 	}
+	// All or nothing: an event is checked whole before any of it is written.
+	if err := c.shapes[name].check(d, "d"); err != nil {
+		c.m.skipped.WithLabelValues("malformed").Inc()
+		c.log.Warn("skipping an event the cache cannot read; nothing of it was applied", zap.String("event", name), zap.Error(err))
+		return nil
+	}
 	if len(c.outages) > 0 && name != "GUILD_CREATE" && name != "GUILD_DELETE" && name != "READY" {
 		if g, ok := idField(d, "guild_id"); ok && c.outages[g] {
 			if err := c.endOutage(&c.b, g); err != nil {
@@ -207,8 +214,10 @@ func (c *Cache) applyOne(payload []byte) error {
 	var bad *badEvent
 	switch {
 	case errors.As(err, &bad) || errors.Is(err, errSyntax):
+		// The check above should have refused it: what the handler wrote before it failed stays.
 		c.m.skipped.WithLabelValues("malformed").Inc()
-		c.log.Warn("skipping an event the cache cannot read", zap.String("event", name), zap.Error(err))
+		c.log.Error("an event passed the cache's check but its handler could not read it; it may be partly applied",
+			zap.String("event", name), zap.Error(err))
 		return nil
 	case err != nil:
 		return err

@@ -58,8 +58,30 @@ func isNull(v []byte) bool {
 
 func isTrue(v []byte) bool { return string(v) == "true" }
 
-// parseID reads a snowflake given as a JSON string ("123", as Discord sends them) or a number.
-func parseID(v []byte) (uint64, bool) { return rawjson.Snowflake(v) }
+// parseID reads a snowflake given as a JSON string ("123", as Discord sends them) or a number: decimal
+// digits without a sign or leading zeros, non-zero, within 64 bits. Anything else is (0, false): a
+// 29-digit id must not be stored as the largest uint64.
+func parseID(v []byte) (uint64, bool) {
+	if len(v) >= 2 && v[0] == '"' {
+		if v[len(v)-1] != '"' {
+			return 0, false
+		}
+		v = v[1 : len(v)-1]
+	}
+	if len(v) == 0 || len(v) > 20 || v[0] == '0' {
+		return 0, false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, ok := rawjson.Snowflake(v)
+	if !ok {
+		return 0, false
+	}
+	return n, true
+}
 
 // idField reads the snowflake at obj[name]; 0 and false when it is absent or not an id.
 func idField(obj []byte, name string) (uint64, bool) {
