@@ -38,7 +38,10 @@ func (q *Queue) run() {
 		if maintain || q.total.Load() > int64(q.o.MaxEvents) {
 			err = q.maintain()
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrDiskFull):
+			// The store said so once in the log; retried on every tick until space is back.
+		case err != nil:
 			q.m.commitErrors.Inc()
 			q.log.Error("queue maintenance failed; retrying on the next tick", zap.Error(err))
 		}
@@ -57,7 +60,7 @@ func (q *Queue) commitPending() {
 	for {
 		q.pendMu.Lock()
 		n, records, bytes := 0, 0, 0
-		for n < len(q.pending) && (n == 0 || (records < maxBatchRecords && bytes < maxBatchBytes)) {
+		for n < len(q.pending) && (n == 0 || (records < q.batchRecords && bytes < q.batchBytes)) {
 			for _, r := range q.pending[n].recs {
 				bytes += len(r.Payload) + recordHeader + eventKeyLen
 			}
@@ -122,6 +125,12 @@ func (q *Queue) commitPieces(ps []piece) {
 	}
 	tooBig := errors.Is(err, store.ErrTooBig)
 	switch {
+	case errors.Is(err, store.ErrDiskFull):
+		// Every piece would be refused the same way: fail them all (their shards resume later).
+		for _, p := range live {
+			p.req.err = fmt.Errorf("queue: committing %d events: %w", len(p.recs), err)
+		}
+		return
 	case len(live) > 1:
 		mid := len(live) / 2
 		q.commitPieces(live[:mid])

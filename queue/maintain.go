@@ -33,7 +33,7 @@ func (q *Queue) commitMaint(b *maintBatch) error {
 		return nil
 	}
 	start := time.Now()
-	err := q.st.Update(func(w store.Writer) error {
+	err := q.reclaim(func(w store.Writer) error {
 		for _, kv := range b.sets {
 			if err := w.Set(kv.Key, kv.Value); err != nil {
 				return err

@@ -9,6 +9,7 @@ type metrics struct {
 	acked         *prometheus.CounterVec
 	dropped       prometheus.Counter
 	commitErrors  prometheus.Counter
+	diskFullWaits prometheus.Counter
 	batchEvents   prometheus.Histogram
 	commitSeconds prometheus.Histogram
 }
@@ -24,6 +25,9 @@ func newMetrics(q *Queue, reg prometheus.Registerer) (*metrics, error) {
 			Help: "Oldest events dropped because the queue held more than events.max_queue_events."}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dd_queue_commit_errors_total", Help: "Queue commits that failed."}),
+		diskFullWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dd_queue_disk_full_waits_total",
+			Help: "Appends that found the store's disk full and waited for space (see dd_disk_full)."}),
 		batchEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dd_queue_commit_batch_events",
 			Help:    "Events written per group commit.",
@@ -38,7 +42,7 @@ func newMetrics(q *Queue, reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.appended, m.acked, m.dropped, m.commitErrors, m.batchEvents,
+	for _, c := range []prometheus.Collector{m.appended, m.acked, m.dropped, m.commitErrors, m.diskFullWaits, m.batchEvents,
 		m.commitSeconds, depthCollector{q}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

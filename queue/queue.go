@@ -37,6 +37,16 @@ type Store interface {
 	Scan(prefix, from []byte, fn func(key, value []byte) error) error
 }
 
+// A Store may also watch its disk (*store.Store does). Then Append waits while the store refuses new
+// data for lack of space (store.ErrDiskFull), and the queue's deletions and positions, which free space
+// or stay tiny, go through Reclaim, which the store allows further into its reserve.
+type diskStore interface {
+	Reclaim(fn func(w store.Writer) error) error
+	DiskFull() (full bool, changed <-chan struct{})
+	DiskErr() error
+	MaxTxn() (bytes, count int)
+}
+
 // Options configure Open. Zero values take the defaults given.
 type Options struct {
 	// MaxEvents bounds the events stored (events.max_queue_events). Past it the oldest events overall are
@@ -48,7 +58,12 @@ type Options struct {
 	// FlushInterval is how long consumers' positions and the deletion of acknowledged events may lag.
 	// Default 100ms.
 	FlushInterval time.Duration
-	Logger        *zap.Logger
+	// DiskFullWait is how long Append waits for space while the store's disk is full before it fails
+	// with store.ErrDiskFull (the shard then drops its connection and resumes later; Discord replays).
+	// Long enough that a shard does not reconnect in a loop, shorter than a gateway heartbeat interval
+	// (41 s) so that the shard's own zombie check does not fire first. Default 30s.
+	DiskFullWait time.Duration
+	Logger       *zap.Logger
 	// Registerer receives the queue's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -57,9 +72,11 @@ const (
 	defaultMaxEvents     = 10_000_000
 	defaultCacheBytes    = 64 << 20
 	defaultFlushInterval = 100 * time.Millisecond
+	defaultDiskFullWait  = 30 * time.Second
 
-	// A commit gathers at most this much; more waits for the next one. Badger refuses transactions
-	// larger than 15% of a memtable (4.8 MB with the store's options).
+	// A commit gathers at most this much (or half of what the store takes in one transaction, when it
+	// says); more waits for the next one. Badger refuses transactions larger than 15% of a memtable
+	// (4.8 MB with the store's options on a large disk, less on a small one).
 	maxBatchBytes   = 2 << 20
 	maxBatchRecords = 4096
 	// Deletions are written in transactions of at most this many operations.
@@ -75,11 +92,14 @@ const (
 
 // Queue is the durable, ordered, bounded event log. Its methods are safe for concurrent use.
 type Queue struct {
-	st       Store
-	o        Options
-	log      *zap.Logger
-	instance string
-	m        *metrics
+	st   Store
+	disk diskStore // st, when it watches its disk
+	o    Options
+	// batch bounds of one commit
+	batchBytes, batchRecords int
+	log                      *zap.Logger
+	instance                 string
+	m                        *metrics
 
 	// shardsMu guards the shards map, the consumers list and savedPos. Lock order: shardsMu, then a
 	// shardLog's mu.
@@ -163,12 +183,17 @@ func Open(st Store, o Options) (*Queue, error) {
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = defaultFlushInterval
 	}
+	if o.DiskFullWait <= 0 {
+		o.DiskFullWait = defaultDiskFullWait
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	q := &Queue{
 		st:            st,
 		o:             o,
+		batchBytes:    maxBatchBytes,
+		batchRecords:  maxBatchRecords,
 		log:           o.Logger.Named("queue"),
 		shards:        map[int]*shardLog{},
 		shardsChanged: make(chan struct{}),
@@ -179,6 +204,11 @@ func Open(st Store, o Options) (*Queue, error) {
 		closing:       make(chan struct{}),
 		done:          make(chan struct{}),
 		nextSeq:       1,
+	}
+	if d, ok := st.(diskStore); ok {
+		q.disk = d
+		b, n := d.MaxTxn()
+		q.batchBytes, q.batchRecords = max(min(maxBatchBytes, b/2), 1), max(min(maxBatchRecords, n/3), 1)
 	}
 	if err := q.load(); err != nil {
 		return nil, err
@@ -203,7 +233,7 @@ func (q *Queue) load() error {
 			return fmt.Errorf("queue: instance id: %w", err)
 		}
 		inst = []byte(hex.EncodeToString(b[:]))
-		if err := q.st.Update(func(w store.Writer) error { return w.Set([]byte(instanceKey), inst) }); err != nil {
+		if err := q.reclaim(func(w store.Writer) error { return w.Set([]byte(instanceKey), inst) }); err != nil {
 			return fmt.Errorf("queue: saving instance id: %w", err)
 		}
 	case err != nil:
@@ -277,9 +307,15 @@ func newShardLog(id int) *shardLog {
 //
 // Payloads and also's keys and values must not be changed afterwards (the queue keeps payloads in
 // memory). If ctx ends first Append returns ctx.Err(), and the records may or may not be committed.
+//
+// While the store's disk is full, Append waits for space, up to Options.DiskFullWait, then returns an
+// error wrapping store.ErrDiskFull without committing anything.
 func (q *Queue) Append(ctx context.Context, recs []Record, also ...KV) error {
 	if len(recs) == 0 && len(also) == 0 {
 		return nil
+	}
+	if err := q.waitForDisk(ctx); err != nil {
+		return err
 	}
 	now := time.Now()
 	own := slices.Clone(recs)
@@ -317,6 +353,49 @@ func (q *Queue) Append(ctx context.Context, recs []Record, also ...KV) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// waitForDisk returns nil at once while the store takes writes; while its disk is full it waits for
+// space, up to DiskFullWait.
+func (q *Queue) waitForDisk(ctx context.Context) error {
+	if q.disk == nil {
+		return nil
+	}
+	full, changed := q.disk.DiskFull()
+	if !full {
+		return nil
+	}
+	q.m.diskFullWaits.Inc()
+	t := time.NewTimer(q.o.DiskFullWait)
+	defer t.Stop()
+	for full {
+		select {
+		case <-changed:
+		case <-t.C:
+			return q.diskFullErr()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-q.closing:
+			return ErrClosed
+		}
+		full, changed = q.disk.DiskFull()
+	}
+	return nil
+}
+
+func (q *Queue) diskFullErr() error {
+	if err := q.disk.DiskErr(); err != nil {
+		return fmt.Errorf("queue: %w: %v", store.ErrDiskFull, err)
+	}
+	return fmt.Errorf("queue: %w", store.ErrDiskFull)
+}
+
+// reclaim writes what frees space or stays tiny: through the store's Reclaim when it has one.
+func (q *Queue) reclaim(fn func(w store.Writer) error) error {
+	if q.disk != nil {
+		return q.disk.Reclaim(fn)
+	}
+	return q.st.Update(fn)
 }
 
 // Flush commits pending appends, persists consumers' positions and deletes what every consumer has

@@ -48,6 +48,13 @@ func (z sizing) reserve() int64 {
 	return int64(z.numMemtables+z.numL0+1)*z.memTable + 2*z.baseLevel + z.valueLogFile + 1<<20
 }
 
+// resume is the free space at which a low store takes writes again: the reserve plus what Badger frees
+// and takes back as it flushes and compacts (the logs of the memtables, level 0), so that its breathing
+// does not flip the store between refusing and taking events.
+func (z sizing) resume(reserve int64) int64 {
+	return reserve + int64(z.numMemtables+z.numL0)*z.memTable + 1<<20
+}
+
 func (z sizing) apply(o badger.Options) badger.Options {
 	return o.WithMemTableSize(z.memTable).
 		WithNumMemtables(z.numMemtables).

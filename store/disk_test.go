@@ -53,7 +53,7 @@ func TestFullDiskRefusesWritesAndResumesBySelf(t *testing.T) {
 	mnt := tmpfstest.Mount(t, 20<<20)
 	dir := filepath.Join(mnt, "data")
 	filler := filepath.Join(mnt, "filler")
-	tmpfstest.Fill(t, filler, 3<<20)
+	tmpfstest.Fill(t, filler, 5<<20)
 	s, err := Open(Options{Path: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestFullDiskRefusesWritesAndResumesBySelf(t *testing.T) {
 		t.Fatalf("after ErrDiskFull: DiskFull %v, DiskErr %v; want full, naming store.path and what to free", full, msg)
 	}
 	free, total, _ := diskspace.Stat(dir)
-	t.Logf("%d events of 1.2 KB stored on %s (3 MB taken by a filler), then refused with %s free (reserve %s): %v",
+	t.Logf("%d events of 1.2 KB stored on %s (5 MB taken by a filler), then refused with %s free (reserve %s): %v",
 		n, diskspace.MB(total), diskspace.MB(free), diskspace.MB(s.disk.Reserve()), msg)
 	if n < 2000 {
 		t.Errorf("only %d events fit: the reserve leaves too little for data", n)
@@ -85,7 +85,7 @@ func TestFullDiskRefusesWritesAndResumesBySelf(t *testing.T) {
 	select {
 	case <-changed:
 	case <-time.After(3 * time.Second):
-		t.Fatalf("3 MB freed: the store did not resume within 3 s (free %s)", diskspace.MB(s.disk.Free()))
+		t.Fatalf("5 MB freed: the store did not resume within 3 s (free %s)", diskspace.MB(s.disk.Free()))
 	}
 	if full, _ := s.DiskFull(); full || s.DiskErr() != nil {
 		t.Fatalf("after freeing space: DiskFull %v, DiskErr %v", full, s.DiskErr())

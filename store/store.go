@@ -84,7 +84,8 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", o.Path, err)
 	}
 	s := &Store{db: db, path: o.Path, size: z}
-	s.disk, err = diskspace.Start(diskspace.Options{Dir: o.Path, Key: "store.path", Reserve: max(z.reserve(), o.MinFree),
+	reserve := max(z.reserve(), o.MinFree)
+	s.disk, err = diskspace.Start(diskspace.Options{Dir: o.Path, Key: "store.path", Reserve: reserve, Resume: z.resume(reserve),
 		Refused: "new events and cache updates are refused (shards stop reading; Discord replays on resume)",
 		Logger:  o.Logger.Named("store"), Registerer: o.Registerer})
 	if err != nil {
