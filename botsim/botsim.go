@@ -1,5 +1,5 @@
 // Package botsim is a stand-in for a bot's event endpoint: it receives dd's event deliveries
-// (PRODUCT.md §4), checks their envelope and Authorization, and records what arrived so that tests can
+// (README, "The gateway role"), checks their envelope and Authorization, and records what arrived so that tests can
 // prove nothing was lost and order was kept. It can play a bot that is down. It is for tests and the demo,
 // not for production.
 package botsim

@@ -26,7 +26,7 @@ import (
 // Role is which part of dd a process runs.
 type Role string
 
-// The roles of PRODUCT.md §1.
+// The roles (README, "Running").
 const (
 	RoleRest    Role = "rest"
 	RoleGateway Role = "gateway"

@@ -1,5 +1,5 @@
-// Package delivery sends the gateway's events from a queue consumer to the bot over HTTP, as PRODUCT.md
-// §4 promises: POST to events.urls[shard % len] with the events secret, Discordeno's big-bot envelope
+// Package delivery sends the gateway's events from a queue consumer to the bot over HTTP, as the README
+// ("The gateway role", Delivery) promises: POST to events.urls[shard % len] with the events secret, Discordeno's big-bot envelope
 // {"shardId": N, "payload": <the gateway payload, byte for byte>} and a stable X-DD-Event-Id. Each
 // shard's events arrive in order (one POST per shard in flight); a 2xx acknowledges them in the queue,
 // anything else is retried with backoff for as long as dd runs, so delivery never drops an event.

@@ -20,8 +20,8 @@ import (
 // tens of megabytes.
 const maxEventsBody = 256 << 20
 
-// cacheRole serves the cache's HTTP API (PRODUCT.md §5). With --role=all the gateway feeds it in-process
-// (see Run); alone, it takes events on POST /events from the gateway's cache feed.
+// cacheRole serves the cache's HTTP API (README, "The cache role"). With --role=all the gateway feeds it
+// in-process (see Run); alone, it takes events on POST /events from the gateway's cache feed.
 type cacheRole struct {
 	cache *cache.Cache
 	log   *zap.Logger

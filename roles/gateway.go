@@ -281,7 +281,7 @@ func (g *gatewayRole) countReady() int {
 	return n
 }
 
-// ---- the gateway's HTTP API (PRODUCT.md §4) ----
+// ---- the gateway's HTTP API (README, "The gateway role") ----
 
 func (g *gatewayRole) routes() http.Handler {
 	mux := http.NewServeMux()
