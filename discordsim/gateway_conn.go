@@ -108,6 +108,9 @@ func (g *gatewayState) serveWS(endpoint string) http.HandlerFunc {
 		c := &gwConn{g: g, nc: nc, br: rw.Reader, endpoint: endpoint, resumeURL: "ws://" + r.Host + "/gateway-resume",
 			wake: make(chan struct{}, 1), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
 		code, reason := c.parseQuery(r.URL.Query())
+		if code == 0 && g.s.cfg.RequireUserAgent && r.Header.Get("User-Agent") == "" {
+			code, reason = 4002, "User-Agent header is required"
+		}
 		if code == 0 && c.compress != compressNone {
 			c.enc = newStreamEncoder(c.compress)
 		}
@@ -494,6 +497,9 @@ func (c *gwConn) onResume(d json.RawMessage) {
 	if ok {
 		req.seq, ok = jsonInt(obj["seq"])
 		ok = ok && req.seq >= 0
+		if c.g.s.cfg.SequenceFromZero {
+			req.seq++ // the client's seq k is the session's k+1
+		}
 	}
 	if !ok {
 		c.decodeError("resume d must be {token: string, session_id: string, seq: integer}")
@@ -675,7 +681,11 @@ func renderDispatch(b []byte, it outItem) []byte {
 	b = append(b, `{"t":"`...)
 	b = append(b, it.ev.name...)
 	b = append(b, `","s":`...)
-	b = strconv.AppendInt(b, it.seq, 10)
+	seq := it.seq
+	if it.sess.g.s.cfg.SequenceFromZero {
+		seq--
+	}
+	b = strconv.AppendInt(b, seq, 10)
 	b = append(b, `,"op":0,"d":`...)
 	b = append(b, it.ev.payloadFor(it.sess)...)
 	return append(b, '}')

@@ -69,6 +69,12 @@ type Config struct {
 	// PrivilegedIntents is the set of privileged intents (bits) the application has enabled in the
 	// developer portal; asking for others closes with 4014. Default 0 (none enabled).
 	PrivilegedIntents int
+
+	// Behaviours of other Discord-compatible servers (Spacebar), for dd's tolerance tests; Discord does
+	// neither. RequireUserAgent closes a websocket whose upgrade request has no User-Agent with 4002.
+	// SequenceFromZero numbers a session's dispatches from 0 (READY has s: 0) instead of 1.
+	RequireUserAgent bool
+	SequenceFromZero bool
 }
 
 // Defaults returns c with every zero field set to Discord's real value.

@@ -93,9 +93,8 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 			}
 			return connEnd{err: errors.New("session invalidated (op 9, not resumable)"), newSession: true, invalidated: true, healthy: healthy}
 		case discord.OpDispatch:
-			if h.seq == 0 {
-				continue
-			}
+			// Every dispatch is delivered, also one whose s is 0 or does not advance (Discord-compatible
+			// servers such as Spacebar number from 0); only the highest sequence is kept for resuming.
 			s.mu.Lock()
 			if h.seq > s.seq {
 				s.seq = h.seq

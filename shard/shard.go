@@ -291,6 +291,7 @@ func (s *Shard) sendPriority(ctx context.Context, c *conn, payload []byte) error
 // code and returns nil) or Discord refuses it for good (a *FatalError).
 func (s *Shard) Run(ctx context.Context) error {
 	backoff := s.cfg.ReconnectMin
+	var refusals closeStreak
 	for {
 		if ctx.Err() != nil {
 			s.setState(StateStopped)
@@ -317,6 +318,7 @@ func (s *Shard) Run(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 		s.setState(StateDisconnected)
+		refusals.note(s.log, end)
 		s.mu.Lock()
 		resume := s.persisted.Resumable()
 		s.mu.Unlock()
@@ -338,6 +340,30 @@ func (s *Shard) Run(ctx context.Context) error {
 			s.setState(StateStopped)
 			return nil
 		}
+	}
+}
+
+// closeStreak notices a server that keeps closing with the same code (a Discord-compatible server that
+// wants a header dd does not send, say): quiet retries would hide it forever. It warns at the fifth close
+// in a row, then each time the streak doubles.
+type closeStreak struct {
+	code, n, warnAt int
+}
+
+func (c *closeStreak) note(log *zap.Logger, end connEnd) {
+	if end.healthy || end.code == 0 {
+		*c = closeStreak{}
+		return
+	}
+	if end.code != c.code {
+		*c = closeStreak{code: end.code, warnAt: 5}
+	}
+	c.n++
+	if c.n == c.warnAt {
+		c.warnAt *= 2
+		cc := discord.LookupCloseCode(end.code)
+		log.Warn("the gateway keeps refusing the connection with the same close code; still retrying, but this needs a look",
+			zap.Int("code", end.code), zap.String("reason", cc.Name), zap.Int("times_in_a_row", c.n), zap.Error(end.err))
 	}
 }
 
@@ -477,7 +503,16 @@ func (r *sinkRunner) persist() {
 	}
 	s := r.s
 	sess := s.currentSession()
-	sess.Seq = batch[n-1].Seq
+	// A sequence that does not advance (a server that numbers from 0, or repeats one) must not move the
+	// stored sequence backwards: the session's Seq is the highest one made durable.
+	for _, ev := range batch {
+		sess.Seq = max(sess.Seq, ev.Seq)
+	}
+	s.mu.Lock()
+	if s.persisted.ID == sess.ID {
+		sess.Seq = max(sess.Seq, s.persisted.Seq)
+	}
+	s.mu.Unlock()
 	// Persisting must finish even while the connection is being torn down.
 	if err := s.cfg.Sink.Dispatch(context.WithoutCancel(r.ctx), batch, sess); err != nil {
 		s.log.Error("could not persist events; will resume from the last durable sequence", zap.Error(err))

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/store"
@@ -47,7 +50,7 @@ func (m *memSink) Dispatch(ctx context.Context, evs []Event, sess Session) error
 		}
 		last := m.lastSeq[id]
 		switch {
-		case e.Type == "READY" && e.Seq == 1:
+		case e.Type == "READY" && e.Seq <= 1: // a new session (numbered from 0 or 1)
 		case e.Seq <= last:
 			continue // a replayed duplicate: allowed, dropped here
 		case e.Seq != last+1:
@@ -522,5 +525,79 @@ func TestShardsWaitingLongerThanAHeartbeatForTheirTurnStartOnTime(t *testing.T) 
 	if float64(span)/float64(minimum) > 1.05 {
 		t.Fatalf("the identifies took %s from first to last, %.3f of the %s minimum (want <= 1.05)", span,
 			float64(span)/float64(minimum), minimum)
+	}
+}
+
+// Spacebar closes a websocket without a User-Agent (4002); dd sends the one it sends on REST calls.
+func TestGatewayConnectionCarriesTheUserAgent(t *testing.T) {
+	sim := startSim(t, discordsim.Config{Guilds: 2, RequireUserAgent: true})
+	h := startShards(t, sim, 1, []int{0}, nil)
+	eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
+	if st := sim.GatewayStats(); st.Connections != 1 || st.CloseCodesSent[4002] != 0 {
+		t.Fatalf("%d connections, %d closes with 4002; want 1 and 0", st.Connections, st.CloseCodesSent[4002])
+	}
+}
+
+// A server that numbers dispatches from 0 (Spacebar: READY has s: 0) still gets READY through to the bot
+// and the shard to ready; a sequence that does not advance never moves the stored one backwards, and a
+// drop resumes from the highest one.
+func TestDispatchesNumberedFromZeroAreDeliveredAndResumed(t *testing.T) {
+	sim := startSim(t, discordsim.Config{Guilds: 3, SequenceFromZero: true})
+	h := startShards(t, sim, 1, []int{0}, typingIntents)
+	eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
+	eventually(t, 5*time.Second, "READY and 3 GUILD_CREATEs", func() bool {
+		return h.sink.count(0, "READY") == 1 && h.sink.count(0, "GUILD_CREATE") == 3
+	})
+	h.sink.mu.Lock()
+	first := h.sink.events[0][0]
+	h.sink.mu.Unlock()
+	if first.Type != "READY" || first.Seq != 0 {
+		t.Fatalf("first event %s with seq %d; the server sent READY with 0", first.Type, first.Seq)
+	}
+	eventually(t, 5*time.Second, "the session stored at seq 3", func() bool { return h.mgr.Shard(0).Session().Seq == 3 })
+	g := sim.Guilds()[0]
+	sim.DropShard(0, 1)
+	for i := range 5 {
+		sim.Dispatch(g.ID, "TYPING_START", typing(g, i))
+	}
+	eventually(t, 5*time.Second, "the 5 events after the drop", func() bool { return h.sink.count(0, "TYPING_START") == 5 })
+	h.sink.checkNoGaps(t)
+	if st := sim.GatewayStats(); len(st.Identifies) != 1 || len(st.Resumes) == 0 {
+		t.Fatalf("%d identifies, %d resumes; want 1 and a resume", len(st.Identifies), len(st.Resumes))
+	}
+}
+
+// A server that keeps closing with the same code earns a warning at the fifth close in a row and each
+// time the streak doubles; a healthy connection or another code starts the count again.
+func TestRepeatedRefusalsAreLoggedAsSuch(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	log := zap.New(core)
+	var c closeStreak
+	refused := connEnd{code: 4002, err: errors.New("gateway closed with 4002")}
+	warnings := func() (n []int) {
+		for _, e := range logs.TakeAll() {
+			n = append(n, int(e.ContextMap()["times_in_a_row"].(int64)))
+		}
+		return n
+	}
+	for range 4 {
+		c.note(log, refused)
+	}
+	if w := warnings(); len(w) != 0 {
+		t.Fatalf("warned after 4 closes: %v", w)
+	}
+	for range 16 {
+		c.note(log, refused)
+	}
+	if w := fmt.Sprint(warnings()); w != "[5 10 20]" {
+		t.Fatalf("warnings at %s closes in a row; want [5 10 20]", w)
+	}
+	c.note(log, connEnd{healthy: true})
+	c.note(log, connEnd{code: 4000})
+	for range 4 {
+		c.note(log, refused)
+	}
+	if w := warnings(); len(w) != 0 {
+		t.Fatalf("a healthy connection and another code did not start the count again: %v", w)
 	}
 }
