@@ -464,9 +464,6 @@ func (c *Config) Secrets() []string {
 			out = append(out, s)
 		}
 	}
-	return out
-}
-
 	for _, s := range []string{c.Discord.Token, c.Secret, c.Rest.Secret, c.Gateway.Secret, c.Cache.Secret, c.Events.Secret} {
 		add(s)
 	}
@@ -483,6 +480,9 @@ func (c *Config) Secrets() []string {
 			}
 		})
 	}
+	return out
+}
+
 // Effective renders the merged configuration as TOML, every secret masked, and every URL's password
 // too (http://bot:xxxxx@host).
 func (c *Config) Effective() string {
