@@ -116,12 +116,14 @@ type Queue struct {
 	dirtyMu sync.Mutex
 	dirty   map[int]struct{} // shards whose consumer positions moved
 
-	wake     chan struct{}
-	flushReq chan chan error
-	closing  chan struct{}
-	done     chan struct{}
-	closeErr error
-	closeMu  sync.Once
+	wake      chan struct{}
+	noWait    chan struct{} // closed by StopWaitingForDisk
+	noWaitOne sync.Once
+	flushReq  chan chan error
+	closing   chan struct{}
+	done      chan struct{}
+	closeErr  error
+	closeMu   sync.Once
 
 	total atomic.Int64 // events stored
 
@@ -200,6 +202,7 @@ func Open(st Store, o Options) (*Queue, error) {
 		savedPos:      map[string]map[int]uint64{},
 		dirty:         map[int]struct{}{},
 		wake:          make(chan struct{}, 1),
+		noWait:        make(chan struct{}),
 		flushReq:      make(chan chan error),
 		closing:       make(chan struct{}),
 		done:          make(chan struct{}),
@@ -365,6 +368,11 @@ func (q *Queue) waitForDisk(ctx context.Context) error {
 	if !full {
 		return nil
 	}
+	select {
+	case <-q.noWait:
+		return q.diskFullErr()
+	default:
+	}
 	q.m.diskFullWaits.Inc()
 	t := time.NewTimer(q.o.DiskFullWait)
 	defer t.Stop()
@@ -377,11 +385,18 @@ func (q *Queue) waitForDisk(ctx context.Context) error {
 			return ctx.Err()
 		case <-q.closing:
 			return ErrClosed
+		case <-q.noWait:
+			return q.diskFullErr()
 		}
 		full, changed = q.disk.DiskFull()
 	}
 	return nil
 }
+
+// StopWaitingForDisk makes Appends stop waiting for disk space: those waiting fail at once with
+// store.ErrDiskFull, and later ones do not wait. A shutting-down gateway calls it: a shard persists its
+// last events with a context that is never cancelled, and a full disk would hold its shutdown.
+func (q *Queue) StopWaitingForDisk() { q.noWaitOne.Do(func() { close(q.noWait) }) }
 
 func (q *Queue) diskFullErr() error {
 	if err := q.disk.DiskErr(); err != nil {

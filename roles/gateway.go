@@ -142,6 +142,8 @@ func (g *gatewayRole) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.api.
 // shards resumably and flushes the queue. A *FatalError means no shard can run.
 func (g *gatewayRole) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	// A shutdown does not wait for disk space: what the shards could not store is replayed on resume.
+	defer context.AfterFunc(ctx, g.q.StopWaitingForDisk)()
 	delivDone := make(chan error, 1+len(g.feeds))
 	go func() { delivDone <- g.deliv.Run(ctx) }()
 	for _, feed := range g.feeds {
