@@ -1,5 +1,6 @@
 // Package discord holds the vocabulary of Discord's protocol that several dd packages share: gateway
-// intents, opcodes and close codes. It holds names and numbers only, no behaviour.
+// intents, opcodes and close codes, and the shapes of the gateway commands a bot may send (CheckCommand).
+// It connects to nothing.
 package discord
 
 import (

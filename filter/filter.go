@@ -58,6 +58,7 @@ type Filter struct {
 type shardGuilds struct {
 	guilds  map[uint64]bool // id -> available
 	loading map[uint64]bool
+	version uint64 // counts changes of the set of guilds (not of their availability)
 }
 
 type msgEntry struct {
@@ -185,6 +186,10 @@ func (f *Filter) onReady(shard int, raw []byte) {
 		sg.loading[uint64(g.ID)] = true
 	}
 	f.mu.Lock()
+	if old := f.shards[shard]; old != nil {
+		sg.version = old.version
+	}
+	sg.version++
 	f.shards[shard] = sg
 	f.mu.Unlock()
 }
@@ -204,6 +209,9 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 	loading := sg.loading[id]
 	delete(sg.loading, id)
 	sg.guilds[id] = true
+	if !known {
+		sg.version++
+	}
 	f.mu.Unlock()
 	switch {
 	case loading && f.o.DropLoadingBurst:
@@ -238,8 +246,45 @@ func (f *Filter) onGuildDelete(shard int, raw []byte) {
 		sg.guilds[id] = false // an outage: still ours
 		return
 	}
+	if _, known := sg.guilds[id]; known {
+		sg.version++
+	}
 	delete(sg.guilds, id)
 	delete(sg.loading, id)
+}
+
+// GuildsChanged returns shard's guild ids when its set changed since version (a value it returned
+// before, or 0), with the set's current version. A shard's guilds are learnt from READY and
+// GUILD_CREATE; a shard that resumed after a restart has neither, so its owner keeps the set (see
+// Restore).
+func (f *Filter) GuildsChanged(shard int, version uint64) (ids []uint64, now uint64, changed bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sg := f.shards[shard]
+	if sg == nil || sg.version == version {
+		return nil, version, false
+	}
+	ids = make([]uint64, 0, len(sg.guilds))
+	for id := range sg.guilds {
+		ids = append(ids, id)
+	}
+	return ids, sg.version, true
+}
+
+// Restore gives shard the guilds it held before a restart, when it has learnt none since. They count
+// as the shard's (GuildCount, TotalGuilds) but not as available: the next GUILD_CREATE of each is kept,
+// as it would be without them.
+func (f *Filter) Restore(shard int, ids []uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shards[shard] != nil {
+		return
+	}
+	sg := &shardGuilds{guilds: make(map[uint64]bool, len(ids)), loading: map[uint64]bool{}}
+	for _, id := range ids {
+		sg.guilds[id] = false
+	}
+	f.shards[shard] = sg
 }
 
 // renameEvent replaces the "t" of a payload. Only the first "t":"<old>" is replaced, and payloads are

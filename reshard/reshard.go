@@ -10,6 +10,7 @@
 package reshard
 
 import (
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -189,6 +190,26 @@ func GuildShard(payload []byte, num int) int {
 		return 0
 	}
 	return int((g >> 22) % uint64(num))
+}
+
+// MaxShards bounds every shard count dd accepts: from the config, from Discord's recommendation, from a
+// reshard request, from the rest role's stored target. Discord documents no maximum; the largest bots run
+// some tens of millions of guilds, at Discord's recommended ~1,000 guilds a shard some tens of thousands
+// of shards, so 65,536 (26 million guilds at the 2,500-a-shard minimum, 65 million at 1,000) leaves room
+// while keeping a shard id list from a request to 512 KiB.
+const MaxShards = 65536
+
+// CheckCount says why total is not a shard count dd may run: outside 1..MaxShards, or, when
+// maxConcurrency is above 1 (Discord's large-bot sharding), not a multiple of it. maxConcurrency 0 means
+// unknown and skips that check. It allocates nothing, so it can vet a number from a request.
+func CheckCount(total, maxConcurrency int) error {
+	if total < 1 || total > MaxShards {
+		return fmt.Errorf("total_shards must be at least 1 and at most %d, got %d", MaxShards, total)
+	}
+	if maxConcurrency > 1 && total%maxConcurrency != 0 {
+		return fmt.Errorf("total_shards %d is not a multiple of max_concurrency %d (Discord's large-bot sharding requires it)", total, maxConcurrency)
+	}
+	return nil
 }
 
 // NewShardCount is the shard count a reshard moves to: Discord's recommendation, never fewer than the
