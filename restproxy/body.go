@@ -11,6 +11,21 @@ import (
 // errTooLarge: the body is over rest.max_body.
 var errTooLarge = errors.New("request body too large")
 
+// errSpool marks a failure to write the body to rest.spool_dir (disk full, directory gone): dd's
+// trouble, not the caller's.
+var errSpool = errors.New("spooling the request body")
+
+// spoolWriter tags its write errors with errSpool, so that a failed copy says which side failed.
+type spoolWriter struct{ f *os.File }
+
+func (w spoolWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		err = fmt.Errorf("%w to %s: %w", errSpool, w.f.Name(), err)
+	}
+	return n, err
+}
+
 // body is a request body fully received from the caller: in memory when small, otherwise in an
 // unlinked temp file, so that every attempt (and every retry) sends the same bytes without holding a
 // large upload in memory.
@@ -42,16 +57,16 @@ func readBody(r io.Reader, contentLength, memLimit, maxBody int64, dir string) (
 	}
 	f, err := os.CreateTemp(dir, "dd-rest-body-*")
 	if err != nil {
-		return nil, fmt.Errorf("spooling the request body: %w", err)
+		return nil, fmt.Errorf("%w: %w", errSpool, err)
 	}
 	// Unlinked at once: the open file lives until Close, and nothing is left behind after a crash.
 	_ = os.Remove(f.Name())
 	b := &body{file: f}
-	if _, err := f.Write(buf.Bytes()); err != nil {
+	if _, err := (spoolWriter{f}).Write(buf.Bytes()); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("spooling the request body: %w", err)
+		return nil, err
 	}
-	n, err := io.Copy(f, lr)
+	n, err := io.Copy(spoolWriter{f}, lr)
 	b.size = int64(buf.Len()) + n
 	if err != nil {
 		b.Close()

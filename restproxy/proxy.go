@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +84,7 @@ type Proxy struct {
 	m         *metrics
 	log       *zap.Logger
 	bufs      sync.Pool
+	health    upstreamHealth
 }
 
 // New builds a Proxy.
@@ -128,6 +130,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	p.m = newMetrics(o.Registerer, p.lim)
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	p.health.failed = make(chan struct{}, 1)
 	return p, nil
 }
 
@@ -194,7 +197,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if rawPath == "/timecheck" && (r.Method == "GET" || r.Method == "HEAD") {
 		if _, ok := p.authorize(r); !ok {
-			p.unauthorized(w)
+			p.unauthorized(w, r)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -205,7 +208,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := ratelimit.ParseRoute(r.Method, apiPath, time.Now())
 	auth, ok := p.authorize(r)
 	if !ok && !(isAPI && route.Key == "GET /gateway") {
-		p.unauthorized(w)
+		p.unauthorized(w, r)
 		return
 	}
 	if !isAPI {
@@ -224,6 +227,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, errTooLarge) {
 			p.refuse(w, http.StatusRequestEntityTooLarge, "too_large",
 				fmt.Sprintf("the request body is over rest.max_body (%d bytes)", p.o.MaxBody))
+			return
+		}
+		if errors.Is(err, errSpool) {
+			// dd's own trouble (rest.spool_dir full or gone): said as such, and loudly.
+			p.log.Error("cannot spool a request body; the request is refused (check rest.spool_dir's free space)",
+				zap.String("spool_dir", p.o.SpoolDir), zap.Error(err))
+			p.refuse(w, http.StatusInsufficientStorage, "spool", "dd cannot store the request body (rest.spool_dir is full or unusable): not forwarded")
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.refuse(w, http.StatusRequestTimeout, "slow_body", err.Error()+": not forwarded")
 			return
 		}
 		// The caller went away, or sent a broken body, before dd accepted the request: nothing to do.
@@ -305,7 +319,13 @@ func validToken(t string) bool {
 	return true
 }
 
-func (p *Proxy) unauthorized(w http.ResponseWriter) {
+func (p *Proxy) unauthorized(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		// Answered without reading the body: Go's server would otherwise read up to 256 KiB of it before
+		// sending the 401, so a stranger's slow body would hold the handler. The connection closes after.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 	p.m.unauthorized.Inc()
 	p.m.answered("unauthorized", http.StatusUnauthorized)
 	msg := "missing or wrong Authorization: send the rest secret, or \"Bot <the configured token>\""
@@ -408,7 +428,9 @@ func (p *Proxy) send(out *outgoing) (*http.Response, error) {
 	} else if out.method == "POST" || out.method == "PUT" || out.method == "PATCH" {
 		req.Body = http.NoBody // sent with "Content-Length: 0", which Discord's edge wants on bodiless writes
 	}
-	return p.transport.RoundTrip(req)
+	resp, err := p.transport.RoundTrip(req)
+	p.observeResponse(resp, err, out)
+	return resp, err
 }
 
 // read429 reads a 429's (small) body and what the limiter needs from it.
