@@ -85,6 +85,9 @@ type Listener struct {
 	Listen string `koanf:"listen"`
 	URL    string `koanf:"url"`    // how other roles reach this one when split
 	Secret string `koanf:"secret"` // falls back to the top-level secret
+	// MaxConnections caps the listener's open connections; one past it gets a quick 503 (health checks
+	// still answered) or is closed. Default 4096.
+	MaxConnections int `koanf:"max_connections"`
 }
 
 // Rest configures the rest role.

@@ -69,6 +69,9 @@ func (c *Config) validate(role Role) error {
 		if err := checkURL(l.l.URL, true); err != nil {
 			bad(l.name+".url", "%v", err)
 		}
+		if l.l.MaxConnections < 1 {
+			bad(l.name+".max_connections", "must be at least 1, got %d", l.l.MaxConnections)
+		}
 		if l.used && err == nil && !loopback && l.l.Secret == "" {
 			bad(l.name+".secret", "empty while %s.listen (%s) is reachable from other machines; set secret or %s.secret",
 				l.name, l.l.Listen, l.name)

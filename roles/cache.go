@@ -26,7 +26,12 @@ type cacheRole struct {
 	cache *cache.Cache
 	log   *zap.Logger
 	api   http.Handler
+	// following is the gateway queue's cache consumer when fed in-process (--role=all), for readiness.
+	following   depther
+	storeHealth storeHealth
 }
+
+type depther interface{ Depth() int }
 
 func newCache(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger) (*cacheRole, error) {
 	log = log.Named("cache")
@@ -196,7 +201,9 @@ func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
 		}
 		payloads = append(payloads, e.Payload)
 	}
-	if err := r.cache.Apply(payloads...); err != nil {
+	err = r.cache.Apply(payloads...)
+	r.storeHealth.observe(err)
+	if err != nil {
 		r.log.Error("applying posted events failed", zap.Int("events", len(payloads)), zap.Error(err))
 		writeError(w, http.StatusServiceUnavailable, "events not stored, send them again: "+err.Error())
 		return

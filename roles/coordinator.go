@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/reshard"
 )
 
 // reshardCoordinatorPath is where the rest role keeps the shard count that split gateway processes move to
@@ -25,13 +27,17 @@ const reshardCoordinatorPath = "/dd/v1/reshard"
 // keeps the no-loss, no-repeat promise.
 type reshardCoordinator struct {
 	secret string
-	mu     sync.Mutex
-	target int
+	// maxConcurrency is the bot's identify concurrency when the rest role knows it (0 before), so that a
+	// target Discord would refuse is not stored.
+	maxConcurrency func() int
+	log            *zap.Logger
+	mu             sync.Mutex
+	target         int
 }
 
 func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !secretMatches(r.Header.Get("Authorization"), c.secret) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong Authorization")
+		unauthorized(w, r)
 		return
 	}
 	switch r.Method {
@@ -40,8 +46,20 @@ func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			TotalShards int `json:"total_shards"`
 		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.TotalShards < 1 {
-			writeError(w, http.StatusBadRequest, `body must be {"total_shards": N} with N at least 1`)
+		if err := decodeBody(w, r, 4096, &body); err != nil {
+			writeError(w, http.StatusBadRequest, `body must be {"total_shards": N}: `+err.Error())
+			return
+		}
+		mc := 0
+		if c.maxConcurrency != nil {
+			mc = c.maxConcurrency()
+		}
+		// Checked before it is stored: every split gateway polls the target and would try to follow it.
+		if err := reshard.CheckCount(body.TotalShards, mc); err != nil {
+			if c.log != nil {
+				c.log.Warn("reshard target refused", zap.Int("total_shards", body.TotalShards), zap.Error(err))
+			}
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		c.mu.Lock()
@@ -79,7 +97,8 @@ func (g *gatewayRole) coordinatorCall(ctx context.Context, propose int) (int, er
 		TotalShards int `json:"total_shards"`
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("reshard coordinator answered %s", resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("reshard coordinator answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&out); err != nil {
 		return 0, err
@@ -94,6 +113,15 @@ func (g *gatewayRole) followCoordinator(ctx context.Context, every time.Duration
 	g.everyWhileSettled(ctx, every, func(cur *generation) {
 		target, err := g.coordinatorCall(ctx, cur.total)
 		if err != nil || target <= cur.total {
+			return
+		}
+		// A target this process cannot move to (out of range, not a multiple of max_concurrency or of its
+		// count) is ignored, said once per target rather than on every poll.
+		if err := g.checkTarget(cur, target); err != nil {
+			if g.ignoredTarget != target {
+				g.ignoredTarget = target
+				g.log.Error("ignoring the rest role's reshard target", zap.Int("target", target), zap.Int("total_shards", cur.total), zap.Error(err))
+			}
 			return
 		}
 		if _, err := g.startReshard(ctx, target, fmt.Sprintf("the deployment reshards to %d (rest role)", target)); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/ddhq/dd/filter"
 	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/queue"
+	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/store"
 )
@@ -72,6 +73,11 @@ type gatewayRole struct {
 
 	received prometheus.Counter
 	filtered prometheus.Counter
+
+	storeHealth storeHealth
+
+	// ignoredTarget is the last rest role target this process refused to follow (logged once each).
+	ignoredTarget int
 }
 
 func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger, identifyWin time.Duration, withCache bool) (*gatewayRole, error) {
@@ -176,6 +182,9 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	if stored, ok := g.storedTotal(); ok && stored != total {
 		g.log.Info("using the shard count of the last reshard", zap.Int("total_shards", stored))
 		total = stored
+	}
+	if err := reshard.CheckCount(total, 0); err != nil {
+		return &FatalError{Err: err, Hint: "set gateway.total_shards to a count dd can run (0 takes Discord's recommendation)"}
 	}
 	ids := shardRange(g.cfg.Gateway, total)
 	if len(ids) == 0 {
@@ -323,9 +332,9 @@ func (g *gatewayRole) sendCommand(w http.ResponseWriter, r *http.Request, m *sha
 		writeError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
 		return false
 	}
-	switch *cmd.Op {
-	case discord.OpIdentify, discord.OpResume, discord.OpHeartbeat:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("op %d is dd's to send, not the bot's", *cmd.Op))
+	// Discord closes the shard (4001, 4002) on a command it does not take: checked here, answered 400.
+	if err := discord.CheckCommand(*cmd.Op, cmd.D); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return false
 	}
 	compact, err := json.Marshal(map[string]any{"op": *cmd.Op, "d": cmd.D})
@@ -355,7 +364,7 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 		GuildID json.Number     `json:"guildId"`
 		Payload json.RawMessage `json:"payload"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBody)).Decode(&msg); err != nil {
+	if err := decodeBody(w, r, maxCommandBody, &msg); err != nil {
 		writeError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
 		return
 	}
@@ -373,6 +382,10 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNoContent)
 		}
 	case "EditShardsPresence":
+		if err := discord.CheckCommand(discord.OpPresenceUpdate, msg.Payload); err != nil {
+			writeError(w, http.StatusBadRequest, "EditShardsPresence needs payload, a presence: "+err.Error())
+			return
+		}
 		cmd, _ := json.Marshal(map[string]any{"op": discord.OpPresenceUpdate, "d": msg.Payload})
 		failed := 0
 		for _, s := range m.Shards() {
@@ -425,7 +438,7 @@ func (g *gatewayRole) handleShardSend(w http.ResponseWriter, r *http.Request) {
 
 func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
 	var raw json.RawMessage
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, n)).Decode(&raw); err != nil {
+	if err := decodeBody(w, r, n, &raw); err != nil {
 		writeError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -29,7 +30,14 @@ type identifyService struct {
 	queue  atomic.Pointer[shard.IdentifyQueue]
 	wanted chan struct{}
 	once   sync.Once
+	// observe, when set, hears how each /gateway/bot call went (the rest role's readiness).
+	observe func(error)
+	// maxConc is Discord's max_concurrency from the last /gateway/bot (0 before the first).
+	maxConc atomic.Int64
 }
+
+// maxConcurrency is the bot's identify concurrency, 0 while not known yet.
+func (s *identifyService) maxConcurrency() int { return int(s.maxConc.Load()) }
 
 func newIdentifyService(cfg *config.Config, window time.Duration, log *zap.Logger) *identifyService {
 	return &identifyService{cfg: cfg, window: window, log: log.Named("identify"), wanted: make(chan struct{})}
@@ -64,6 +72,12 @@ func (s *identifyService) run(ctx context.Context) error {
 			return &FatalError{Err: err, Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
 		}
 		wait := 5 * time.Minute
+		if s.observe != nil {
+			s.observe(err)
+		}
+		if err == nil {
+			s.maxConc.Store(int64(info.SessionStartLimit.MaxConcurrency))
+		}
 		switch {
 		case err != nil:
 			s.log.Warn("cannot read the identify limits yet; retrying", zap.Error(err), zap.Duration("after", backoff))
@@ -82,8 +96,10 @@ func (s *identifyService) run(ctx context.Context) error {
 	}
 }
 
-// withIdentifyQueue serves the identify queue beside the rest role's API.
-func withIdentifyQueue(q http.Handler, api http.Handler) http.Handler {
+// withIdentifyQueue serves the identify queue beside the rest role's API. The caller authenticates first:
+// the queue's first request makes the rest role ask Discord for /gateway/bot, which no stranger may cause.
+func withIdentifyQueue(secret string, q http.Handler, api http.Handler) http.Handler {
+	q = requireSecret(secret, q)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, identifyQueuePath) {
 			q.ServeHTTP(w, r)
@@ -93,10 +109,28 @@ func withIdentifyQueue(q http.Handler, api http.Handler) http.Handler {
 	})
 }
 
+// shardCount is len(shardRange(g, total)), computed without building the list.
+func shardCount(g config.Gateway, total int) int {
+	if g.Clusters > 1 {
+		if g.ClusterID >= total {
+			return 0
+		}
+		return (total - g.ClusterID + g.Clusters - 1) / g.Clusters
+	}
+	first, last := g.FirstShard, g.LastShard
+	if last < 0 || last >= total {
+		last = total - 1
+	}
+	return max(last-first+1, 0)
+}
+
 // shardRange is this instance's shards of total: with gateway.clusters, the shards whose id modulo
 // clusters is cluster_id (so that a reshard to a multiple of the count keeps every guild in its process);
 // else first_shard..last_shard.
 func shardRange(g config.Gateway, total int) []int {
+	if total > reshard.MaxShards {
+		return nil // never sized by an unchecked number; callers vet total with reshard.CheckCount
+	}
 	var ids []int
 	if g.Clusters > 1 {
 		for id := g.ClusterID; id < total; id += g.Clusters {

@@ -2,6 +2,7 @@ package roles
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,7 +41,16 @@ func (g *gatewayRole) startGeneration(ctx context.Context, total int, ids []int,
 		filter: filter.New(filter.Options{Drop: g.cfg.Events.Drop, DedupMessageUpdates: g.cfg.Gateway.DedupMessageUpdates,
 			DropKnownGuildCreates: g.cfg.Gateway.DropKnownGuildCreates, LoadingGuildEvent: g.cfg.Gateway.LoadingGuildEvent,
 			DropLoadingBurst: held}),
-		sink: newGenSink(g.q, held),
+		sink: newGenSink(g.q, held, &g.storeHealth),
+	}
+	gen.sink.guilds, gen.sink.total = gen.filter, total
+	if !held {
+		// Resumed shards get no READY or GUILD_CREATE burst: their guilds come from the store.
+		for _, id := range ids {
+			if v, err := g.st.Get(guildsKey(total, id)); err == nil {
+				gen.filter.Restore(id, decodeGuilds(v))
+			}
+		}
 	}
 	var sessions shard.SessionLoader = shard.NewSessionStore(g.st)
 	if held {
@@ -85,7 +95,14 @@ func (gen *generation) loaded() bool {
 // runs it records what it handled (window: queued, or dropped by the filter). Held, it keeps only a short tail of each shard's events and
 // their sessions, in memory. Retired, it drops everything (the new set delivers).
 type genSink struct {
-	q *queue.Queue
+	q      *queue.Queue
+	health *storeHealth
+
+	// Each shard's guilds are stored with its events when they change (see guildsRecord).
+	guilds   *filter.Filter
+	total    int
+	guildMu  sync.Mutex
+	guildVer map[int]uint64 // the version of each shard's guilds last stored
 
 	mu       sync.RWMutex // Dispatch holds it for reading; a switch takes it to change mode atomically
 	mode     sinkMode
@@ -117,8 +134,8 @@ const (
 	reshardLateMatch  = 10 * time.Second
 )
 
-func newGenSink(q *queue.Queue, held bool) *genSink {
-	s := &genSink{q: q}
+func newGenSink(q *queue.Queue, held bool, health *storeHealth) *genSink {
+	s := &genSink{q: q, health: health}
 	if held {
 		s.mode = sinkHeld
 		s.tails, s.sessions = map[int]*reshard.Tail[shard.Event]{}, map[int]shard.Session{}
@@ -161,8 +178,20 @@ func (s *genSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Se
 		recs = append(recs, queue.Record{Shard: sess.ShardID, Payload: ev.Raw})
 	}
 	k, v := shard.SessionRecord(sess)
-	if err := s.q.Append(ctx, recs, queue.KV{Key: k, Value: v}); err != nil {
+	kvs := []queue.KV{{Key: k, Value: v}}
+	gkv, gver, gchanged := s.guildsRecord(sess.ShardID)
+	if gchanged {
+		kvs = append(kvs, gkv)
+	}
+	err := s.q.Append(ctx, recs, kvs...)
+	if s.health != nil && ctx.Err() == nil {
+		s.health.observe(err)
+	}
+	if err != nil {
 		return err
+	}
+	if gchanged {
+		s.storedGuilds(sess.ShardID, gver)
 	}
 	if len(recs) > 0 {
 		for {
@@ -179,6 +208,50 @@ func (s *genSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Se
 		}
 	}
 	return nil
+}
+
+// guildsKey is where a shard's guild ids are stored, beside its session (shard.SessionKey).
+func guildsKey(total, id int) []byte { return fmt.Appendf(nil, "gateway/guilds/%d/%d", total, id) }
+
+func encodeGuilds(ids []uint64) []byte {
+	out := make([]byte, 0, 8*len(ids))
+	for _, id := range ids {
+		out = binary.BigEndian.AppendUint64(out, id)
+	}
+	return out
+}
+
+func decodeGuilds(v []byte) []uint64 {
+	ids := make([]uint64, 0, len(v)/8)
+	for i := 0; i+8 <= len(v); i += 8 {
+		ids = append(ids, binary.BigEndian.Uint64(v[i:]))
+	}
+	return ids
+}
+
+// guildsRecord returns shard's guild ids to store when they changed since last stored; the set
+// changes on READY, on joining and on leaving a guild, so it is rarely written.
+func (s *genSink) guildsRecord(shard int) (queue.KV, uint64, bool) {
+	if s.guilds == nil {
+		return queue.KV{}, 0, false
+	}
+	s.guildMu.Lock()
+	ver := s.guildVer[shard]
+	s.guildMu.Unlock()
+	ids, now, changed := s.guilds.GuildsChanged(shard, ver)
+	if !changed {
+		return queue.KV{}, 0, false
+	}
+	return queue.KV{Key: guildsKey(s.total, shard), Value: encodeGuilds(ids)}, now, true
+}
+
+func (s *genSink) storedGuilds(shard int, ver uint64) {
+	s.guildMu.Lock()
+	if s.guildVer == nil {
+		s.guildVer = map[int]uint64{}
+	}
+	s.guildVer[shard] = max(s.guildVer[shard], ver)
+	s.guildMu.Unlock()
 }
 
 // record starts (or stops, with nil) remembering what the sink queues.
@@ -270,8 +343,16 @@ func (s *genSink) goLive(ctx context.Context, old *genSink, log *zap.Logger) err
 		}
 		queued += len(recs)
 		k, v := shard.SessionRecord(s.sessions[id])
-		if err := s.q.Append(ctx, recs, queue.KV{Key: k, Value: v}); err != nil {
+		kvs := []queue.KV{{Key: k, Value: v}}
+		gkv, gver, gchanged := s.guildsRecord(id)
+		if gchanged {
+			kvs = append(kvs, gkv)
+		}
+		if err := s.q.Append(ctx, recs, kvs...); err != nil {
 			return fmt.Errorf("queueing shard %d's events at the switch: %w", id, err)
+		}
+		if gchanged {
+			s.storedGuilds(id, gver)
 		}
 		if n := len(recs); n > 0 {
 			s.lastSeq.Store(max(s.lastSeq.Load(), recs[n-1].Seq))
@@ -308,8 +389,8 @@ func (g *gatewayRole) startReshard(ctx context.Context, total int, why string) (
 	if cur == nil {
 		return 0, errors.New("shards are not started yet")
 	}
-	if g.cfg.Gateway.Clusters > 1 && total%cur.total != 0 {
-		return cur.total, fmt.Errorf("a split deployment (gateway.clusters) moves to a multiple of its %d shards, not %d", cur.total, total)
+	if err := g.checkTarget(cur, total); err != nil {
+		return cur.total, err
 	}
 	guilds := cur.filter.TotalGuilds()
 	if need := (guilds + 2499) / 2500; total < need {
@@ -322,11 +403,12 @@ func (g *gatewayRole) startReshard(ctx context.Context, total int, why string) (
 	if err != nil || info == nil {
 		return cur.total, fmt.Errorf("cannot check the identify budget: %v", err)
 	}
-	ids := shardRange(g.cfg.Gateway, total)
-	if rem, need := info.SessionStartLimit.Remaining, len(ids)+g.cfg.Gateway.ReshardIdentifyReserve; rem < need {
+	own := shardCount(g.cfg.Gateway, total)
+	if rem, need := info.SessionStartLimit.Remaining, own+g.cfg.Gateway.ReshardIdentifyReserve; rem < need {
 		return cur.total, fmt.Errorf("the identify budget has %d left today; %d new shards plus the reserve of %d (gateway.reshard_identify_reserve) need %d",
-			rem, len(ids), g.cfg.Gateway.ReshardIdentifyReserve, need)
+			rem, own, g.cfg.Gateway.ReshardIdentifyReserve, need)
 	}
+	ids := shardRange(g.cfg.Gateway, total)
 	if !g.resharding.CompareAndSwap(false, true) {
 		return cur.total, errReshardBusy
 	}
@@ -337,6 +419,18 @@ func (g *gatewayRole) startReshard(ctx context.Context, total int, why string) (
 		g.reshardTo(ctx, cur, total, ids, why)
 	}()
 	return cur.total, nil
+}
+
+// checkTarget says why this process cannot reshard from cur to total: a count out of range or not a
+// multiple of max_concurrency (reshard.CheckCount), or, split, not a multiple of the current count.
+func (g *gatewayRole) checkTarget(cur *generation, total int) error {
+	if err := reshard.CheckCount(total, g.info.SessionStartLimit.MaxConcurrency); err != nil {
+		return err
+	}
+	if g.cfg.Gateway.Clusters > 1 && total%cur.total != 0 {
+		return fmt.Errorf("a split deployment (gateway.clusters) moves to a multiple of its %d shards, not %d", cur.total, total)
+	}
+	return nil
 }
 
 // reshardTo runs a reshard from old to total shards: the new set connects while the old one delivers;
@@ -469,6 +563,9 @@ func (g *gatewayRole) persistReshard(old, next *generation) error {
 			if err := w.Delete(shard.SessionKey(id, old.total)); err != nil {
 				return err
 			}
+			if err := w.Delete(guildsKey(old.total, id)); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -481,7 +578,11 @@ func (g *gatewayRole) storedTotal() (int, bool) {
 		return 0, false
 	}
 	var st storedTotal
-	if json.Unmarshal(v, &st) != nil || st.Total < 1 {
+	if json.Unmarshal(v, &st) != nil {
+		return 0, false
+	}
+	if err := reshard.CheckCount(st.Total, 0); err != nil {
+		g.log.Error("ignoring the stored shard count of the last reshard", zap.Error(err))
 		return 0, false
 	}
 	if st.FromConfig != g.cfg.Gateway.TotalShards {
@@ -557,7 +658,7 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 		TotalShards *int `json:"total_shards"`
 	}
 	if r.ContentLength != 0 {
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+		if err := decodeBody(w, r, 4096, &body); err != nil {
 			writeError(w, http.StatusBadRequest, "body must be empty or {\"total_shards\": N}: "+err.Error())
 			return
 		}
@@ -569,10 +670,12 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 	}
 	to := 0
 	if body.TotalShards != nil {
-		if to = *body.TotalShards; to < 1 {
-			writeError(w, http.StatusBadRequest, "total_shards must be at least 1")
+		// Vetted before anything is sized by it (the shard id list, the identify budget check).
+		if err := reshard.CheckCount(*body.TotalShards, 0); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		to = *body.TotalShards
 	} else {
 		info, err := g.fetchGatewayBot(r.Context())
 		if err != nil || info == nil {
@@ -583,6 +686,12 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.split() {
 		to = splitCount(to, cur.total)
+	}
+	if err := g.checkTarget(cur, to); err != nil {
+		writeError(w, http.StatusBadRequest, "reshard not started: "+err.Error())
+		return
+	}
+	if g.split() {
 		if to == cur.total {
 			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("reshard not started: already at %d shards", to))
 			return

@@ -345,7 +345,7 @@ func TestLateDuplicatesAfterTheSwitchAreDropped(t *testing.T) {
 	}
 	defer q.Close()
 	c, _ := q.Consumer("bot")
-	old, next := newGenSink(q, false), newGenSink(q, true)
+	old, next := newGenSink(q, false, nil), newGenSink(q, true, nil)
 	old.record(reshard.NewWindow(time.Minute, 1000))
 	ev := func(seq int64, id string) shard.Event {
 		return shard.Event{Seq: seq, Type: "MESSAGE_CREATE", Raw: json.RawMessage(`{"t":"MESSAGE_CREATE","s":` + fmt.Sprint(seq) + `,"op":0,"d":{"id":"` + id + `"}}`)}

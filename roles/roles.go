@@ -73,8 +73,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var servers []*roleServer
-	add := func(r config.Role, l config.Listener, h http.Handler) {
-		servers = append(servers, newRoleServer(r, l, h, reg, log))
+	add := func(r config.Role, l config.Listener, h http.Handler, ready func() error) {
+		s := newRoleServer(r, l, h, reg, log)
+		s.check = ready
+		servers = append(servers, s)
 	}
 	// background work of the roles (shards, delivery, the identify queue), run once the listeners are up.
 	var background []func(context.Context) error
@@ -89,9 +91,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer rest.Close()
 		ids := newIdentifyService(cfg, identifyWin, log)
-		coord := &reshardCoordinator{secret: cfg.Rest.Secret}
-		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(ids, withReshardCoordinator(coord, rest)))
-		background = append(background, ids.run)
+		coord := &reshardCoordinator{secret: cfg.Rest.Secret, maxConcurrency: ids.maxConcurrency, log: log.Named("reshard-coordinator")}
+		ids.observe = rest.ObserveUpstream
+		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(cfg.Rest.Secret, ids, withReshardCoordinator(coord, rest)), rest.Reachable)
+		background = append(background, ids.run, func(ctx context.Context) error { rest.WatchUpstream(ctx); return nil })
 	}
 	var gw *gatewayRole
 	if o.Role.Runs(config.RoleGateway) {
@@ -100,7 +103,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		add(config.RoleGateway, cfg.Gateway.Listener, gw)
+		add(config.RoleGateway, cfg.Gateway.Listener, gw, gw.ready)
 		background = append(background, gw.run)
 	}
 	if o.Role.Runs(config.RoleCache) {
@@ -108,8 +111,9 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		add(config.RoleCache, cfg.Cache.Listener, cr)
+		add(config.RoleCache, cfg.Cache.Listener, cr, cr.ready)
 		if gw != nil {
+			cr.following = gw.cacheQueue
 			// --role=all: the cache follows the gateway's queue in-process, stopped before the queue closes.
 			gw.feeds = append(gw.feeds, func(ctx context.Context) error { return cr.cache.Follow(ctx, gw.cacheQueue) })
 		}
@@ -187,32 +191,79 @@ type roleServer struct {
 	role     config.Role
 	cfg      config.Listener
 	http     *http.Server
-	listener net.Listener
+	overflow *http.Server // answers the connections past cfg.MaxConnections (see limitListener)
+	listener *limitListener
 	ready    atomic.Bool
+	// check, when set, says why the role is not ready though it listens (shards down, Discord
+	// unreachable, the cache behind its queue). It must be cheap: probes call it every few seconds.
+	check   func() error
+	refused prometheus.Counter
+	log     *zap.Logger
+	lastLog atomic.Int64 // unix nanoseconds of the last "connections over the cap" line
 }
 
 func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *prometheus.Registry, log *zap.Logger) *roleServer {
-	s := &roleServer{role: role, cfg: l}
+	s := &roleServer{role: role, cfg: l, log: log.Named("http").With(zap.String("role", string(role)))}
+	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_http_connections_refused_total",
+		Help: "Connections past the listener's max_connections (answered 503 or closed).", ConstLabels: prometheus.Labels{"role": string(role)}})
+	reg.MustRegister(s.refused)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.ready.Load() {
-			writeError(w, http.StatusServiceUnavailable, "not ready")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
-	})
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", api)
+	// The server's own errors (accept errors, handler panics, broken requests) at Warn: the logger's
+	// level is info at least, and zap.NewStdLog would write them at Info.
+	errLog, _ := zap.NewStdLogAt(s.log, zap.WarnLevel)
 	s.http = &http.Server{
 		Handler:           ownPathsThenAPI(mux, api),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog:          errLog,
 	}
+	s.overflow = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "close")
+			switch r.URL.Path {
+			case "/healthz", "/readyz":
+				mux.ServeHTTP(w, r)
+			default:
+				writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many connections: %s.max_connections (%d) are open; try again", role, l.MaxConnections))
+			}
+		}),
+		ReadHeaderTimeout: 2 * time.Second,
+		IdleTimeout:       time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          errLog,
+	}
+	s.overflow.SetKeepAlivesEnabled(false)
 	return s
+}
+
+func (s *roleServer) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		writeError(w, http.StatusServiceUnavailable, "not ready")
+		return
+	}
+	if s.check != nil {
+		if err := s.check(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+}
+
+// overCap counts a connection past max_connections, and says so in the log at most every 10 s.
+func (s *roleServer) overCap() {
+	s.refused.Inc()
+	now := time.Now().UnixNano()
+	if last := s.lastLog.Load(); now-last > int64(10*time.Second) && s.lastLog.CompareAndSwap(last, now) {
+		s.log.Warn("connections over the cap are refused with 503", zap.Int("max_connections", s.cfg.MaxConnections))
+	}
 }
 
 // ownPathsThenAPI sends the role's own endpoints to mux and everything else straight to the role's API,
@@ -224,7 +275,7 @@ func ownPathsThenAPI(mux, api http.Handler) http.Handler {
 		case "/healthz", "/readyz", "/metrics":
 			mux.ServeHTTP(w, r)
 		default:
-			api.ServeHTTP(w, r)
+			api.ServeHTTP(w, withBodyDeadline(w, r))
 		}
 	})
 }
@@ -234,13 +285,15 @@ func (s *roleServer) listen() error {
 	if err != nil {
 		return fmt.Errorf("%s.listen %s: %w", s.role, s.cfg.Listen, err)
 	}
-	s.listener = l
+	s.listener = newLimitListener(l, max(s.cfg.MaxConnections, 1), s.overCap)
 	return nil
 }
 
 func (s *roleServer) addr() string { return s.listener.Addr().String() }
 
 func (s *roleServer) serve() error {
+	go func() { _ = s.overflow.Serve(s.listener.overflow) }()
+	defer s.overflow.Close()
 	if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("%s listener: %w", s.role, err)
 	}
@@ -250,5 +303,6 @@ func (s *roleServer) serve() error {
 func (s *roleServer) close() {
 	if s.listener != nil {
 		_ = s.http.Close()
+		_ = s.overflow.Close()
 	}
 }

@@ -1,0 +1,174 @@
+package roles
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The limits every role's listener puts on a client (README, "Every role").
+var (
+	// idleTimeout closes a keep-alive connection that sent no new request for this long, so that idle
+	// clients do not hold connection slots.
+	idleTimeout = 120 * time.Second
+	// A request body must arrive at bodyMinRate on average after the first bodyGrace: a 100 MiB upload
+	// may take 100 minutes, a body sent one byte a second is cut after about 10 s. (A whole-request
+	// ReadTimeout would have to be long enough for the largest upload, and would then let a trickle hold
+	// a handler as long.)
+	bodyGrace   = 10 * time.Second
+	bodyMinRate = int64(16 << 10) // bytes per second
+	// overflowConns bounds the connections past max_connections that are still answered (health
+	// checks, and a 503 for the rest); beyond it they are closed at once.
+	overflowConns = int64(64)
+)
+
+// errBodyTooSlow is the error a handler's body read returns when the body fell under bodyMinRate.
+var errBodyTooSlow = fmt.Errorf("the request body arrived slower than %d bytes a second: %w", bodyMinRate, os.ErrDeadlineExceeded)
+
+// withBodyDeadline gives r's body a read deadline that moves with the bytes received (bodyGrace plus
+// bodyMinRate), and clears it once the body is read, so that a handler's later wait (the REST proxy
+// waiting for Discord) is not cut.
+func withBodyDeadline(w http.ResponseWriter, r *http.Request) *http.Request {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return r
+	}
+	rc := http.NewResponseController(w)
+	b := &deadlineBody{ReadCloser: r.Body, rc: rc, start: time.Now()}
+	b.set = b.start.Add(bodyGrace)
+	if rc.SetReadDeadline(b.set) != nil {
+		return r
+	}
+	r.Body = b
+	return r
+}
+
+type deadlineBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	start time.Time
+	read  int64
+	set   time.Time // the deadline in force
+	done  bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(p)
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
+	switch {
+	case errors.Is(err, io.EOF):
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return n, errBodyTooSlow
+	case err == nil:
+		// Moved in steps of a second at least: a deadline per small read would cost more than it guards.
+		if d := b.start.Add(bodyGrace + time.Duration(b.read*int64(time.Second)/bodyMinRate)); d.Sub(b.set) >= time.Second {
+			b.set = d
+			_ = b.rc.SetReadDeadline(d)
+		}
+	}
+	return n, err
+}
+
+// limitListener hands the server at most max connections at once. A connection past the cap goes to
+// overflow, a small server that answers health checks and refuses the rest with a 503 at once; when
+// overflow holds overflowConns already, the connection is closed. Nothing waits: a client over the cap
+// learns it at once instead of hanging in the accept queue.
+type limitListener struct {
+	net.Listener
+	sem      chan struct{}
+	overflow *chanListener
+	refused  func()
+}
+
+func newLimitListener(l net.Listener, max int, refused func()) *limitListener {
+	return &limitListener{Listener: l, sem: make(chan struct{}, max), refused: refused,
+		overflow: &chanListener{addr: l.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &releaseConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+		}
+		l.refused()
+		if !l.overflow.offer(c) {
+			_ = c.Close()
+		}
+	}
+}
+
+func (l *limitListener) Close() error {
+	l.overflow.Close()
+	return l.Listener.Close()
+}
+
+// releaseConn gives its slot back once, when closed.
+type releaseConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *releaseConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// chanListener is the overflow server's listener: the connections limitListener could not take.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	active atomic.Int64
+}
+
+// offer hands c to the overflow server if it is serving and has room.
+func (l *chanListener) offer(c net.Conn) bool {
+	if l.active.Add(1) > overflowConns {
+		l.active.Add(-1)
+		return false
+	}
+	rc := &releaseConn{Conn: c, release: func() { l.active.Add(-1) }}
+	select {
+	case l.conns <- rc:
+		return true
+	case <-l.done:
+	case <-time.After(100 * time.Millisecond): // the overflow server is not accepting
+	}
+	l.active.Add(-1)
+	return false
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
