@@ -19,7 +19,7 @@ import { REST } from '@discordjs/rest';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = mkdtempSync(join(tmpdir(), 'dd-node-'));
 const secret = 'node-test-secret-0123456789';
-const token = 'sim-token';
+const token = 'sim-token-for-node-tests';
 let sim, dd, simURL, ddURL;
 
 function sleep(ms) {
