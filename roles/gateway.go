@@ -73,11 +73,20 @@ type gatewayRole struct {
 
 	received prometheus.Counter
 	filtered prometheus.Counter
+	closes   *prometheus.CounterVec
 
 	storeHealth storeHealth
 
 	// ignoredTarget is the last rest role target this process refused to follow (logged once each).
 	ignoredTarget int
+}
+
+// closeLabel is a connection end's code as a metric label: "none" for a drop without a close frame.
+func closeLabel(code int) string {
+	if code == 0 {
+		return "none"
+	}
+	return strconv.Itoa(code)
 }
 
 func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, log *zap.Logger, identifyWin time.Duration, withCache bool) (*gatewayRole, error) {
@@ -127,8 +136,11 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 			Help: "Dispatch events received from Discord."}),
 		filtered: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_gateway_events_filtered_total",
 			Help: "Dispatch events not queued (events.drop, duplicate GUILD_CREATE, embed-unfurl MESSAGE_UPDATE)."}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dd_gateway_connection_closes_total",
+			Help: "Gateway connections ended, by close code (none: dropped without a close frame). One code rising fast means the server keeps refusing."},
+			[]string{"code"}),
 	}
-	reg.MustRegister(g.received, g.filtered, g.reshards, g.reshardSeconds,
+	reg.MustRegister(g.received, g.filtered, g.closes, g.reshards, g.reshardSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_shards_ready", Help: "Shards in the ready state."},
 			func() float64 { return float64(g.countReady()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dd_gateway_guilds", Help: "Guilds on this process's shards."},

@@ -269,3 +269,23 @@ func contextWithCancel() (context.Context, context.CancelFunc) {
 }
 
 func nopLogger() *zap.Logger { return zap.NewNop() }
+
+// Every connection end is counted by its close code, so that a server that keeps refusing shows.
+func TestConnectionClosesAreCountedByCode(t *testing.T) {
+	sim := gatewaySim(t, 4)
+	bot := newBot(t)
+	dd := startDD(t, config.RoleGateway, gatewayEnv(t, sim, bot)...)
+	waitFor(t, 15*time.Second, "2 sessions", func() bool { return len(sim.Sessions()) == 2 })
+	for _, s := range sim.Sessions() {
+		sim.CloseSession(s.ID, 4000)
+	}
+	waitFor(t, 10*time.Second, `dd_gateway_connection_closes_total{code="4000"} 2`, func() bool {
+		resp, err := http.Get("http://" + dd.addrs[config.RoleGateway] + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `dd_gateway_connection_closes_total{code="4000"} 2`)
+	})
+}

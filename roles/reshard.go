@@ -62,7 +62,8 @@ func (g *gatewayRole) startGeneration(ctx context.Context, total int, ids []int,
 			Token: g.cfg.Discord.Token, Intents: int(g.cfg.Gateway.Intents), GatewayURL: g.info.URL,
 			APIVersion: g.cfg.Discord.APIVersion, Compress: g.cfg.Gateway.Compress, LargeThreshold: g.cfg.Gateway.LargeThreshold,
 			Identify: g.limiter, Sink: gen.sink,
-			Hooks: shard.Hooks{OnDispatch: func(s *shard.Shard, ev *shard.Event) bool { return g.onDispatch(gen.filter, s, ev) }},
+			Hooks: shard.Hooks{OnDispatch: func(s *shard.Shard, ev *shard.Event) bool { return g.onDispatch(gen.filter, s, ev) },
+				OnClose: func(_ *shard.Shard, code int, _ error) { g.closes.WithLabelValues(closeLabel(code)).Inc() }},
 		},
 	})
 	if err != nil {
