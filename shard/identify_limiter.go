@@ -15,14 +15,23 @@ import (
 // (shard_id % max_concurrency) per window, and never past the daily session-start budget. An in-process
 // and a remote (shared by several dd instances) limiter are interchangeable behind this interface.
 type IdentifyLimiter interface {
-	// Acquire blocks until shardID may send IDENTIFY: a shard takes its turn before it connects, so that
-	// no connection waits (and heartbeats unread) for it. The caller calls Sent when the IDENTIFY leaves and
-	// release exactly once: answered=true when Discord answered it (READY, op 9 or a close frame), false
-	// when the connection failed without an answer or the IDENTIFY never left. The next identify of the
-	// bucket waits for release, then one window (see LocalIdentifyLimiter).
-	Acquire(ctx context.Context, shardID int) (release func(answered bool), err error)
+	// Acquire blocks until shardID holds its bucket's turn: the bucket's previous identify was answered
+	// and the budget allows one more. A shard takes its turn before it connects, so that no connection
+	// waits (its heartbeat ACKs unread) behind other shards; it then connects at once, reading while it
+	// waits for the turn's NotBefore, so that the IDENTIFY leaves on time.
+	Acquire(ctx context.Context, shardID int) (IdentifyTurn, error)
 	// Sent records that the IDENTIFY left.
 	Sent(shardID int, at time.Time)
+}
+
+// IdentifyTurn is one shard's permission to send IDENTIFY.
+type IdentifyTurn struct {
+	// NotBefore is when the IDENTIFY may leave, one window after the bucket's previous one arrived.
+	NotBefore time.Time
+	// Release gives the turn back, exactly once: answered=true when Discord answered the IDENTIFY
+	// (READY, op 9 or a close frame), false when the connection failed without an answer or the IDENTIFY
+	// never left. The bucket's next turn waits for it.
+	Release func(answered bool)
 }
 
 // SessionStartLimit is Discord's identify budget from /gateway/bot.
@@ -76,12 +85,12 @@ func NewLocalIdentifyLimiter(limit SessionStartLimit, window, margin time.Durati
 }
 
 // Acquire implements IdentifyLimiter.
-func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(answered bool), error) {
+func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (IdentifyTurn, error) {
 	b := l.buckets[shardID%len(l.buckets)]
 	select {
 	case <-b.slot:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return IdentifyTurn{}, ctx.Err()
 	}
 	release := func(answered bool) {
 		l.mu.Lock()
@@ -94,14 +103,6 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(a
 		}
 		l.mu.Unlock()
 		b.slot <- struct{}{}
-	}
-	// Spacing within the bucket.
-	l.mu.Lock()
-	wait := time.Until(b.arrivedBy.Add(l.window))
-	l.mu.Unlock()
-	if err := ctxsleep.Sleep(ctx, wait); err != nil {
-		release(false)
-		return nil, err
 	}
 	// The daily budget: wait for its reset rather than burn the last identify (running out resets the
 	// bot's token).
@@ -122,11 +123,14 @@ func (l *LocalIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(a
 			zap.Int("shard", shardID), zap.Duration("reset_after", until))
 		if err := ctxsleep.Sleep(ctx, until+time.Second); err != nil {
 			release(false)
-			return nil, err
+			return IdentifyTurn{}, err
 		}
 	}
+	l.mu.Lock()
+	notBefore := b.arrivedBy.Add(l.window)
+	l.mu.Unlock()
 	var once sync.Once
-	return func(answered bool) { once.Do(func() { release(answered) }) }, nil
+	return IdentifyTurn{NotBefore: notBefore, Release: func(answered bool) { once.Do(func() { release(answered) }) }}, nil
 }
 
 // Sent implements IdentifyLimiter. Only the holder of the bucket's slot calls it.

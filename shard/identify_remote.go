@@ -94,11 +94,18 @@ func (q *IdentifyQueue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), q.poll)
 		defer cancel()
-		release, err := q.limiter.Acquire(ctx, *req.ShardID)
+		turn, err := q.limiter.Acquire(ctx, *req.ShardID)
+		if err == nil {
+			// A grant means "send now": the queue waits out the window itself.
+			if err = ctxsleep.Sleep(ctx, time.Until(turn.NotBefore)); err != nil {
+				turn.Release(false)
+			}
+		}
 		if err != nil {
 			w.WriteHeader(http.StatusNoContent) // nothing yet (or the caller left): ask again
 			return
 		}
+		release := turn.Release
 		if r.Context().Err() != nil {
 			release(false) // the caller left while we granted
 			return
@@ -187,25 +194,25 @@ func NewRemoteIdentifyLimiter(base, secret string, log *zap.Logger) *RemoteIdent
 
 // Acquire implements IdentifyLimiter: it long-polls the queue until granted, retrying while the queue is
 // unreachable (identifying without it could break the shared limit).
-func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(answered bool), error) {
+func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (IdentifyTurn, error) {
 	backoff := 500 * time.Millisecond
 	for {
 		status, body, err := l.call(ctx, "acquire", map[string]any{"shard_id": shardID})
 		switch {
 		case ctx.Err() != nil:
-			return nil, ctx.Err()
+			return IdentifyTurn{}, ctx.Err()
 		case err == nil && status == http.StatusOK:
 			var grant struct {
 				Lease string `json:"lease"`
 			}
 			if err := json.Unmarshal(body, &grant); err != nil || grant.Lease == "" {
-				return nil, fmt.Errorf("identify queue: bad grant %q", body)
+				return IdentifyTurn{}, fmt.Errorf("identify queue: bad grant %q", body)
 			}
 			l.mu.Lock()
 			l.leases[shardID] = grant.Lease
 			l.mu.Unlock()
 			var once sync.Once
-			return func(answered bool) {
+			return IdentifyTurn{NotBefore: time.Now(), Release: func(answered bool) {
 				once.Do(func() {
 					l.mu.Lock()
 					if l.leases[shardID] == grant.Lease {
@@ -218,17 +225,17 @@ func (l *RemoteIdentifyLimiter) Acquire(ctx context.Context, shardID int) (func(
 						l.log.Warn("identify lease not released; it will expire", zap.Int("shard", shardID), zap.Error(err))
 					}
 				})
-			}, nil
+			}}, nil
 		case err == nil && status == http.StatusNoContent:
 			backoff = 500 * time.Millisecond
 			continue // long poll ended without a grant
 		case err == nil && status == http.StatusUnauthorized:
-			return nil, errors.New("identify queue refused our secret: set rest.secret to the rest role's secret")
+			return IdentifyTurn{}, errors.New("identify queue refused our secret: set rest.secret to the rest role's secret")
 		default:
 			l.log.Warn("identify queue unreachable; waiting (identifying without it could break the shared limit)",
 				zap.Int("shard", shardID), zap.Int("status", status), zap.Error(err), zap.Duration("retry_in", backoff))
 			if err := ctxsleep.Sleep(ctx, backoff); err != nil {
-				return nil, err
+				return IdentifyTurn{}, err
 			}
 			backoff = min(2*backoff, 10*time.Second)
 		}

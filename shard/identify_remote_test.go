@@ -27,7 +27,7 @@ func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 			wg.Add(1)
 			go func(shard int) {
 				defer wg.Done()
-				release, err := client.Acquire(context.Background(), shard)
+				turn, err := client.Acquire(context.Background(), shard)
 				if err != nil {
 					t.Error(err)
 					return
@@ -37,7 +37,7 @@ func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 				mu.Lock()
 				times = append(times, now)
 				mu.Unlock()
-				release(true)
+				turn.Release(true)
 			}(c*2 + s)
 		}
 	}
@@ -62,11 +62,11 @@ func TestExpiredLeaseFreesTheBucket(t *testing.T) {
 	}
 	start := time.Now()
 	other := NewRemoteIdentifyLimiter(srv.URL+"/q", "s", nil)
-	release, err := other.Acquire(context.Background(), 1)
+	turn, err := other.Acquire(context.Background(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	release(true)
+	turn.Release(true)
 	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Fatalf("granted after %s, while the crashed holder's lease was live", d)
 	}

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/rawjson"
 )
 
@@ -43,8 +44,8 @@ func parseHeader(raw []byte) (header, error) {
 }
 
 // readLoop reads payloads until the connection ends. It runs HELLO, then RESUME or IDENTIFY (whose turn
-// connectOnce holds already), then routes every payload.
-func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *sinkRunner, resume bool) connEnd {
+// connectOnce holds already, to be sent at identifyAt), then routes every payload.
+func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *sinkRunner, resume bool, identifyAt time.Time) connEnd {
 	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, c.drop)
 	defer helloTimer.Stop()
 	healthy := false
@@ -73,7 +74,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 				return connEnd{err: fmt.Errorf("bad HELLO: %s", raw)}
 			}
 			hb.start(time.Duration(p.D.HeartbeatInterval) * time.Millisecond)
-			if err := s.authenticate(ctx, c, resume); err != nil {
+			if err := s.authenticate(ctx, c, resume, identifyAt); err != nil {
 				return connEnd{err: err}
 			}
 		case discord.OpHeartbeat:
@@ -120,8 +121,9 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 	}
 }
 
-// authenticate sends RESUME for a resumable session, else IDENTIFY, whose turn the shard holds.
-func (s *Shard) authenticate(ctx context.Context, c *conn, resume bool) error {
+// authenticate sends RESUME for a resumable session, else IDENTIFY, whose turn the shard holds, at
+// identifyAt: until then a goroutine waits to send it while the read loop goes on (heartbeat ACKs).
+func (s *Shard) authenticate(ctx context.Context, c *conn, resume bool, identifyAt time.Time) error {
 	s.mu.Lock()
 	sess := s.persisted
 	s.mu.Unlock()
@@ -148,11 +150,37 @@ func (s *Shard) authenticate(ctx context.Context, c *conn, resume bool) error {
 	if err != nil {
 		return err
 	}
+	wait := time.Until(identifyAt)
+	if wait <= 0 {
+		return s.sendIdentify(ctx, c, payload)
+	}
+	go func() {
+		if ctxsleep.Sleep(ctx, wait) != nil {
+			return
+		}
+		if err := s.sendIdentify(ctx, c, payload); err != nil {
+			s.log.Warn("IDENTIFY not sent; reconnecting", zap.Error(err))
+			c.drop()
+		}
+	}()
+	return nil
+}
+
+func (s *Shard) sendIdentify(ctx context.Context, c *conn, payload []byte) error {
+	// Only the turn's holder may count a send (a connection that ended has given its turn back), and it
+	// counts it before the write: a write that fails half-way may still reach Discord.
+	s.identifyMu.Lock()
+	held := s.identifyRelease != nil
+	if held {
+		s.cfg.Identify.Sent(s.cfg.ShardID, time.Now())
+	}
+	s.identifyMu.Unlock()
+	if !held {
+		return errors.New("the identify turn was given back before IDENTIFY left")
+	}
 	s.mu.Lock()
 	s.seq = 0
 	s.mu.Unlock()
-	// Counted as sent before the write: a write that fails half-way may still reach Discord.
-	s.cfg.Identify.Sent(s.cfg.ShardID, time.Now())
 	if err := s.sendPriority(ctx, c, payload); err != nil {
 		return err
 	}
@@ -163,10 +191,10 @@ func (s *Shard) authenticate(ctx context.Context, c *conn, resume bool) error {
 // releaseIdentify gives the shard's identify turn back, if it holds one; answered says that Discord's
 // answer to the IDENTIFY came back (so it has arrived).
 func (s *Shard) releaseIdentify(answered bool) {
-	s.mu.Lock()
+	s.identifyMu.Lock()
 	r := s.identifyRelease
 	s.identifyRelease = nil
-	s.mu.Unlock()
+	s.identifyMu.Unlock()
 	if r != nil {
 		r(answered)
 	}

@@ -204,6 +204,7 @@ type Shard struct {
 	live      Session // the session of the current connection (its Seq is not used)
 	seq       int64   // the last sequence received (heartbeats carry it)
 
+	identifyMu      sync.Mutex
 	identifyRelease func(answered bool) // the identify turn, held from before the dial until READY or failure
 }
 
@@ -379,9 +380,10 @@ type connEnd struct {
 }
 
 // connectOnce runs one websocket connection from dial to its end. A shard without a session to resume
-// takes its identify turn first and connects only then, so that between HELLO and IDENTIFY only the
-// time to send passes: a connection that waited for its turn would go unread, and its unread heartbeat
-// ACKs would make it look like a zombie. Resumes need no turn.
+// takes its identify turn first and connects only then: a connection that waited minutes behind other
+// shards would live through heartbeats. Once the turn is held, the wait left is at most one window,
+// during which the connection is read as usual; connecting at once puts HELLO behind us when the turn
+// comes. Resumes need no turn.
 func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	s.mu.Lock()
 	sess := s.persisted
@@ -395,15 +397,17 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	if err != nil {
 		return connEnd{err: err, fatal: &FatalError{ShardID: s.cfg.ShardID, Name: "bad gateway url", Hint: err.Error()}}
 	}
+	var identifyAt time.Time
 	if !resume {
 		s.setState(StateWaiting)
-		release, err := s.cfg.Identify.Acquire(ctx, s.cfg.ShardID)
+		turn, err := s.cfg.Identify.Acquire(ctx, s.cfg.ShardID)
 		if err != nil {
 			return connEnd{err: fmt.Errorf("waiting for the identify turn: %w", err)}
 		}
-		s.mu.Lock()
-		s.identifyRelease = release
-		s.mu.Unlock()
+		identifyAt = turn.NotBefore
+		s.identifyMu.Lock()
+		s.identifyRelease = turn.Release
+		s.identifyMu.Unlock()
 		// Whatever way the connection ends, the turn goes back; an answer releases it sooner.
 		defer s.releaseIdentify(false)
 	}
@@ -436,7 +440,7 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	})
 	hb := &heartbeater{s: s, c: c}
 
-	end = s.readLoop(cctx, c, hb, sink, resume)
+	end = s.readLoop(cctx, c, hb, sink, resume, identifyAt)
 
 	stopOnCancel()
 	cancel()
