@@ -80,8 +80,9 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	}
 	var src io.Reader = nc
 	if br != nil {
-		// The handshake reader may hold the first frames already.
-		src = io.MultiReader(br, nc)
+		// The handshake reader may hold the first frames already. Only those are read from it, so that
+		// MultiReader moves on to the socket and lets the reader's 4 KiB buffer go.
+		src = io.MultiReader(io.LimitReader(br, int64(br.Buffered())), nc)
 	}
 	c := &conn{nc: nc}
 	c.ctl = wsutil.ControlFrameHandler(lockedWriter{c}, ws.StateClientSide)
