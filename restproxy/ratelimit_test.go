@@ -1,10 +1,13 @@
 package restproxy_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,38 +220,79 @@ func TestInvalidRequestGuardAnswers503BeforeDiscordsBan(t *testing.T) {
 	}
 }
 
+// TestCallersThatDisconnectStillGetTheirRequestsSent: a request dd accepted (read in full) reaches Discord
+// exactly once even when its caller leaves while it waits in dd's queues. Each caller disconnects the
+// moment dd has read its whole request, so every request is accepted and most are still queued when
+// their caller goes. (With a fixed client timeout instead, a loaded machine let callers give up before dd
+// had read their request at all: dd owes those nothing, and the test counted them as lost.)
 func TestCallersThatDisconnectStillGetTheirRequestsSent(t *testing.T) {
 	e := newEnv(t, discordsim.Config{Guilds: 10, ChannelsPerGuild: 1, GlobalRateLimit: 100}, nil)
 	if err := e.sim.SetRouteLimit("POST /channels/{channel_id}/messages", 5, 500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	impatient := &http.Client{Timeout: 100 * time.Millisecond}
-	want := map[string]bool{}
-	var gaveUp atomic.Int64
+	const n = 100
+	sums := make([]string, n)
+	leave := map[string]context.CancelFunc{}
+	for i := range n {
+		sum := sha256.Sum256([]byte(fmt.Sprintf(`{"content":"caller %d"}`, i)))
+		sums[i] = hex.EncodeToString(sum[:])
+	}
+	// dd behind a front that notes each body dd read to its end (the request is then accepted) and makes
+	// that request's caller leave at once.
+	var mu sync.Mutex
+	accepted := map[string]bool{}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = &recordingBody{ReadCloser: r.Body, done: func(b []byte) {
+			sum := sha256.Sum256(b)
+			mu.Lock()
+			accepted[hex.EncodeToString(sum[:])] = true
+			cancel := leave[hex.EncodeToString(sum[:])]
+			mu.Unlock()
+			if cancel != nil {
+				cancel()
+			}
+		}}
+		e.proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	gaveUp := make([]bool, n)
 	var wg sync.WaitGroup
-	for i := range 100 {
-		body := fmt.Sprintf(`{"content":"caller %d"}`, i)
-		sum := sha256.Sum256([]byte(body))
-		want[hex.EncodeToString(sum[:])] = true
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		mu.Lock()
+		leave[sums[i]] = cancel
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest("POST", e.dd.URL+"/api/v10/channels/"+e.channel(i%10, 0)+"/messages", strings.NewReader(body))
+			body := fmt.Sprintf(`{"content":"caller %d"}`, i)
+			req, _ := http.NewRequestWithContext(ctx, "POST", front.URL+"/api/v10/channels/"+e.channel(i%10, 0)+"/messages", strings.NewReader(body))
 			req.Header.Set("Authorization", testSecret)
 			req.Header.Set("Content-Type", "application/json")
-			if resp, err := impatient.Do(req); err != nil {
-				gaveUp.Add(1)
+			if resp, err := http.DefaultClient.Do(req); err != nil {
+				gaveUp[i] = true
 			} else {
 				resp.Body.Close()
 			}
 		}()
 	}
 	wg.Wait()
-	if gaveUp.Load() < 50 {
-		t.Fatalf("only %d callers gave up before their answer; the test needs most of them queued", gaveUp.Load())
+	mu.Lock()
+	nAccepted, left := len(accepted), 0
+	for i, sum := range sums {
+		if gaveUp[i] && accepted[sum] {
+			left++
+		}
+	}
+	mu.Unlock()
+	// 100 requests against 5 per 500 ms on each of 10 channels and 100 per second: most wait in dd.
+	if left < n/2 {
+		t.Fatalf("only %d callers left after dd accepted their request (%d accepted); the test needs most of them gone while queued", left, nAccepted)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for e.sim.RESTStats().Requests < 100 && time.Now().Before(deadline) {
+	for e.sim.RESTStats().Requests < int64(nAccepted) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // anything more would be a duplicate
@@ -256,16 +300,35 @@ func TestCallersThatDisconnectStillGetTheirRequestsSent(t *testing.T) {
 	for _, r := range e.sim.RESTRequests() {
 		seen[r.BodySHA256]++
 	}
-	for sum := range want {
-		if seen[sum] != 1 {
-			t.Fatalf("a request whose caller left reached the simulator %d times, want once (%d callers gave up; simulator saw %d requests)",
-				seen[sum], gaveUp.Load(), len(e.sim.RESTRequests()))
+	mu.Lock()
+	defer mu.Unlock()
+	for i, sum := range sums {
+		switch {
+		case accepted[sum] && seen[sum] != 1:
+			t.Errorf("caller %d's request, accepted by dd (caller left: %v), reached the simulator %d times, want once (%d of %d accepted, %d callers left; simulator saw %d requests)",
+				i, gaveUp[i], seen[sum], nAccepted, n, left, len(e.sim.RESTRequests()))
+		case !accepted[sum] && seen[sum] != 0:
+			t.Errorf("caller %d's request reached the simulator %d times though dd never read it in full", i, seen[sum])
 		}
 	}
-	if n := len(e.sim.RESTRequests()); n != 100 {
-		t.Fatalf("simulator saw %d requests, want 100", n)
-	}
 	e.noRateLimits(t)
+}
+
+// recordingBody calls done with the whole body once it has been read to its end.
+type recordingBody struct {
+	io.ReadCloser
+	buf  []byte
+	done func([]byte)
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.buf = append(b.buf, p[:n]...)
+	if err == io.EOF && b.done != nil {
+		b.done(b.buf)
+		b.done = nil
+	}
+	return n, err
 }
 
 func TestMaxWaitAnswers504(t *testing.T) {
