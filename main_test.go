@@ -216,14 +216,19 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 	addrs := p.waitListening(t, 3)
 	for role, addr := range addrs {
 		for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": `dd_build_info{role="all"`} {
+			status := 200
+			if path == "/readyz" && role == "gateway" {
+				// Discord (the default api_url) is out of reach here: the gateway has no shard running.
+				status, want = http.StatusServiceUnavailable, "shards are not started"
+			}
 			resp, err := http.Get("http://" + addr + path)
 			if err != nil {
 				t.Fatalf("%s %s: %v", role, path, err)
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-				t.Errorf("%s %s: %d %q, want 200 containing %q", role, path, resp.StatusCode, body, want)
+			if resp.StatusCode != status || !strings.Contains(string(body), want) {
+				t.Errorf("%s %s: %d %q, want %d containing %q", role, path, resp.StatusCode, body, status, want)
 			}
 		}
 		// Anything else needs the role's secret.

@@ -29,6 +29,7 @@ type cacheRole struct {
 	// following is the gateway queue's cache consumer when fed in-process (--role=all), for readiness.
 	following   depther
 	storeHealth storeHealth
+	st          *store.Store
 }
 
 type depther interface{ Depth() int }
@@ -46,7 +47,7 @@ func newCache(cfg *config.Config, st *store.Store, reg prometheus.Registerer, lo
 	if err != nil {
 		return nil, err
 	}
-	r := &cacheRole{cache: c, log: log}
+	r := &cacheRole{cache: c, log: log, st: st}
 	r.api = requireSecret(k.Secret, r.routes())
 	return r, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/queue"
+	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/store"
 )
 
 // Tokens and secrets of 16 characters at least, as the config requires of real ones.
@@ -607,5 +609,32 @@ func TestStatusCountsGuildsAfterARestart(t *testing.T) {
 	}
 	if n := guilds(addr); n != 10 {
 		t.Errorf("/status counts %d guilds after the restart; the shards hold 10", n)
+	}
+}
+
+// BenchmarkGatewayReadyz1000Shards is /readyz's gateway check over 1,000 shards, in its costliest case
+// (every shard disconnected without a session: each state and session is read).
+func BenchmarkGatewayReadyz1000Shards(b *testing.B) {
+	ids := make([]int, 1000)
+	for i := range ids {
+		ids[i] = i
+	}
+	mgr, err := shard.NewManager(shard.ManagerConfig{TotalShards: 1000, ShardIDs: ids, Logger: zap.NewNop(),
+		Template: shard.Config{Token: hardToken, GatewayURL: "ws://127.0.0.1:1/gateway", APIVersion: 10}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := &gatewayRole{}
+	g.cur.Store(&generation{total: 1000, ids: ids, mgr: mgr})
+	st, err := store.Open(store.Options{Path: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	g.st = st
+	for b.Loop() {
+		if g.ready() == nil {
+			b.Fatal("ready with every shard down")
+		}
 	}
 }

@@ -38,11 +38,8 @@ func (g *gatewayRole) ready() error {
 	if err := g.storeHealth.failed(); err != nil {
 		return fmt.Errorf("the store does not take events: %w", err)
 	}
-	// The store's own view of its disk, where it has one (store.DiskErr).
-	if d, ok := any(g.st).(interface{ DiskErr() error }); ok {
-		if err := d.DiskErr(); err != nil {
-			return fmt.Errorf("the store does not take events: %w", err)
-		}
+	if err := g.st.DiskErr(); err != nil {
+		return fmt.Errorf("the store does not take events: %w", err)
 	}
 	cur := g.cur.Load()
 	if cur == nil {
@@ -80,6 +77,11 @@ const cacheReadyLag = 10_000
 func (r *cacheRole) ready() error {
 	if err := r.storeHealth.failed(); err != nil {
 		return fmt.Errorf("the last events could not be stored: %w", err)
+	}
+	if r.st != nil {
+		if err := r.st.DiskErr(); err != nil {
+			return fmt.Errorf("the store does not take events: %w", err)
+		}
 	}
 	if q := r.following; q != nil {
 		if n := q.Depth(); n > cacheReadyLag {
