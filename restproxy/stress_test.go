@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ import (
 // It proves that whatever the interleaving, dd keeps every limit (the simulator answers no 429), and
 // that no request is lost, duplicated or stuck: each reaches the simulator exactly once and its caller
 // gets the success answer well within the test's time.
+//
+// A third part (stressFastThenSlow, issue #9) runs callers over many channels with the upstream answering
+// at once, then slows the upstream and puts every caller on one channel: no request may then wait in dd's
+// queues for more than a second, since neither the bucket nor the global limit asks it to.
 //
 // The plan of requests is random: its seed is logged, and DD_STRESS_SEED=<seed> replays it (the timing
 // of the run itself is not replayable).
@@ -56,6 +61,146 @@ func TestStressRateLimits(t *testing.T) {
 	for i, m := range mixes {
 		t.Run(m.name, func(t *testing.T) { m.run(t, seed+uint64(i)) })
 	}
+	t.Run("fast-then-slow", func(t *testing.T) { stressFastThenSlow(t, seed+uint64(len(mixes))) })
+}
+
+// slowingTransport holds each answer for the current latency before dd sees it, as the simulator's own
+// latency does; the latency can change while dd runs.
+type slowingTransport struct {
+	rt      http.RoundTripper
+	latency atomic.Int64 // nanoseconds
+}
+
+func (s *slowingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.rt.RoundTrip(r)
+	if d := time.Duration(s.latency.Load()); d > 0 {
+		time.Sleep(d)
+	}
+	return resp, err
+}
+
+// stressFastThenSlow is issue #9's sequence, with random sizes: callers loop over many channels while
+// the upstream answers at once, then the upstream slows down and every caller loops on one hot channel
+// (one the fast phase used, or a new one). The bucket's quota and the global limit are far above what
+// the callers can use, so nothing in Discord's limits asks any request to wait: a request that waits in
+// dd's queues for more than a second is a stall. It also proves zero 429 and that each request reaches
+// the simulator once.
+func stressFastThenSlow(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	callers := 16 + rng.IntN(49)
+	fastChannels := 8 + rng.IntN(57)
+	fast := time.Duration(500+rng.IntN(1000)) * time.Millisecond
+	latency := time.Duration(20+rng.IntN(61)) * time.Millisecond
+	slow := time.Duration(1000+rng.IntN(1000)) * time.Millisecond
+	hotUsed := rng.IntN(2) == 0
+	t.Logf("%d callers over %d channels for %v answered at once, then %d callers on one channel (used before: %v) for %v answered in %v",
+		callers, fastChannels, fast, callers, hotUsed, slow, latency)
+
+	const global = 100000
+	st := &slowingTransport{rt: restproxy.NewTransport(time.Minute)}
+	e := newEnv(t, discordsim.Config{Guilds: 65, ChannelsPerGuild: 1, GlobalRateLimit: global}, func(o *restproxy.Options) {
+		o.Transport = st
+		o.MaxWait = 8 * time.Second
+		o.Limits.GlobalRate = global
+	})
+	if err := e.sim.SetRouteLimit("GET /channels/{channel_id}", 1000000, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+	defer client.CloseIdleConnections()
+	hot := 64 // a channel the fast phase does not use
+	if hotUsed {
+		hot = rng.IntN(fastChannels)
+	}
+	var sent, failed atomic.Int64
+	loop := func(until time.Time, channel func(caller int) int) {
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				for time.Now().Before(until) {
+					req, _ := http.NewRequest("GET", e.dd.URL+"/api/v10/channels/"+e.channel(channel(c), 0), nil)
+					req.Header.Set("Authorization", testSecret)
+					sent.Add(1)
+					resp, err := client.Do(req)
+					if err != nil {
+						failed.Add(1)
+						t.Errorf("caller %d: %v", c, err)
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						failed.Add(1)
+						t.Errorf("caller %d: status %d, want 200", c, resp.StatusCode)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	loop(time.Now().Add(fast), func(c int) int { return c % fastChannels })
+	before := e.queueWaits(t)
+	fastSent := sent.Load()
+	st.latency.Store(int64(latency))
+	start := time.Now()
+	loop(start.Add(slow), func(int) int { return hot })
+	took := time.Since(start)
+	after := e.queueWaits(t)
+
+	n := sent.Load() - fastSent
+	over := after.over(time.Second) - before.over(time.Second)
+	t.Logf("fast phase: %d requests; slow phase: %d requests, %.0f/s (callers ÷ latency: %.0f/s); waits in dd's queues over 0.1 s: %d, over 1 s: %d",
+		fastSent, n, float64(n)/took.Seconds(), float64(callers)/latency.Seconds(),
+		after.over(100*time.Millisecond)-before.over(100*time.Millisecond), over)
+	if over > 0 {
+		t.Errorf("%d requests waited more than 1 s in dd's queues after the upstream slowed down, with a quota of 1,000,000 and a global limit of %d/s: nothing in Discord's limits asked for that", over, global)
+	}
+	if got := e.sim.RESTStats().Requests; failed.Load() == 0 && got != sent.Load() {
+		t.Errorf("the simulator saw %d requests, want %d (each once)", got, sent.Load())
+	}
+	e.noRateLimits(t)
+}
+
+// waitCounts is dd_rest_queue_wait_seconds as cumulative counts by upper bound, and the total.
+type waitCounts struct {
+	le    []float64
+	count []uint64
+	total uint64
+}
+
+// over is how many waits were longer than d (d must be one of the histogram's bounds).
+func (w waitCounts) over(d time.Duration) uint64 {
+	for i, le := range w.le {
+		if le == d.Seconds() {
+			return w.total - w.count[i]
+		}
+	}
+	panic(fmt.Sprintf("no histogram bound at %v", d))
+}
+
+func (e *env) queueWaits(t *testing.T) waitCounts {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w waitCounts
+	for _, mf := range mfs {
+		if mf.GetName() != "dd_rest_queue_wait_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			for i, b := range h.GetBucket() {
+				if len(w.le) <= i {
+					w.le = append(w.le, b.GetUpperBound())
+					w.count = append(w.count, 0)
+				}
+				w.count[i] += b.GetCumulativeCount()
+			}
+			w.total += h.GetSampleCount()
+		}
+	}
+	return w
 }
 
 // stressKind is one kind of request; the simulator's bucket of each is in stressBucket.
