@@ -1,0 +1,157 @@
+// Command ddload measures dd from outside: it starts the simulator and dd as separate processes, with
+// the bot's event receiver in its own process, and prints what they did under load (rates, queue depth,
+// memory and CPU read from /proc, identify pacing). Everything listens on 127.0.0.1 and every run is
+// bounded in time; the processes it started are ended on any exit.
+//
+//	go run ./cmd/ddload -scenario firehose -shards 4 -rate 20000 -duration 10s -batch-max 100
+//	go run ./cmd/ddload -scenario shards -shards 1000 -max-concurrency 250 -guilds-per-shard 4 -heartbeat 10s -baseline-shards 200
+//
+// The scenarios live in internal/loadtool, so a Go test can run them too.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ddhq/dd/internal/loadtool"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, ",") }
+func (e *envList) Set(v string) error {
+	if !strings.HasPrefix(v, "DD_") || !strings.Contains(v, "=") {
+		return fmt.Errorf("want DD_KEY=value, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("ddload", flag.ContinueOnError)
+	var (
+		scenario = fs.String("scenario", "", "firehose | shards")
+		ddBin    = fs.String("dd", "", "dd binary (default: built from -repo into a temporary directory)")
+		simBin   = fs.String("sim", "", "discordsim binary (default: built from -repo into a temporary directory)")
+		repo     = fs.String("repo", ".", "the dd module to build when -dd or -sim is not given")
+		asJSON   = fs.Bool("json", false, "print the result as JSON on stdout (the lines for people go to stderr)")
+		timeout  = fs.Duration("timeout", 20*time.Minute, "bound on the whole invocation")
+		dir      = fs.String("dir", "", "parent directory of the runs' logs and stores (default: the system temp directory)")
+		keep     = fs.Bool("keep", false, "keep the runs' directories (a failed run's are always kept)")
+		shards   = fs.Int("shards", 0, "dd's shards (default 4 for firehose, 1000 for shards)")
+
+		rate     = fs.Float64("rate", 20000, "firehose: events per second the simulator generates")
+		duration = fs.Duration("duration", 10*time.Second, "firehose: how long it generates them")
+		batchMax = fs.Int("batch-max", 1, "firehose: events.batch_max")
+		guilds   = fs.Int("guilds", 64, "firehose: guilds in the simulator")
+		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose: bound on the delivery of the backlog after the firehose")
+
+		maxConc   = fs.Int("max-concurrency", 250, "shards: the simulator's max_concurrency")
+		perShard  = fs.Int("guilds-per-shard", 4, "shards: guilds per shard")
+		heartbeat = fs.Duration("heartbeat", 10*time.Second, "shards: the simulator's heartbeat_interval")
+		window    = fs.Duration("identify-window", 5*time.Second, "shards: the simulator's identify window (dd's is Discord's 5s)")
+		settle    = fs.Duration("settle", 30*time.Second, "shards: idle time after startup before RSS and idle CPU are read")
+		baseline  = fs.Int("baseline-shards", 0, "shards: also run with this many shards and report the RSS slope per shard")
+		env       envList
+	)
+	fs.Var(&env, "env", "an extra DD_KEY=value for dd (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards [flags]\n\n"+
+			"Starts the Discord simulator and dd as separate processes, with a bot receiver in this one, and\n"+
+			"prints dd's figures under load. See README \"Measuring from outside the process\".\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *scenario != "firehose" && *scenario != "shards" {
+		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose or shards, got %q\n", *scenario)
+		return 2
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, *timeout)
+	defer cancelTimeout()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "%s ddload: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	}
+
+	bins := loadtool.Binaries{DD: *ddBin, Sim: *simBin}
+	if bins.DD == "" || bins.Sim == "" {
+		tmp, err := os.MkdirTemp("", "ddload-bin-")
+		if err != nil {
+			return fail(err)
+		}
+		defer os.RemoveAll(tmp)
+		logf("building dd and discordsim from %s", *repo)
+		built, err := loadtool.Build(ctx, *repo, tmp)
+		if err != nil {
+			return fail(err)
+		}
+		if bins.DD == "" {
+			bins.DD = built.DD
+		}
+		if bins.Sim == "" {
+			bins.Sim = built.Sim
+		}
+	}
+
+	var (
+		out   any
+		err   error
+		human = os.Stdout
+	)
+	if *asJSON {
+		human = os.Stderr
+	}
+	switch *scenario {
+	case "firehose":
+		var r loadtool.FirehoseResult
+		r, err = loadtool.RunFirehose(ctx, loadtool.FirehoseOptions{Binaries: bins, Shards: *shards, Rate: *rate,
+			Duration: *duration, BatchMax: *batchMax, Guilds: *guilds, DrainTimeout: *drain, Env: env,
+			Dir: *dir, Keep: *keep, Logf: logf})
+		out = r
+		if err == nil || r.Delivered > 0 {
+			r.Print(human)
+		}
+	case "shards":
+		var r loadtool.ShardsResult
+		r, err = loadtool.RunShards(ctx, loadtool.ShardsOptions{Binaries: bins, Shards: *shards, MaxConcurrency: *maxConc,
+			GuildsPerShard: *perShard, Heartbeat: *heartbeat, IdentifyWindow: *window, Settle: *settle,
+			BaselineShards: *baseline, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+		out = r
+		if err == nil {
+			r.Print(human)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "ddload:", err)
+	return 1
+}

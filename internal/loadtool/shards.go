@@ -1,0 +1,289 @@
+package loadtool
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// ShardsOptions configures RunShards. Zero values take the defaults in brackets.
+type ShardsOptions struct {
+	Binaries       Binaries
+	Shards         int           // dd's shards, --role=gateway [1000]
+	MaxConcurrency int           // the simulator's session_start_limit.max_concurrency [250]
+	GuildsPerShard int           // guilds = Shards × this [4]
+	Heartbeat      time.Duration // the simulator's heartbeat_interval [10s]
+	// IdentifyWindow is the simulator's identify window [5s]. dd paces identifies by Discord's 5 s
+	// whatever the simulator says, so anything shorter only hides violations.
+	IdentifyWindow time.Duration
+	// Settle is how long dd sits idle after startup before its RSS and idle CPU are read [30s].
+	Settle time.Duration
+	// BaselineShards, if above 0, runs the whole scenario a second time with this many shards, so that
+	// RSS per shard can be taken as a slope that removes dd's fixed costs.
+	BaselineShards int
+	// ReadyTimeout bounds the wait for every shard and guild [3 × the identify minimum + 1 min].
+	ReadyTimeout   time.Duration
+	StatusRequests int      // GET /status requests timed after the settle [5]
+	Env            []string // more DD_* variables for dd
+	Dir            string   // parent of the runs' directories [the system temp directory]
+	Keep           bool
+	Logf           func(format string, args ...any)
+}
+
+func (o *ShardsOptions) defaults() {
+	if o.Shards <= 0 {
+		o.Shards = 1000
+	}
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = 250
+	}
+	if o.GuildsPerShard <= 0 {
+		o.GuildsPerShard = 4
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.IdentifyWindow <= 0 {
+		o.IdentifyWindow = 5 * time.Second
+	}
+	if o.Settle <= 0 {
+		o.Settle = 30 * time.Second
+	}
+	if o.StatusRequests <= 0 {
+		o.StatusRequests = 5
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+}
+
+// ShardsRun is one startup of dd with a number of shards.
+type ShardsRun struct {
+	Shards         int     `json:"shards"`
+	MaxConcurrency int     `json:"max_concurrency"`
+	Guilds         int     `json:"guilds"`
+	HeartbeatS     float64 `json:"heartbeat_s"`
+
+	ReadySeconds float64 `json:"ready_s"` // dd's start until every shard ready and every GUILD_CREATE delivered
+	// From the simulator.
+	IdentifiesAccepted int     `json:"identifies_accepted"`
+	IdentifiesRefused  int     `json:"identifies_refused"` // pacing violations, answered with op 9
+	IdentifiesOther    int     `json:"identifies_other"`   // rejected, past the budget
+	Connections        int64   `json:"connections"`
+	Resumes            int     `json:"resumes"`
+	HeartbeatTimeouts  int     `json:"heartbeat_timeouts"`
+	SlowConsumerDrops  int     `json:"slow_consumer_drops"`
+	IdentifySpan       float64 `json:"identify_span_s"` // first to last accepted IDENTIFY
+	IdentifyMinimum    float64 `json:"identify_min_s"`  // (ceil(N/C) - 1) × the window
+	SpanRatio          float64 `json:"span_ratio"`
+	GuildCreates       int     `json:"guild_creates"` // distinct guilds delivered
+
+	RSSStartup    int64   `json:"rss_startup_bytes"`  // when every shard was ready
+	RSSSettled    int64   `json:"rss_settled_bytes"`  // after Settle
+	AnonSettled   int64   `json:"anon_settled_bytes"` // RssAnon after Settle (RSS less mapped files)
+	PeakRSS       int64   `json:"peak_rss_bytes"`     // VmHWM
+	RSSPerShard   float64 `json:"rss_per_shard_bytes"`
+	SettleSeconds float64 `json:"settle_s"`
+	IdleCores     float64 `json:"idle_cpu_cores"` // dd's CPU seconds per second over the settle
+	StartupCPU    float64 `json:"startup_cpu_s"`  // dd's CPU seconds until ready
+	SimRSS        int64   `json:"sim_rss_bytes"`
+	SimIdleCores  float64 `json:"sim_idle_cpu_cores"`
+
+	StatusMillis    []float64 `json:"status_ms"` // each GET /status, in order
+	StatusMedianMs  float64   `json:"status_median_ms"`
+	StatusBytes     int       `json:"status_bytes"`
+	StatusReady     int       `json:"status_ready"` // shards /status shows ready
+	ReceivedEvents  int64     `json:"received_events"`
+	ReceiverInvalid int64     `json:"receiver_invalid"`
+}
+
+// ShardsResult is what RunShards measured.
+type ShardsResult struct {
+	Run      ShardsRun  `json:"run"`
+	Baseline *ShardsRun `json:"baseline,omitempty"`
+	// SlopePerShard is (RSS(N) − RSS(M)) ÷ (N − M) after the settle, with M the baseline's shards.
+	SlopePerShard float64 `json:"rss_slope_per_shard_bytes,omitempty"`
+	// AnonSlopePerShard is the same slope of RssAnon.
+	AnonSlopePerShard float64 `json:"anon_slope_per_shard_bytes,omitempty"`
+}
+
+// RunShards starts dd --role=gateway with many shards against the simulator and measures the startup
+// (identify pacing against the limit, connections), the memory per shard and the idle cost.
+func RunShards(ctx context.Context, o ShardsOptions) (ShardsResult, error) {
+	o.defaults()
+	var res ShardsResult
+	if err := o.Binaries.resolve(); err != nil {
+		return res, err
+	}
+	run, err := runShardsOnce(ctx, o, o.Shards)
+	res.Run = run
+	if err != nil {
+		return res, err
+	}
+	if o.BaselineShards > 0 && o.BaselineShards != o.Shards {
+		base, err := runShardsOnce(ctx, o, o.BaselineShards)
+		res.Baseline = &base
+		if err != nil {
+			return res, err
+		}
+		res.SlopePerShard = float64(run.RSSSettled-base.RSSSettled) / float64(run.Shards-base.Shards)
+		res.AnonSlopePerShard = float64(run.AnonSettled-base.AnonSettled) / float64(run.Shards-base.Shards)
+	}
+	return res, nil
+}
+
+func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, err error) {
+	guilds := n * o.GuildsPerShard
+	buckets := (n + o.MaxConcurrency - 1) / o.MaxConcurrency
+	minimum := time.Duration(buckets-1) * 5 * time.Second
+	if o.IdentifyWindow > 5*time.Second {
+		minimum = time.Duration(buckets-1) * o.IdentifyWindow
+	}
+	run = ShardsRun{Shards: n, MaxConcurrency: o.MaxConcurrency, Guilds: guilds, HeartbeatS: o.Heartbeat.Seconds(),
+		IdentifyMinimum: minimum.Seconds()}
+	timeout := o.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 3*time.Duration(buckets)*max(o.IdentifyWindow, 5*time.Second) + time.Minute
+	}
+	dir, cleanup, err := runDir(o.Dir, fmt.Sprintf("shards%d", n))
+	if err != nil {
+		return run, err
+	}
+	parent := ctx
+	defer func() {
+		if err != nil && parent.Err() != nil {
+			// Ended from outside: the processes were killed, and whatever failed next says less.
+			err = parent.Err()
+		}
+		if err != nil {
+			err = fmt.Errorf("%d shards: %w (logs in %s)", n, err, dir)
+		}
+		cleanup(o.Keep || err != nil)
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	sim, err := startSim(ctx, dir, o.Binaries.Sim, simOptions{Guilds: guilds, MaxConcurrency: o.MaxConcurrency,
+		IdentifyWindow: o.IdentifyWindow, Heartbeat: o.Heartbeat, SessionStartTotal: 10*n + 1000})
+	if err != nil {
+		return run, err
+	}
+	defer sim.stop(10 * time.Second)
+	recv, err := StartReceiver(eventsSecret)
+	if err != nil {
+		return run, err
+	}
+	defer recv.Close()
+	env := ddEnv(sim, recv, filepath.Join(dir, "store"), n, "Guilds,GuildMessages", o.Env)
+	start := time.Now()
+	dd, err := startDD(ctx, dir, o.Binaries.DD, "gateway", env, "gateway")
+	if err != nil {
+		return run, err
+	}
+	defer dd.stop(30 * time.Second)
+	procs := []*process{sim.process, dd.process}
+	o.Logf("shards: %d shards, max_concurrency %d, %d guilds, heartbeat %v; dd pid %d, simulator pid %d; waiting up to %v",
+		n, o.MaxConcurrency, guilds, o.Heartbeat, dd.pid(), sim.pid(), timeout)
+
+	lastLog := time.Now()
+	err = waitFor(ctx, fmt.Sprintf("%d shards ready and %d GUILD_CREATEs delivered", n, guilds), timeout, 250*time.Millisecond, procs,
+		func() (bool, error) {
+			m, err := dd.metrics()
+			if err != nil {
+				return false, err
+			}
+			ready := int(m.Value("dd_gateway_shards_ready"))
+			if time.Since(lastLog) > 5*time.Second {
+				lastLog = time.Now()
+				o.Logf("shards: %.0fs: %d of %d ready, %d of %d guilds delivered", time.Since(start).Seconds(), ready, n, recv.GuildCreates(), guilds)
+			}
+			return ready >= n && recv.GuildCreates() >= guilds, nil
+		})
+	if err != nil {
+		return run, err
+	}
+	run.ReadySeconds = time.Since(start).Seconds()
+	atReady, err := ReadProc(dd.pid())
+	if err != nil {
+		return run, err
+	}
+	simAtReady, err := ReadProc(sim.pid())
+	if err != nil {
+		return run, err
+	}
+	run.RSSStartup, run.StartupCPU = atReady.RSS, atReady.CPUSeconds
+	o.Logf("shards: every shard ready in %.1fs, dd RSS %s; settling %v", run.ReadySeconds, mib(atReady.RSS), o.Settle)
+
+	settleStart := time.Now()
+	if err := sleepCtx(ctx, o.Settle); err != nil {
+		return run, err
+	}
+	for _, p := range procs {
+		if p.exited() {
+			return run, p.exitError()
+		}
+	}
+	settled, err := ReadProc(dd.pid())
+	if err != nil {
+		return run, err
+	}
+	simSettled, err := ReadProc(sim.pid())
+	if err != nil {
+		return run, err
+	}
+	run.SettleSeconds = time.Since(settleStart).Seconds()
+	run.RSSSettled, run.AnonSettled, run.PeakRSS = settled.RSS, settled.Anon, settled.HWM
+	run.RSSPerShard = float64(settled.RSS) / float64(n)
+	run.IdleCores = (settled.CPUSeconds - atReady.CPUSeconds) / run.SettleSeconds
+	run.SimRSS = simSettled.RSS
+	run.SimIdleCores = (simSettled.CPUSeconds - simAtReady.CPUSeconds) / run.SettleSeconds
+
+	for i := 0; i < o.StatusRequests; i++ {
+		st, took, size, err := dd.status()
+		if err != nil {
+			return run, err
+		}
+		run.StatusMillis = append(run.StatusMillis, round2(float64(took.Microseconds())/1000))
+		run.StatusBytes = size
+		run.StatusReady = 0
+		for _, s := range st.Shards {
+			if s.State == "ready" {
+				run.StatusReady++
+			}
+		}
+	}
+	sorted := slices.Clone(run.StatusMillis)
+	slices.Sort(sorted)
+	run.StatusMedianMs = sorted[len(sorted)/2]
+
+	st, err := sim.stats()
+	if err != nil {
+		return run, err
+	}
+	var first, last time.Time
+	for _, id := range st.Identifies {
+		switch id.Outcome {
+		case "accepted":
+			run.IdentifiesAccepted++
+			if first.IsZero() || id.At.Before(first) {
+				first = id.At
+			}
+			if id.At.After(last) {
+				last = id.At
+			}
+		case "rate_limited":
+			run.IdentifiesRefused++
+		default:
+			run.IdentifiesOther++
+		}
+	}
+	run.IdentifySpan = last.Sub(first).Seconds()
+	run.SpanRatio = ratio(run.IdentifySpan, run.IdentifyMinimum)
+	run.Connections, run.Resumes = st.Connections, len(st.Resumes)
+	run.HeartbeatTimeouts, run.SlowConsumerDrops = st.HeartbeatTimeouts, st.SlowConsumerDrops
+	rs := recv.Stats()
+	run.GuildCreates, run.ReceivedEvents, run.ReceiverInvalid = rs.Guilds, rs.Events, rs.Invalid+rs.BadAuth
+	return run, nil
+}
