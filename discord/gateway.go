@@ -76,3 +76,15 @@ const ResumableCloseCode = 4000
 
 // MaxSendBytes is the largest payload a client may send on the gateway.
 const MaxSendBytes = 4096
+
+// MaxGuildsPerShard is the most guilds Discord lets one shard hold (past it IDENTIFY closes with 4011).
+const MaxGuildsPerShard = 2500
+
+// ShardForGuild is the shard of a bot with total shards that receives a guild's events:
+// (guild_id >> 22) % total. DMs go to shard 0.
+func ShardForGuild(guildID uint64, total int) int {
+	return int((guildID >> 22) % uint64(total))
+}
+
+// UserAgent is what dd sends on every REST call and websocket dial, in the form Discord requires.
+const UserAgent = "DiscordBot (https://github.com/ddhq/dd, 0.1)"

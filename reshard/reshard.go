@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/rawjson"
 )
 
@@ -189,7 +190,7 @@ func GuildShard(payload []byte, num int) int {
 	if !ok {
 		return 0
 	}
-	return int((g >> 22) % uint64(num))
+	return discord.ShardForGuild(g, num)
 }
 
 // MaxShards bounds every shard count dd accepts: from the config, from Discord's recommendation, from a
@@ -216,7 +217,7 @@ func CheckCount(total, maxConcurrency int) error {
 // guilds need at 2500 a shard, and for large bots a multiple of max_concurrency (or of 16 past 100
 // shards when max_concurrency is 1), as Discord's large-bot sharding requires.
 func NewShardCount(recommended, guilds, maxConcurrency int) int {
-	n := max(recommended, (guilds+2499)/2500, 1)
+	n := max(recommended, (guilds+discord.MaxGuildsPerShard-1)/discord.MaxGuildsPerShard, 1)
 	step := 1
 	switch {
 	case maxConcurrency > 1:
@@ -229,5 +230,5 @@ func NewShardCount(recommended, guilds, maxConcurrency int) int {
 
 // Due reports whether a bot with guilds over total shards has reached percentage of their capacity.
 func Due(guilds, total, percentage int) bool {
-	return guilds*100 >= total*2500*percentage
+	return guilds*100 >= total*discord.MaxGuildsPerShard*percentage
 }

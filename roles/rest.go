@@ -5,9 +5,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/ratelimit"
 	"github.com/ddhq/dd/restproxy"
-	"github.com/ddhq/dd/shard"
 )
 
 // newRest builds the rest role's handler from the config.
@@ -24,7 +24,7 @@ func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*r
 		AllowAnyToken:   r.AllowAnyToken,
 		APIURL:          cfg.Discord.APIURL,
 		APIVersion:      cfg.Discord.APIVersion,
-		UserAgent:       shard.UserAgent,
+		UserAgent:       discord.UserAgent,
 		MaxBody:         r.MaxBody,
 		SpoolDir:        r.SpoolDir,
 		MaxWait:         r.MaxWait,

@@ -73,7 +73,7 @@ func gatewayURL(base string, version int, compress string) (string, error) {
 func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	// The same User-Agent as on REST calls: Discord-compatible servers (Spacebar) refuse a websocket
 	// without one.
-	d := ws.Dialer{Timeout: 15 * time.Second, Header: ws.HandshakeHeaderHTTP(http.Header{"User-Agent": {UserAgent}})}
+	d := ws.Dialer{Timeout: 15 * time.Second, Header: ws.HandshakeHeaderHTTP(http.Header{"User-Agent": {discord.UserAgent}})}
 	nc, br, _, err := d.Dial(ctx, rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("dial gateway: %w", err)

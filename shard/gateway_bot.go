@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/ddhq/dd/discord"
 )
 
 // GatewayBot is Discord's answer to GET /gateway/bot.
@@ -26,7 +28,7 @@ func FetchGatewayBot(ctx context.Context, client *http.Client, apiURL string, ap
 		return GatewayBot{}, err
 	}
 	req.Header.Set("Authorization", auth)
-	req.Header.Set("User-Agent", UserAgent)
+	req.Header.Set("User-Agent", discord.UserAgent)
 	resp, err := client.Do(req)
 	if err != nil {
 		return GatewayBot{}, fmt.Errorf("GET /gateway/bot: %w", err)
@@ -61,6 +63,3 @@ type HTTPError struct {
 }
 
 func (e *HTTPError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Body) }
-
-// UserAgent is what dd sends to Discord, in the form Discord asks for.
-const UserAgent = "DiscordBot (https://github.com/ddhq/dd, 0.1)"

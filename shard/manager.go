@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/discord"
 )
 
 // SessionLoader returns the stored session of a shard, if any.
@@ -131,5 +133,5 @@ func (m *Manager) TotalShards() int { return m.cfg.TotalShards }
 
 // ShardForGuild is the shard that holds a guild: (guild_id >> 22) % total shards.
 func (m *Manager) ShardForGuild(guildID uint64) int {
-	return int((guildID >> 22) % uint64(m.cfg.TotalShards))
+	return discord.ShardForGuild(guildID, m.cfg.TotalShards)
 }
