@@ -1,0 +1,56 @@
+// Package e2e holds dd's process-level tests that measure the real binaries from outside, as a user runs
+// them: the simulator, dd and the bot's receiver as separate processes (internal/loadtool).
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/internal/loadtool"
+)
+
+// A big bot runs a thousand shards in one process. With Discord's 5 s identify window, max_concurrency
+// 250 makes four rounds, so the last shards wait 15 s for their turn, longer than the 10 s heartbeat
+// (on Discord a shard may wait minutes, many 41.25 s heartbeats): a shard that waited on an open
+// connection would go unread and be dropped as a zombie. Every shard must get one connection and one
+// identify, none refused, every guild delivered.
+func TestThousandShardsInOneProcessStartOnTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 1,000 shards of the real binary against the simulator (about a minute)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bins, err := loadtool.Build(ctx, "../..", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := loadtool.RunShards(ctx, loadtool.ShardsOptions{Binaries: bins, Shards: 1000, MaxConcurrency: 250,
+		GuildsPerShard: 4, Heartbeat: 10 * time.Second, IdentifyWindow: 5 * time.Second, Settle: 5 * time.Second,
+		BaselineShards: 200, Dir: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Run
+	t.Logf("1,000 shards: ready in %.1f s; identify span %.2f s = %.3f of the %.0f s minimum; RSS %.0f KiB a shard, "+
+		"%.0f KiB per added shard over 200; idle CPU %.3f cores; GET /status %.1f ms, %d bytes",
+		r.ReadySeconds, r.IdentifySpan, r.SpanRatio, r.IdentifyMinimum, r.RSSPerShard/1024, res.SlopePerShard/1024,
+		r.IdleCores, r.StatusMedianMs, r.StatusBytes)
+	if r.IdentifiesAccepted != 1000 || r.IdentifiesRefused != 0 || r.IdentifiesOther != 0 {
+		t.Errorf("identifies accepted %d, refused %d, other %d; want 1000, 0, 0", r.IdentifiesAccepted, r.IdentifiesRefused, r.IdentifiesOther)
+	}
+	if r.Connections != 1000 || r.HeartbeatTimeouts != 0 {
+		t.Errorf("%d connections, %d heartbeat timeouts; want one connection a shard and none", r.Connections, r.HeartbeatTimeouts)
+	}
+	if r.GuildCreates != 4000 {
+		t.Errorf("%d of 4,000 guilds delivered", r.GuildCreates)
+	}
+	// The figures themselves are reported above (README); the bounds here are far from them and only
+	// catch a collapse: the startup defect made 4 shards take 5.2 times the minimum.
+	if r.SpanRatio > 1.25 {
+		t.Errorf("identify span %.3f of the minimum; a shard is waiting for something besides its turn", r.SpanRatio)
+	}
+	if res.SlopePerShard > 256<<10 {
+		t.Errorf("%.0f KiB per added shard", res.SlopePerShard/1024)
+	}
+}
