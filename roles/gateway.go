@@ -468,24 +468,59 @@ type ShardStatus struct {
 	Queued    int     `json:"queued_events"`
 }
 
+// StatusSummary is /status at a glance: what a person or a probe of a 1,000-shard process reads first.
+type StatusSummary struct {
+	Shards  int            `json:"shards"`
+	States  map[string]int `json:"states"` // shards by state
+	Guilds  int            `json:"guilds"`
+	Loading int            `json:"loading_guilds"`
+	Queued  int            `json:"queued_events"`
+	MaxRTT  float64        `json:"max_rtt_ms"`
+}
+
+// handleStatus answers every shard's line (the contract) and a summary; ?shards=false leaves the lines
+// out, for probes of processes with many shards.
 func (g *gatewayRole) handleStatus(w http.ResponseWriter, r *http.Request) {
+	lines := r.URL.Query().Get("shards") != "false"
 	out := map[string]any{"queue_depth": g.q.Depth()}
 	g.reshardMu.Lock()
 	out["reshard"] = g.reshardState
 	g.reshardMu.Unlock()
 	cur := g.cur.Load()
 	if cur == nil {
-		out["shards"], out["total_shards"] = []ShardStatus{}, 0
+		out["summary"], out["total_shards"] = StatusSummary{States: map[string]int{}}, 0
+		if lines {
+			out["shards"] = []ShardStatus{}
+		}
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	depths := g.q.ShardDepths()
-	out["shards"], out["total_shards"] = g.shardStatuses(cur, depths), cur.total
+	shards := g.shardStatuses(cur, g.q.ShardDepths())
+	out["summary"], out["total_shards"] = summarize(shards), cur.total
+	if lines {
+		out["shards"] = shards
+	}
 	out["filtered_events"] = cur.filter.Dropped()
 	if next := g.next.Load(); next != nil {
-		out["next_shards"], out["next_total_shards"] = g.shardStatuses(next, nil), next.total
+		nextShards := g.shardStatuses(next, nil)
+		out["next_summary"], out["next_total_shards"] = summarize(nextShards), next.total
+		if lines {
+			out["next_shards"] = nextShards
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func summarize(shards []ShardStatus) StatusSummary {
+	s := StatusSummary{Shards: len(shards), States: map[string]int{}}
+	for _, sh := range shards {
+		s.States[sh.State]++
+		s.Guilds += sh.Guilds
+		s.Loading += sh.Loading
+		s.Queued += sh.Queued
+		s.MaxRTT = max(s.MaxRTT, sh.RTTMillis)
+	}
+	return s
 }
 
 func (g *gatewayRole) shardStatuses(gen *generation, depths map[int]int) []ShardStatus {

@@ -209,6 +209,16 @@ func TestGatewayAPI(t *testing.T) {
 	if st.Shards[0].Guilds+st.Shards[1].Guilds != 10 || !st.Shards[0].Resumable {
 		t.Errorf("/status shards: %+v", st.Shards)
 	}
+	// The summary alone, for probes of processes with many shards.
+	_, body = call("GET", "/status?shards=false", "gw-secret-0123456789", "")
+	var sum struct {
+		Summary StatusSummary   `json:"summary"`
+		Shards  json.RawMessage `json:"shards"`
+	}
+	if err := json.Unmarshal([]byte(body), &sum); err != nil || sum.Shards != nil || sum.Summary.Shards != 2 ||
+		sum.Summary.States["ready"] != 2 || sum.Summary.Guilds != 10 {
+		t.Errorf("/status?shards=false = %s (%v)", body, err)
+	}
 
 	g := sim.Guilds()[3]
 	code, body := call("POST", "/", "gw-secret-0123456789", fmt.Sprintf(`{"type":"ShardInfoFromGuild","guildId":"%d"}`, g.ID))
