@@ -15,10 +15,13 @@ import (
 )
 
 // Two gateway processes with half of the shards each, and one rest role: through the rest role's shared
-// identify queue they identify no faster than one process would, and every event reaches the bot.
+// identify queue they identify no faster than one process would, and every event reaches the bot. With
+// Discord's proportions (heartbeat = 8.25 identify windows) 18 shards in one bucket make the last ones
+// wait over two heartbeat intervals for their turn: each must still open one connection only.
 func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
-	const window = 300 * time.Millisecond
-	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 1, IdentifyWindow: window, Tokens: []string{"tok-split-0123456789"}})
+	const window, shards = 300 * time.Millisecond, 18
+	sim := discordsim.New(discordsim.Config{Guilds: 2 * shards, MaxConcurrency: 1, IdentifyWindow: window,
+		HeartbeatInterval: window * 33 / 4, Tokens: []string{"tok-split-0123456789"}})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -30,27 +33,28 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 	for cluster := range 2 {
 		startDDWindow(t, config.RoleGateway, window, append(common,
 			"DD_REST__URL="+restURL, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "g"),
-			"DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
+			fmt.Sprintf("DD_GATEWAY__TOTAL_SHARDS=%d", shards), "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
 			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false")...)
 	}
-	waitFor(t, 15*time.Second, "4 shards connected", func() bool {
+	waitFor(t, 30*time.Second, "every shard connected", func() bool {
 		n := 0
 		for _, s := range sim.Sessions() {
 			if s.Connected {
 				n++
 			}
 		}
-		return n == 4
+		return n == shards
 	})
 	st := sim.GatewayStats()
-	if st.IdentifyViolations != 0 || len(st.Identifies) != 4 {
-		t.Fatalf("identify violations %d, identifies %d (want 0 and 4)", st.IdentifyViolations, len(st.Identifies))
+	if st.IdentifyViolations != 0 || len(st.Identifies) != shards || st.Connections != shards {
+		t.Fatalf("identify violations %d, identifies %d, connections %d (want 0, %d, %d)", st.IdentifyViolations,
+			len(st.Identifies), st.Connections, shards, shards)
 	}
 	var at []time.Time
-	shards := map[int]bool{}
+	identified := map[int]bool{}
 	for _, id := range st.Identifies {
 		at = append(at, id.At)
-		shards[id.Shard] = true
+		identified[id.Shard] = true
 	}
 	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
 	for i := 1; i < len(at); i++ {
@@ -58,13 +62,13 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 			t.Errorf("identifies %d and %d %s apart, under the %s window", i-1, i, gap, window)
 		}
 	}
-	if len(shards) != 4 {
-		t.Errorf("shards identified: %v", shards)
+	if len(identified) != shards {
+		t.Errorf("shards identified: %v", identified)
 	}
 	done := make(chan struct{})
 	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 2000, Total: 1000, Done: done})
 	<-done
-	waitAllDelivered(t, sim, bot, 4)
+	waitAllDelivered(t, sim, bot, shards)
 }
 
 // A split deployment reshards together: POST /reshard on one gateway process raises the rest role's
