@@ -59,10 +59,13 @@ var closeCodes = map[int]CloseCode{
 	4013: {4013, "invalid intents", CloseFatal, "gateway.intents holds a value Discord does not accept"},
 	4014: {4014, "disallowed intents", CloseFatal,
 		"gateway.intents asks for a privileged intent (GuildMembers, GuildPresences, MessageContent) that is not enabled for the application: enable it in the developer portal (Bot > Privileged Gateway Intents) or remove it"},
+	// A server that closes with 1000 or 1001 has ended the session, as a client closing with them does.
+	1000: {1000, "normal closure", CloseNewSession, ""},
+	1001: {1001, "going away", CloseNewSession, ""},
 }
 
-// LookupCloseCode describes code. Codes Discord does not list (including 1000-range websocket codes
-// and a dropped connection) mean: reconnect and resume.
+// LookupCloseCode describes code. Codes Discord does not list (other websocket codes, and a dropped
+// connection) mean: reconnect and resume.
 func LookupCloseCode(code int) CloseCode {
 	if c, ok := closeCodes[code]; ok {
 		return c

@@ -36,3 +36,20 @@ func TestNamesCoverEveryBit(t *testing.T) {
 		}
 	}
 }
+
+// One table decides what a client does after every close, Discord's codes and the websocket's own.
+func TestCloseCodeTableSaysWhatToDo(t *testing.T) {
+	for code, want := range map[int]CloseAction{
+		1000: CloseNewSession, 1001: CloseNewSession, // the session was ended
+		1006: CloseResume, 3000: CloseResume, 4000: CloseResume, 4008: CloseResume,
+		4007: CloseNewSession, 4009: CloseNewSession,
+		4004: CloseFatal, 4010: CloseFatal, 4011: CloseFatal, 4012: CloseFatal, 4013: CloseFatal, 4014: CloseFatal,
+	} {
+		if got := LookupCloseCode(code); got.Action != want {
+			t.Errorf("close %d (%s): action %d, want %d", code, got.Name, got.Action, want)
+		}
+		if got := LookupCloseCode(code); got.Action == CloseFatal && got.Hint == "" {
+			t.Errorf("close %d is fatal without a hint for the operator", code)
+		}
+	}
+}

@@ -82,7 +82,7 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 		case discord.OpHeartbeatAck:
 			hb.acked()
 		case discord.OpReconnect:
-			return connEnd{err: errors.New("Discord asked to reconnect (op 7)"), immediate: true, healthy: healthy}
+			return connEnd{err: errors.New("Discord asked to reconnect (op 7)"), pause: pauseNone, healthy: healthy}
 		case discord.OpInvalidSession:
 			var p struct {
 				D bool `json:"d"`
@@ -92,7 +92,8 @@ func (s *Shard) readLoop(ctx context.Context, c *conn, hb *heartbeater, sink *si
 			if p.D {
 				return connEnd{err: errors.New("session invalidated (op 9, resumable)"), healthy: healthy}
 			}
-			return connEnd{err: errors.New("session invalidated (op 9, not resumable)"), newSession: true, invalidated: true, healthy: healthy}
+			return connEnd{err: errors.New("session invalidated (op 9, not resumable)"), next: identifyAnew, pause: pauseInvalidated,
+				healthy: healthy}
 		case discord.OpDispatch:
 			// Every dispatch is delivered, also one whose s is 0 or does not advance (Discord-compatible
 			// servers such as Spacebar number from 0); only the highest sequence is kept for resuming.
@@ -219,7 +220,8 @@ func (s *Shard) onReady(raw json.RawMessage) error {
 	return nil
 }
 
-// endFromReadError turns a read failure into what to do next, by the close code table.
+// endFromReadError turns a read failure into the next step: a close frame by the close-code table, any
+// other failure (a dropped connection, a zombie) resumes.
 func (s *Shard) endFromReadError(err error, healthy bool) connEnd {
 	var ce *CloseError
 	if !errors.As(err, &ce) {
@@ -227,17 +229,5 @@ func (s *Shard) endFromReadError(err error, healthy bool) connEnd {
 	}
 	// A close frame is an answer: Discord read everything sent before it.
 	s.releaseIdentify(true)
-	cc := discord.LookupCloseCode(ce.Code)
-	end := connEnd{err: err, code: ce.Code, healthy: healthy}
-	switch cc.Action {
-	case discord.CloseFatal:
-		end.fatal = &FatalError{ShardID: s.cfg.ShardID, Code: ce.Code, Name: cc.Name, Hint: cc.Hint}
-	case discord.CloseNewSession:
-		end.newSession = true
-	}
-	if ce.Code == 1000 || ce.Code == 1001 {
-		// Discord ended the session itself.
-		end.newSession = true
-	}
-	return end
+	return s.endFromCloseCode(err, ce.Code, healthy)
 }

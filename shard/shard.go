@@ -307,13 +307,13 @@ func (s *Shard) Run(ctx context.Context) error {
 		if s.cfg.Hooks.OnClose != nil {
 			s.cfg.Hooks.OnClose(s, end.code, end.err)
 		}
-		if end.fatal != nil {
+		if end.next == stopForGood {
 			s.setState(StateFatal)
 			s.log.Error("shard stopped for good", zap.Int("code", end.fatal.Code), zap.String("reason", end.fatal.Name),
 				zap.String("what_to_do", end.fatal.Hint))
 			return end.fatal
 		}
-		if end.newSession {
+		if end.next == identifyAnew {
 			s.mu.Lock()
 			s.persisted.ID, s.persisted.ResumeURL = "", ""
 			s.mu.Unlock()
@@ -326,14 +326,14 @@ func (s *Shard) Run(ctx context.Context) error {
 		if end.healthy || time.Since(started) > 2*time.Minute {
 			backoff = s.cfg.ReconnectMin
 		}
-		wait := time.Duration(0)
-		if !end.immediate {
+		var wait time.Duration
+		switch end.pause {
+		case pauseBackoff:
 			wait = backoff/2 + rand.N(backoff/2+1)
 			backoff = min(backoff*2, s.cfg.ReconnectMax)
-		}
-		if end.newSession && end.invalidated {
+		case pauseInvalidated:
 			// Discord asks for a pause of 1-5 s before identifying again after op 9.
-			wait = max(wait, time.Second+rand.N(4*time.Second))
+			wait = time.Second + rand.N(4*time.Second)
 		}
 		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", resume),
 			zap.Duration("after", wait))
@@ -368,15 +368,46 @@ func (c *closeStreak) note(log *zap.Logger, end connEnd) {
 	}
 }
 
-// connEnd says how a connection ended and what to do next.
+// nextStep is what a shard does once a connection ended.
+type nextStep int
+
+const (
+	resumeSession nextStep = iota // reconnect and resume (identify if there is no session)
+	identifyAnew                  // the session is gone: forget it, identify on the next connection
+	stopForGood                   // Discord refused the shard for a reason reconnecting cannot fix
+)
+
+// pause is how long a shard waits before the next connection.
+type pause int
+
+const (
+	pauseBackoff     pause = iota // the reconnect backoff
+	pauseNone                     // at once (op 7)
+	pauseInvalidated              // 1-5 s, as Discord asks after op 9
+)
+
+// connEnd is how a connection ended: one next step, decided where the end was seen.
 type connEnd struct {
-	err         error
-	code        int
-	fatal       *FatalError
-	newSession  bool // identify anew instead of resuming
-	invalidated bool // op 9
-	immediate   bool // reconnect at once (op 7)
-	healthy     bool // the connection reached READY/RESUMED
+	err     error
+	code    int // the close code, 0 when there was none
+	next    nextStep
+	pause   pause
+	fatal   *FatalError // with stopForGood
+	healthy bool        // the connection reached READY/RESUMED
+}
+
+// endFromCloseCode decides the next step from the close-code table (discord.LookupCloseCode), which
+// covers Discord's codes and 1000/1001.
+func (s *Shard) endFromCloseCode(err error, code int, healthy bool) connEnd {
+	end := connEnd{err: err, code: code, healthy: healthy}
+	cc := discord.LookupCloseCode(code)
+	switch cc.Action {
+	case discord.CloseFatal:
+		end.next, end.fatal = stopForGood, &FatalError{ShardID: s.cfg.ShardID, Code: code, Name: cc.Name, Hint: cc.Hint}
+	case discord.CloseNewSession:
+		end.next = identifyAnew
+	}
+	return end
 }
 
 // connectOnce runs one websocket connection from dial to its end. A shard without a session to resume
@@ -395,7 +426,7 @@ func (s *Shard) connectOnce(ctx context.Context) (end connEnd) {
 	}
 	u, err := gatewayURL(base, s.cfg.APIVersion, s.cfg.Compress)
 	if err != nil {
-		return connEnd{err: err, fatal: &FatalError{ShardID: s.cfg.ShardID, Name: "bad gateway url", Hint: err.Error()}}
+		return connEnd{err: err, next: stopForGood, fatal: &FatalError{ShardID: s.cfg.ShardID, Name: "bad gateway url", Hint: err.Error()}}
 	}
 	var identifyAt time.Time
 	if !resume {
