@@ -35,13 +35,16 @@ package discordsim
 //   - A client that leaves 2^18 messages unread, or stops reading for 30s, is dropped (TCP close) and its
 //     session stays resumable. Messages to sessions without MESSAGE_CONTENT have content, embeds,
 //     attachments, components and poll emptied, unless the bot wrote or is mentioned in the message.
-//   - GUILD_CREATE's members hold the bot, plus up to 100 members with GUILD_PRESENCES; member_count is
-//     MemberCount + 1 (the bot).
+//   - GUILD_CREATE's members hold the bot; with GUILD_PRESENCES also every member of a guild that is not
+//     large (member_count up to large_threshold), the first 100 members (the "online" ones) of a large
+//     guild, and none past 75,000 members. member_count is MemberCount + 1 (the bot).
 //   - Cost per identified idle connection (measured with 500): ~25 KB heap uncompressed, ~75 KB with
 //     zlib-stream (own small encoder, see gateway_compress.go), ~520 KB with zstd-stream (klauspost
 //     encoder tables), plus two goroutines. Run the simulator in its own process for memory benchmarks.
-//   - Not simulated: REQUEST_GUILD_MEMBERS (op 8) answers, presence and voice updates (ops 3, 4, 31 are
-//     accepted after IDENTIFY and checked to carry an object, nothing more).
+//   - REQUEST_GUILD_MEMBERS (op 8) is answered with GUILD_MEMBERS_CHUNK or RATE_LIMITED; see
+//     gateway_members.go for the choices made where Discord's documentation is silent.
+//   - Not simulated: presence and voice updates, soundboard requests (ops 3, 4, 31 are accepted after
+//     IDENTIFY and checked to carry an object, nothing more).
 //
 // Admin API (no auth; JSON answers). A target is ?session=<id>, or ?shard=<id>&num=<n> for every live
 // session of that shard:
@@ -60,6 +63,7 @@ package discordsim
 //	DELETE /_sim/gateway/guilds/{id}               remove a guild (GUILD_DELETE)
 //	POST   /_sim/gateway/guilds/{id}/outage        GUILD_DELETE unavailable:true
 //	POST   /_sim/gateway/guilds/{id}/restore       GUILD_CREATE after an outage
+//	POST   /_sim/gateway/guilds/{id}/members?count=<n>  set the guild's member count (no event sent)
 //	POST   /_sim/gateway/dispatch?guild=<id>&event=<NAME>   body: d; answers {"key": ...}
 //	POST   /_sim/gateway/firehose                  body: FirehoseOptions; answers {"id": n}
 //	POST   /_sim/gateway/firehose/stop[?id=<n>]    stop one firehose, or all
@@ -223,6 +227,7 @@ type session struct {
 	expiry         *time.Timer
 	ended          bool
 	endReason      string
+	memberReqs     map[uint64]time.Time // guild -> last accepted request for every member (op 8's limit)
 
 	sentSeq atomic.Int64 // highest sequence written to a socket
 }
@@ -540,6 +545,13 @@ type GatewayStats struct {
 	AdminDrops         int              `json:"admin_drops"`
 	EventsCreated      int64            `json:"events_created"`    // distinct event keys
 	EventsDispatched   int64            `json:"events_dispatched"` // event × session, replays not counted
+	// REQUEST_GUILD_MEMBERS (op 8): well-formed requests received, those ignored (unknown guild, guild
+	// not on the session's shard or in an outage, every member asked without GUILD_MEMBERS), those
+	// answered with RATE_LIMITED, and the GUILD_MEMBERS_CHUNK dispatches sent in answer.
+	MemberRequests        int64 `json:"member_requests"`
+	MemberRequestsIgnored int64 `json:"member_requests_ignored"`
+	MemberRateLimited     int64 `json:"member_rate_limited"`
+	MemberChunks          int64 `json:"member_chunks"`
 }
 
 func (g *gatewayState) bump(f func(*GatewayStats)) {
@@ -914,6 +926,19 @@ func (g *gatewayState) registerAdmin(mux *http.ServeMux) {
 	guildAction("DELETE "+p+"guilds/{id}", s.RemoveGuild)
 	guildAction("POST "+p+"guilds/{id}/outage", func(id uint64) bool { return s.SetGuildOutage(id, true) })
 	guildAction("POST "+p+"guilds/{id}/restore", func(id uint64) bool { return s.SetGuildOutage(id, false) })
+	mux.HandleFunc("POST "+p+"guilds/{id}/members", func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+		n, nerr := strconv.Atoi(r.URL.Query().Get("count"))
+		if nerr != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, 50035, "count must be a non-negative integer")
+			return
+		}
+		if err != nil || !s.SetGuildMembers(id, n) {
+			writeError(w, http.StatusNotFound, 10004, "Unknown Guild")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{})
+	})
 	mux.HandleFunc("POST "+p+"dispatch", func(w http.ResponseWriter, r *http.Request) {
 		var d json.RawMessage
 		if err := json.NewDecoder(r.Body).Decode(&d); err != nil {

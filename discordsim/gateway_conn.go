@@ -333,7 +333,9 @@ func (c *gwConn) handle(data []byte) {
 		c.onIdentify(d)
 	case 6:
 		c.onResume(d)
-	case 3, 4, 8, 31: // presence, voice state, request members, soundboard: accepted, not simulated
+	case 8:
+		c.onRequestMembers(d)
+	case 3, 4, 31: // presence, voice state, soundboard: accepted, not simulated
 		if c.sess.Load() == nil {
 			c.closeWith(4003, "not authenticated")
 			return

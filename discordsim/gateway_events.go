@@ -101,6 +101,9 @@ type gwEvent struct {
 	intent  int    // eventIntent(name, guildID != 0)
 	at      int64  // unix nanos when created: the replay log drops entries older than ResumeWindow
 	data    []byte // the JSON of d
+	// render, when set, makes d on each write instead of data: a GUILD_MEMBERS_CHUNK of 1,000 members is
+	// generated from member indices, so a session's replay log does not hold its bytes.
+	render func() []byte
 
 	// Messages reach sessions without MESSAGE_CONTENT with content, embeds, attachments, components and
 	// poll emptied, unless the bot wrote the message or is mentioned in it.
@@ -115,6 +118,9 @@ func eventKey(n uint64) string { return "evt-" + strconv.FormatUint(n, 10) }
 
 // payloadFor returns the d this session receives.
 func (e *gwEvent) payloadFor(s *session) []byte {
+	if e.render != nil {
+		return e.render()
+	}
 	if !e.stripContent || s.intents&IntentMessageContent != 0 {
 		return e.data
 	}
@@ -260,15 +266,25 @@ type gwGuildCreate struct {
 	Lazy                 bool         `json:"lazy"`
 }
 
-// gwMaxMembersInCreate bounds the members list of GUILD_CREATE (Discord sends only some members of
-// large guilds; the rest come from REQUEST_GUILD_MEMBERS).
+// gwMaxMembersInCreate is how many members of a large guild are "online": GUILD_CREATE lists them (with
+// GUILD_PRESENCES), and presence requests of REQUEST_GUILD_MEMBERS answer for them. Discord lists only
+// members who are online, have a role or a nickname, or are in voice; the rest come from
+// REQUEST_GUILD_MEMBERS.
 const gwMaxMembersInCreate = 100
+
+// gwMembersOnlyBot: past this many members GUILD_CREATE lists only the bot (and members in voice), even
+// with GUILD_PRESENCES, as Discord documents.
+const gwMembersOnlyBot = 75000
 
 // guildMemberCount counts the simulated members plus the bot itself.
 func guildMemberCount(g *Guild) int { return g.MemberCount + 1 }
 
+// memberOnline says whether member i of a guild is online: the first gwMaxMembersInCreate are.
+func memberOnline(i int) bool { return i < gwMaxMembersInCreate }
+
 // buildGuildCreate renders a guild as GUILD_CREATE sends it to this session. The members list holds
-// the bot, and with GUILD_PRESENCES up to gwMaxMembersInCreate members (without it Discord sends only
+// the bot, and with GUILD_PRESENCES every member of a guild that is not large, the online members of a
+// large one, and nobody else past gwMembersOnlyBot members (without GUILD_PRESENCES Discord sends only
 // the bot's own member and members in voice). Channels omit guild_id, as in GUILD_CREATE.
 func buildGuildCreate(g *Guild, s *session) []byte {
 	gc := gwGuildCreate{simGuild: newGuild(g), JoinedAt: guildJoinedAt(g), MemberCount: guildMemberCount(g),
@@ -281,8 +297,8 @@ func buildGuildCreate(g *Guild, s *session) []byte {
 		gc.Channels[i].GuildID = ""
 	}
 	gc.Members = append(gc.Members, guildMember(g, botUser(s.tokenIdx)))
-	if s.intents&IntentGuildPresences != 0 {
-		for i := 0; i < g.MemberCount && i < gwMaxMembersInCreate; i++ {
+	if s.intents&IntentGuildPresences != 0 && gc.MemberCount <= gwMembersOnlyBot {
+		for i := 0; i < g.MemberCount && (!gc.Large || memberOnline(i)); i++ {
 			gc.Members = append(gc.Members, guildMember(g, plainUser(MemberUserID(g.ID, i))))
 		}
 	}

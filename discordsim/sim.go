@@ -66,6 +66,10 @@ type Config struct {
 	InvalidRequestLimit  int
 	InvalidRequestWindow time.Duration
 
+	// MemberRequestWindow: a session may ask for every member of a guild (REQUEST_GUILD_MEMBERS with
+	// query "" and limit 0) once per guild per window; earlier requests get RATE_LIMITED. Default 30s.
+	MemberRequestWindow time.Duration
+
 	// PrivilegedIntents is the set of privileged intents (bits) the application has enabled in the
 	// developer portal; asking for others closes with 4014. Default 0 (none enabled).
 	PrivilegedIntents int
@@ -106,6 +110,7 @@ func (c Config) Defaults() Config {
 	setInt(&c.SendLimit, 120)
 	setDur(&c.SendWindow, 60*time.Second)
 	setInt(&c.GlobalRateLimit, 50)
+	setDur(&c.MemberRequestWindow, 30*time.Second)
 	setInt(&c.InvalidRequestLimit, 10000)
 	setDur(&c.InvalidRequestWindow, 10*time.Minute)
 	return c
@@ -118,7 +123,7 @@ type Guild struct {
 	OwnerID     uint64
 	Channels    []uint64 // text channels
 	RoleIDs     []uint64 // RoleIDs[0] is @everyone, whose ID is the guild's
-	MemberCount int      // members are users MemberUserID(ID, 0..MemberCount-1)
+	MemberCount int      // members are users MemberUserID(ID, 0..MemberCount-1); the bot is one more
 	// Unavailable guilds are in an outage: READY lists them, but no GUILD_CREATE is sent for them.
 	Unavailable bool
 }
