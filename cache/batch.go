@@ -73,9 +73,15 @@ func (b *batch) discard() {
 	b.delta = [nCounters]int64{}
 }
 
-// room commits first when the next write might not fit.
+// room commits first when the next write might not fit, in our bounds or in half of what the store's
+// transactions take (Badger's shrink with its memtables: store.memory_limit, a small disk).
 func (b *batch) room(n int) error {
-	if b.entries+1 >= maxBatchEntries || b.bytes+n >= maxBatchBytes {
+	maxEntries, maxBytes := maxBatchEntries, maxBatchBytes
+	if st, ok := b.c.st.(interface{ MaxTxn() (bytes, count int) }); ok {
+		tb, tn := st.MaxTxn()
+		maxEntries, maxBytes = min(maxEntries, tn/2), min(maxBytes, tb/2)
+	}
+	if b.entries+1 >= maxEntries || b.bytes+n >= maxBytes {
 		return b.commit()
 	}
 	return nil

@@ -78,6 +78,9 @@ type Discord struct {
 type Store struct {
 	Path       string `koanf:"path"`        // data
 	SyncWrites bool   `koanf:"sync_writes"` // false: fsync every commit (power-loss durability)
+	// MemoryLimit bounds what Badger keeps in memory (memtables, table builders, block cache), in bytes.
+	// Default 64 MiB, sized for an event queue; from MinStoreMemory to MaxStoreMemory.
+	MemoryLimit int64 `koanf:"memory_limit"`
 }
 
 // Listener is what every role's HTTP side has.

@@ -238,3 +238,17 @@ func TestSplitTotalMustDivideAmongClusters(t *testing.T) {
 		t.Fatalf("want an error naming gateway.total_shards, got %v", err)
 	}
 }
+
+func TestStoreMemoryLimitIsBounded(t *testing.T) {
+	for _, v := range []string{"1048576", "0", "-1", "68719476737"} {
+		_, err := load(t, "", []string{"DD_STORE__MEMORY_LIMIT=" + v}, RoleCache)
+		if err == nil || !strings.Contains(err.Error(), "store.memory_limit") || !strings.Contains(err.Error(), "16 MiB") ||
+			!strings.Contains(err.Error(), v) {
+			t.Errorf("store.memory_limit = %s: want an error naming the key, its bounds and the value, got %v", v, err)
+		}
+	}
+	cfg, err := load(t, "[store]\nmemory_limit = 33554432\n", nil, RoleCache)
+	if err != nil || cfg.Store.MemoryLimit != 32<<20 {
+		t.Fatalf("memory_limit = 33554432: %v, %+v", err, cfg)
+	}
+}

@@ -9,6 +9,14 @@ import (
 	"strings"
 )
 
+// The bounds of store.memory_limit: under 16 MiB Badger's memtables would take too few events per
+// commit (the queue's group commit and the cache's batches are split to fit them); past 64 GiB the
+// number is surely a typo (memtables stop growing at 1 GiB; only the block cache would).
+const (
+	MinStoreMemory = 16 << 20
+	MaxStoreMemory = 64 << 30
+)
+
 // validate checks values whose type was right but whose meaning is not. Every message names the key.
 func (c *Config) validate(role Role) error {
 	var problems []error
@@ -47,6 +55,10 @@ func (c *Config) validate(role Role) error {
 
 	if strings.TrimSpace(c.Store.Path) == "" {
 		bad("store.path", "must name a directory")
+	}
+	if m := c.Store.MemoryLimit; m < MinStoreMemory || m > MaxStoreMemory {
+		bad("store.memory_limit", "must be from %d (16 MiB) to %d (64 GiB) bytes, got %d", int64(MinStoreMemory),
+			int64(MaxStoreMemory), m)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)

@@ -60,7 +60,8 @@ func Run(ctx context.Context, o Options) error {
 	var st *store.Store
 	if o.Role.Runs(config.RoleGateway) || o.Role.Runs(config.RoleCache) {
 		var err error
-		st, err = store.Open(store.Options{Path: cfg.Store.Path, SyncWrites: cfg.Store.SyncWrites, Logger: log,
+		st, err = store.Open(store.Options{Path: cfg.Store.Path, SyncWrites: cfg.Store.SyncWrites,
+			MemoryLimit: cfg.Store.MemoryLimit, Logger: log,
 			Registerer: reg})
 		if err != nil {
 			return err

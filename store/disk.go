@@ -23,6 +23,7 @@ var ErrDiskFull = errors.New("store: disk full")
 type sizing struct {
 	memTable, valueLogFile, baseTable, baseLevel int64
 	numMemtables, numL0                          int
+	blockCache                                   int64 // memory.go
 }
 
 // sizeFor scales Badger's files to the filesystem: on 2 GB and more the sizes dd always used (32 MB
@@ -62,7 +63,10 @@ func (z sizing) apply(o badger.Options) badger.Options {
 		WithBaseTableSize(z.baseTable).
 		WithBaseLevelSize(z.baseLevel).
 		WithNumLevelZeroTables(z.numL0).
-		WithNumLevelZeroTablesStall(z.numL0 * 3)
+		WithNumLevelZeroTablesStall(z.numL0 * 3).
+		WithNumCompactors(numCompactors).
+		WithBlockCacheSize(z.blockCache).
+		WithIndexCacheSize(0)
 }
 
 // maxTxn is what Badger takes in one transaction with these sizes (its own formula).

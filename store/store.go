@@ -38,6 +38,9 @@ type Options struct {
 	// it new writes fail with ErrDiskFull. Zero computes it from Badger's file sizes, which are scaled
 	// to the filesystem; a larger value wins over the computed one.
 	MinFree int64
+	// MemoryLimit bounds what Badger keeps in memory, in bytes (store.memory_limit; memory.go says what
+	// counts). Zero is DefaultMemoryLimit.
+	MemoryLimit int64
 	// Registerer receives the disk-space metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -62,18 +65,15 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		total = 1 << 40 // cannot tell: Badger's sizes for a large disk
 	}
-	z := sizeFor(total)
+	z := sizeFor(total).limitMemory(o.MemoryLimit)
 	if err := checkOpenSpace(o.Path, z); err != nil {
 		return nil, err
 	}
 	opts := z.apply(badger.DefaultOptions(o.Path).
 		WithSyncWrites(o.SyncWrites).
 		WithLogger(badgerLogger{o.Logger.Named("badger").Sugar()}).
-		// Sized for dd's machines (2 cores): fewer compactors and smaller tables than Badger's defaults,
-		// which assume a database server.
-		// Memtable, table and value log sizes come from sizeFor.
-		WithNumCompactors(2).
-		WithBlockCacheSize(64 << 20).
+		// Memtable, table and value log sizes come from the disk (sizeFor) and store.memory_limit
+		// (limitMemory), the compactors from dd's machines (2 cores).
 		WithValueThreshold(4 << 10))
 	db, err := badger.Open(opts)
 	if err != nil {
