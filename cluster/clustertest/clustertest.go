@@ -1,0 +1,228 @@
+// Package clustertest starts real NATS servers with JetStream inside a test process, alone or as a
+// three-node cluster, and a TCP proxy that can cut a client off from its server, for the tests of
+// package cluster and, later, of cluster mode end to end. It is for tests only.
+package clustertest
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Server starts a JetStream server on a random loopback port, its store in a temporary directory, and
+// shuts it down when the test ends.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	opts := &server.Options{
+		ServerName: "dd-test",
+		Host:       "127.0.0.1",
+		Port:       -1,
+		JetStream:  true,
+		StoreDir:   t.TempDir(),
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	return start(t, opts)
+}
+
+func start(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server %s: %v", opts.ServerName, err)
+	}
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats server %s not ready in 10s", opts.ServerName)
+	}
+	return s
+}
+
+// Cluster starts n JetStream servers routed to each other (cluster "dd-test", servers n1..nN) and waits
+// until JetStream has a meta leader. Each shuts down when the test ends; a test may shut one down
+// sooner.
+func Cluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	ports := freePorts(t, n)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var servers []*server.Server
+	for i := 0; i < n; i++ {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster: server.ClusterOpts{
+				Name: "dd-test",
+				Host: "127.0.0.1",
+				Port: ports[i],
+			},
+			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats server n%d: %v", i+1, err)
+		}
+		s.Start()
+		t.Cleanup(s.Shutdown)
+		servers = append(servers, s)
+	}
+	for _, s := range servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats server %s not ready in 10s", s.Name())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, current := false, 0
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				leader = true
+			}
+			if s.JetStreamIsCurrent() {
+				current++
+			}
+		}
+		if leader && current == n {
+			return servers
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JetStream cluster of %d servers not formed in 30s (leader %v, %d current)", n, leader, current)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// URLs lists servers' client URLs, comma-separated, as cluster.Options.URL takes them.
+func URLs(servers ...*server.Server) string {
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// Proxy forwards TCP connections to a server until Block, which makes it a black hole: connections
+// stay open and bytes are read but no longer forwarded either way, as when a network partition drops
+// packets (the client sees no reset, only silence).
+type Proxy struct {
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	blocked bool
+	conns   []net.Conn
+}
+
+// NewProxy listens on a random loopback port and forwards to target (host:port); it closes when the
+// test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target}
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// URL is the proxy's address as a NATS URL.
+func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// Block stops forwarding.
+func (p *Proxy) Block() {
+	p.mu.Lock()
+	p.blocked = true
+	p.mu.Unlock()
+}
+
+// Unblock forwards again (new bytes only: what arrived while blocked is gone).
+func (p *Proxy) Unblock() {
+	p.mu.Lock()
+	p.blocked = false
+	p.mu.Unlock()
+}
+
+// Close stops listening and closes every connection.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+}
+
+func (p *Proxy) isBlocked() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.blocked
+}
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go p.pipe(c, u)
+		go p.pipe(u, c)
+	}
+}
+
+func (p *Proxy) pipe(from, to net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 && !p.isBlocked() {
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	from.Close()
+	to.Close()
+}
