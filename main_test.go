@@ -92,14 +92,14 @@ func (p *ddProcess) waitListening(t *testing.T, n int) map[string]string {
 
 func (p *ddProcess) wait(t *testing.T) int {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() { errc <- p.cmd.Wait() }()
+	// The log is read to its end first: Wait closes the pipe, and what dd wrote last (the clean-stop
+	// line) could still be in it.
 	select {
-	case <-errc:
+	case <-p.done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("dd did not exit in time")
 	}
-	<-p.done
+	_ = p.cmd.Wait()
 	return p.cmd.ProcessState.ExitCode()
 }
 
