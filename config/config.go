@@ -57,6 +57,7 @@ type Config struct {
 	Gateway         Gateway       `koanf:"gateway"`
 	Events          Events        `koanf:"events"`
 	Cache           Cache         `koanf:"cache"`
+	Cluster         Cluster       `koanf:"cluster"`
 
 	k *koanf.Koanf // the merged values, for printing the effective config
 }
@@ -118,6 +119,24 @@ type Rest struct {
 	UpstreamTimeout time.Duration `koanf:"upstream_timeout"`
 	// SpoolDir holds request bodies too large to keep in memory. Default "": the system temp directory.
 	SpoolDir string `koanf:"spool_dir"`
+}
+
+// Cluster configures cluster mode on NATS JetStream (PRODUCT.md §7). An empty NATSURL is one machine.
+type Cluster struct {
+	// NATSURL lists the NATS servers, comma-separated ("nats://h1:4222,nats://h2:4222"); a password or
+	// token in it is a secret (masked). Default "": cluster mode off.
+	NATSURL string `koanf:"nats_url"`
+	// Name prefixes every KV bucket, stream and subject, so several bots can share one NATS. Default "dd".
+	Name string `koanf:"name"`
+	// Instance names this process in the deployment. Default "": hostname + a random suffix.
+	Instance string `koanf:"instance"`
+	// AdvertiseURL is how other dd processes reach this process's listener (the rest role's, for
+	// forwarding to the leader). Required for the rest role in cluster mode.
+	AdvertiseURL string `koanf:"advertise_url"`
+	// LeaseTTL: a process that stops renewing its leases for this long is presumed dead. Default 10s.
+	LeaseTTL time.Duration `koanf:"lease_ttl"`
+	// Replicas is how many NATS servers keep each bucket: 1 (one server) or 3 (a cluster). Default 1.
+	Replicas int `koanf:"replicas"`
 }
 
 // Gateway configures the gateway role.

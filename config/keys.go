@@ -118,6 +118,13 @@ var keys = []keySpec{
 		"tts", "mention_everyone", "mentions", "mention_roles", "attachments", "embeds", "pinned", "type", "flags",
 		"webhook_id", "message_reference", "components", "sticker_items")},
 
+	{path: "cluster.nats_url", kind: kindString, def: ""},
+	{path: "cluster.name", kind: kindString, def: "dd"},
+	{path: "cluster.instance", kind: kindString, def: ""},
+	{path: "cluster.advertise_url", kind: kindString, def: ""},
+	{path: "cluster.lease_ttl", kind: kindDuration, def: "10s"},
+	{path: "cluster.replicas", kind: kindInt, def: int64(1)},
+
 	{path: "shutdown_timeout", kind: kindDuration, def: "15s"},
 }
 

@@ -34,6 +34,12 @@ func maskURL(s string) string {
 	if !strings.Contains(s, "@") {
 		return s
 	}
+	if list := urlList(s); list != nil {
+		for i, u := range list {
+			list[i] = maskURL(u)
+		}
+		return strings.Join(list, ",")
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		// Not a URL Go can read, perhaps because of its password: mask what looks like one.
@@ -51,6 +57,10 @@ func maskURL(s string) string {
 		return s
 	}
 	if _, ok := u.User.Password(); !ok {
+		if natsToken(u) != "" {
+			u.User = url.User("xxxxx")
+			return u.String()
+		}
 		return s
 	}
 	return u.Redacted()
@@ -62,9 +72,19 @@ func urlPasswords(s string) []string {
 	if !strings.Contains(s, "@") {
 		return nil
 	}
+	if list := urlList(s); list != nil {
+		var out []string
+		for _, u := range list {
+			out = append(out, urlPasswords(u)...)
+		}
+		return out
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.User == nil {
 		return nil
+	}
+	if tok := natsToken(u); tok != "" {
+		return []string{tok}
 	}
 	pw, ok := u.User.Password()
 	if !ok || pw == "" {
@@ -80,6 +100,28 @@ func urlPasswords(s string) []string {
 		}
 	}
 	return out
+}
+
+// natsToken is the token of a NATS URL that carries one ("nats://<token>@host:4222": a user without a
+// password is a token to NATS), or "".
+func natsToken(u *url.URL) string {
+	if _, hasPW := u.User.Password(); hasPW {
+		return ""
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return u.User.Username()
+	}
+	return ""
+}
+
+// urlList splits a comma-separated list of URLs (cluster.nats_url: "nats://u:p@h1:4222,nats://u:p@h2:4222"),
+// nil when s is not one.
+func urlList(s string) []string {
+	if !strings.Contains(s, ",") || strings.Count(s, "://") < 2 {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // eachString calls fn with every string a config value holds (the value, or a list's elements).

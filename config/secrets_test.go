@@ -115,3 +115,52 @@ func TestBadURLErrorHidesItsPassword(t *testing.T) {
 		}
 	}
 }
+
+// cluster.nats_url is a list of URLs; the password (or token) of each is a secret.
+func TestNATSURLPasswordsAreMasked(t *testing.T) {
+	cfg, err := load(t, `[discord]
+token = "a-bot-token-of-some-length"
+[cluster]
+nats_url = "nats://dd:nats-pass-1@10.0.0.1:4222,nats://dd:nats-pass-1@10.0.0.2:4222,tls://nats-token-2@10.0.0.3:4222"
+advertise_url = "http://10.0.0.5:8000"
+`, nil, RoleRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := cfg.Effective()
+	for _, pw := range []string{"nats-pass-1", "nats-token-2"} {
+		if strings.Contains(out, pw) {
+			t.Errorf("effective config shows %q:\n%s", pw, out)
+		}
+		if !slices.Contains(cfg.Secrets(), pw) {
+			t.Errorf("Secrets() = %q lacks %q (the logger would not redact it)", cfg.Secrets(), pw)
+		}
+	}
+	if want := "nats://dd:xxxxx@10.0.0.1:4222,nats://dd:xxxxx@10.0.0.2:4222,tls://xxxxx@10.0.0.3:4222"; !strings.Contains(out, want) {
+		t.Errorf("effective config lacks %q:\n%s", want, out)
+	}
+}
+
+func TestClusterKeysAreChecked(t *testing.T) {
+	for body, want := range map[string]string{
+		"[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\n":                                                   "cluster.advertise_url: must be set",
+		"[cluster]\nnats_url = \"http://127.0.0.1:4222\"\nadvertise_url = \"http://127.0.0.1:8000\"\n":        "cluster.nats_url",
+		"[cluster]\nnats_url = \"nats://h:4222\"\nadvertise_url = \"http://h:8000\"\nreplicas = 2\n":          "cluster.replicas",
+		"[cluster]\nnats_url = \"nats://h:4222\"\nadvertise_url = \"http://h:8000\"\nlease_ttl = \"500ms\"\n": "cluster.lease_ttl",
+		"[cluster]\nnats_url = \"nats://h:4222\"\nadvertise_url = \"http://h:8000\"\nname = \"a.b\"\n":        "cluster.name",
+		"[cluster]\nnats_url = \"nats://h:4222\"\nadvertise_url = \"10.0.0.5:8000\"\n":                        "cluster.advertise_url",
+		"[cluster]\nnats_url = \"nats://u:secret-pw-123@h:4222,nope\"\nadvertise_url = \"http://h:8000\"\n":   "cluster.nats_url",
+	} {
+		_, err := load(t, body, nil, RoleRest)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: want an error with %q, got %v", body, want, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret-pw-123") {
+			t.Errorf("%q: the error shows the password: %v", body, err)
+		}
+	}
+	// Off by default; a gateway process needs no advertise_url for now.
+	if _, err := load(t, "[cluster]\nnats_url = \"nats://h:4222\"\n", nil, RoleCache); err != nil {
+		t.Errorf("cache role in cluster mode without advertise_url: %v", err)
+	}
+}

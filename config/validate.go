@@ -91,6 +91,7 @@ func (c *Config) validate(role Role) error {
 	}
 
 	c.validateRest(bad)
+	c.validateCluster(role, bad)
 
 	g := c.Gateway
 	if g.TotalShards < 0 {

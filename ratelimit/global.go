@@ -41,10 +41,17 @@ type globalSlot struct {
 	seq uint64
 }
 
-func newGlobalLimiter(c Clock, perSecond int, maxTransit time.Duration, onWait func(int)) *globalLimiter {
+// newGlobalLimiter returns a token's global limiter. A non-zero spent is when another sender may have
+// spent the whole budget (a cluster's previous leader): until a window has passed since spent (plus the
+// transit margin), nothing is granted.
+func newGlobalLimiter(c Clock, perSecond int, maxTransit time.Duration, onWait func(int), spent time.Time) *globalLimiter {
 	// base lies before any grant, so that a zero slot means "long ago".
-	return &globalLimiter{clock: c, maxTransit: maxTransit, base: c.Now().Add(-time.Hour),
+	g := &globalLimiter{clock: c, maxTransit: maxTransit, base: c.Now().Add(-time.Hour),
 		bound: make([]int64, perSecond), seq: make([]uint64, perSecond), onWait: onWait}
+	if !spent.IsZero() {
+		g.folded = int64(spent.Add(maxTransit).Sub(g.base))
+	}
+	return g
 }
 
 // earliest is the first instant the next grant may happen.

@@ -69,6 +69,8 @@ type Limiter struct {
 	mu     sync.Mutex
 	tokens map[uint64]*tokenState // by a keyed hash of the identity: tokens are not kept in clear
 
+	takenOver time.Time // TakeOverAll: tokens first seen within a global window of it start spent
+
 	waiting atomic.Int64 // requests waiting in bucket and global queues
 	stop    chan struct{}
 	stopped sync.Once
@@ -203,9 +205,11 @@ func (l *Limiter) token(identity string) *tokenState {
 		l.mu.Lock()
 		ts := l.tokens[key]
 		if ts == nil {
-			ts = &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, majors: map[string][]*bucket{},
-				learning: map[string]int{},
-				global:   newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) })}
+			var spent time.Time
+			if now := l.clock.Now(); !l.takenOver.IsZero() && now.Sub(l.takenOver) < globalWindow {
+				spent = l.takenOver
+			}
+			ts = l.newToken(spent)
 			l.tokens[key] = ts
 		}
 		l.mu.Unlock()
@@ -215,6 +219,45 @@ func (l *Limiter) token(identity string) *tokenState {
 		}
 		ts.mu.Unlock()
 	}
+}
+
+func (l *Limiter) newToken(spent time.Time) *tokenState {
+	return &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, majors: map[string][]*bucket{},
+		learning: map[string]int{},
+		global:   newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) }, spent)}
+}
+
+// TakeOver forgets what the limiter knows of identity's limits, for a process that starts sending with a
+// token another process was sending with until now (cluster mode's new leader): its buckets are learned
+// again as on first sight, and its global budget counts as spent just now, so that nothing is sent until
+// a full global window has passed (the previous sender may have spent it in its last second). Requests
+// already waiting keep the state they waited in.
+func (l *Limiter) TakeOver(identity string) {
+	key := maphash.String(l.seed, identity)
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old := l.tokens[key]; old != nil {
+		old.mu.Lock()
+		old.dead = true
+		old.mu.Unlock()
+	}
+	l.tokens[key] = l.newToken(now)
+}
+
+// TakeOverAll is TakeOver for every token, those seen so far and those first seen within the next global
+// window.
+func (l *Limiter) TakeOverAll() {
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, ts := range l.tokens {
+		ts.mu.Lock()
+		ts.dead = true
+		ts.mu.Unlock()
+		delete(l.tokens, key)
+	}
+	l.takenOver = now
 }
 
 // bucketFor returns the bucket a request on route waits in, nil when the route has none.

@@ -81,6 +81,7 @@ var dropRequestHeaders = map[string]bool{
 	"Proxy-Authorization": true, "Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
 	"Upgrade": true, "Content-Length": true, "User-Agent": true, "Expect": true, "Cookie": true,
 	"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true, "Forwarded": true, "X-Real-Ip": true,
+	"X-Dd-Forwarded": true, // HopHeader, between dd processes only
 }
 
 // dropResponseHeaders are hop-by-hop headers of Discord's answer.

@@ -63,6 +63,9 @@ type Options struct {
 	MaxRetries int
 	// UpstreamTimeout bounds the wait for Discord's response headers on one attempt. Default 60s.
 	UpstreamTimeout time.Duration
+	// Cluster, when set, makes this process one of several rest processes of the bot (cluster mode): it
+	// sends to Discord only while it leads a token's election, and forwards to the leader otherwise.
+	Cluster *Cluster
 	// Limits configures the rate limiter (global rate, invalid-request limit).
 	Limits ratelimit.Options
 	// Transport sends upstream requests. Default: a pooled transport built for the load (NewTransport).
@@ -85,6 +88,7 @@ type Proxy struct {
 	log       *zap.Logger
 	bufs      sync.Pool
 	health    upstreamHealth
+	cluster   *clusterState // nil: one machine
 }
 
 // New builds a Proxy.
@@ -131,6 +135,9 @@ func New(o Options) (*Proxy, error) {
 	p.m = newMetrics(o.Registerer, p.lim)
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	p.health.failed = make(chan struct{}, 1)
+	if o.Cluster != nil {
+		p.initCluster(o.Cluster, o.Registerer)
+	}
 	return p, nil
 }
 
@@ -159,6 +166,9 @@ func (p *Proxy) Limiter() *ratelimit.Limiter { return p.lim }
 
 // Close releases the limiter's background work and idle upstream connections.
 func (p *Proxy) Close() {
+	if p.cluster != nil {
+		p.cluster.close()
+	}
 	p.lim.Close()
 	if t, ok := p.transport.(*http.Transport); ok && p.ownsTrans {
 		t.CloseIdleConnections()
@@ -221,6 +231,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the limits are the webhook's or interaction's, whichever bot sends.
 		identity = ""
 	}
+	var lead <-chan struct{} // cluster mode: closed when this process stops leading the token
+	if p.cluster != nil {
+		if lead = p.route(w, r, auth, identity); lead == nil {
+			return // forwarded to the leader, or refused
+		}
+	}
 
 	b, err := readBody(r.Body, r.ContentLength, p.o.MemoryBody, p.o.MaxBody, p.o.SpoolDir)
 	if err != nil {
@@ -256,7 +272,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h["Authorization"] = []string{auth}
 	}
 	// Accepted now that it is fully received: rest.max_wait counts from here.
-	out := &outgoing{method: r.Method, target: target, header: h, identity: identity, route: route, body: b, accepted: time.Now()}
+	out := &outgoing{method: r.Method, target: target, header: h, identity: identity, route: route, body: b, accepted: time.Now(), lead: lead}
 	p.forward(w, out)
 }
 
@@ -268,6 +284,7 @@ type outgoing struct {
 	route          ratelimit.Route
 	body           *body
 	accepted       time.Time
+	lead           <-chan struct{} // cluster mode: closed when this process stops leading; nil otherwise
 }
 
 func forwardHeaders(in http.Header, secretHeader string) http.Header {
@@ -344,16 +361,37 @@ const maxRateLimitRetries = 10
 func (p *Proxy) forward(w http.ResponseWriter, out *outgoing) {
 	ctx, cancel := context.WithDeadline(context.Background(), out.accepted.Add(p.o.MaxWait))
 	defer cancel()
+	if out.lead != nil {
+		// A leader that loses its lease sends nothing more: its waits end at once.
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-out.lead:
+				cancel()
+			case <-stop:
+			}
+		}()
+	}
 	label := p.m.route(out.route.Key)
-	retries, limited := 0, 0
+	retries, limited, attempts := 0, 0, 0
 	for {
 		waitStart := time.Now()
 		tk, err := p.lim.Acquire(ctx, out.identity, out.route)
 		p.m.queueWait.WithLabelValues(label).Observe(time.Since(waitStart).Seconds())
+		if err == nil && out.lead != nil && closed(out.lead) {
+			tk.Cancel()
+			err = context.Canceled
+		}
 		if err != nil {
+			if out.lead != nil && closed(out.lead) {
+				p.lostLead(w, label, attempts)
+				return
+			}
 			p.refuseLimited(w, label, err)
 			return
 		}
+		attempts++
 		p.m.upstream.Inc()
 		resp, err := p.send(out)
 		if err != nil {

@@ -1,9 +1,16 @@
 package roles
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/cluster"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/ratelimit"
@@ -17,7 +24,14 @@ func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*r
 	if retries == 0 {
 		retries = -1 // restproxy reads 0 as "the default"; the config's 0 means none
 	}
-	return restproxy.New(restproxy.Options{
+	var cl *restproxy.Cluster
+	if cfg.Cluster.NATSURL != "" {
+		var err error
+		if cl, err = restCluster(cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	p, err := restproxy.New(restproxy.Options{
 		Token:           cfg.Discord.Token,
 		Secret:          r.Secret,
 		SecretHeader:    r.SecretHeader,
@@ -30,6 +44,7 @@ func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*r
 		MaxWait:         r.MaxWait,
 		MaxRetries:      retries,
 		UpstreamTimeout: r.UpstreamTimeout,
+		Cluster:         cl,
 		Limits: ratelimit.Options{
 			GlobalRate:          r.GlobalRateLimit,
 			InvalidRequestLimit: r.InvalidRequestLimit,
@@ -37,4 +52,71 @@ func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*r
 		Registerer: reg,
 		Logger:     log.Named("rest"),
 	})
+	if err != nil && cl != nil {
+		cl.Close()
+	}
+	return p, err
+}
+
+// restCluster connects the rest role to NATS (cluster mode): one election per token, in the leases
+// bucket, publishing this process's advertise_url while it leads.
+func restCluster(cfg *config.Config, log *zap.Logger) (*restproxy.Cluster, error) {
+	c := cfg.Cluster
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
+		Replicas: c.Replicas, Log: log.Named("cluster")})
+	if err != nil {
+		return nil, fmt.Errorf("cluster.nats_url: %w", err)
+	}
+	leaser, err := cluster.NewLeaser(conn, cluster.BucketLeases, cluster.LeaseConfig{TTL: c.LeaseTTL, Log: log.Named("rest-leader")})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cluster.lease_ttl: %w", err)
+	}
+	data, _ := json.Marshal(restLeaderData{URL: c.AdvertiseURL})
+	var mu sync.Mutex
+	var elections []*cluster.Election
+	return &restproxy.Cluster{
+		Elect: func(key string) restproxy.Election {
+			e := leaser.Elect(key, data)
+			mu.Lock()
+			elections = append(elections, e)
+			mu.Unlock()
+			return restElection{e}
+		},
+		Close: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range elections {
+				if err := e.Close(ctx); err != nil {
+					log.Warn("releasing the rest leadership", zap.Error(err))
+				}
+			}
+			conn.Close()
+		},
+	}, nil
+}
+
+// restLeaderData is what the rest leader publishes in its lease.
+type restLeaderData struct {
+	URL string `json:"url"` // cluster.advertise_url
+}
+
+type restElection struct{ e *cluster.Election }
+
+func (r restElection) Term() restproxy.Term {
+	t := r.e.Term()
+	rt := restproxy.Term{Leading: t.Leading(), N: t.N, Changed: t.Changed}
+	if t.Lease != nil {
+		rt.Done = t.Lease.Done()
+	} else if t.Data != nil {
+		var d restLeaderData
+		if json.Unmarshal(t.Data, &d) == nil {
+			rt.Leader = d.URL
+		}
+	}
+	return rt
 }

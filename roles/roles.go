@@ -94,7 +94,7 @@ func Run(ctx context.Context, o Options) error {
 		ids := newIdentifyService(cfg, identifyWin, log)
 		coord := &reshardCoordinator{secret: cfg.Rest.Secret, maxConcurrency: ids.maxConcurrency, log: log.Named("reshard-coordinator")}
 		ids.observe = rest.ObserveUpstream
-		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(cfg.Rest.Secret, ids, withReshardCoordinator(coord, rest)), rest.Reachable)
+		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(cfg.Rest.Secret, ids, withReshardCoordinator(coord, rest)), rest.Ready)
 		background = append(background, ids.run, func(ctx context.Context) error { rest.WatchUpstream(ctx); return nil })
 	}
 	var gw *gatewayRole
