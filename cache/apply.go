@@ -197,7 +197,7 @@ func (c *Cache) guildCreate(b *batch, d []byte) error {
 	}); err != nil {
 		return err
 	}
-	return nil
+	return c.noteGuildCreateMembers(b, id, d, l.members)
 }
 
 // replaceGuildLists stores the lists a guild object carries. GUILD_UPDATE carries roles, emojis and
@@ -677,6 +677,9 @@ func (c *Cache) membersChunk(b *batch, d []byte) error {
 		_, err := c.putMember(b, g, m, false)
 		return err
 	}); err != nil {
+		return err
+	}
+	if err := c.noteChunk(b, g, d); err != nil {
 		return err
 	}
 	if !c.o.Presences {

@@ -134,6 +134,9 @@ func serveRead(w http.ResponseWriter, b []byte, err error, what func() string) {
 	}
 }
 
+// membersCompleteHeader says on GET /guilds/{id}/members whether the cache holds the guild's every member.
+const membersCompleteHeader = "X-DD-Members-Complete"
+
 // handleMembers pages through a guild's members as Discord's list does: limit 1..1000 (default 1),
 // after a user id.
 func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
@@ -160,7 +163,13 @@ func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
 		}
 		after = n
 	}
+	// Whether the pages hold every member (README, "The cache role"), read before the page: a list that
+	// was complete then holds every member in the page too (nothing but GUILD_MEMBER_REMOVE removes one).
+	complete, cerr := r.cache.MembersComplete(g)
 	b, err := r.cache.GuildMembers(g, after, limit)
+	if err == nil && cerr == nil {
+		w.Header().Set(membersCompleteHeader, strconv.FormatBool(complete))
+	}
 	serveRead(w, b, err, func() string { return fmt.Sprintf("guild %d", g) })
 }
 
