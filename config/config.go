@@ -169,6 +169,11 @@ type Events struct {
 	MaxQueueEvents int      `koanf:"max_queue_events"`
 	BatchMax       int      `koanf:"batch_max"` // 1: events per POST; above 1 the body is a JSON array
 	Drop           []string `koanf:"drop"`      // event names never queued
+	// Sink is where the bot's events go: "http" (POST to URLs, the default) or "redis" (streams at
+	// RedisURL, in @discordjs/brokers' layout).
+	Sink        string `koanf:"sink"`
+	RedisURL    string `koanf:"redis_url"`    // redis:// or rediss://, password and db included; sink "redis"
+	RedisPrefix string `koanf:"redis_prefix"` // before every stream name; default ""
 }
 
 // Cache configures the cache role.

@@ -83,6 +83,9 @@ var keys = []keySpec{
 	{path: "events.max_queue_events", kind: kindInt, def: int64(10000000)},
 	{path: "events.batch_max", kind: kindInt, def: int64(1)},
 	{path: "events.drop", kind: kindStrings, def: []any{}},
+	{path: "events.sink", kind: kindString, def: "http"},
+	{path: "events.redis_url", kind: kindString, def: ""},
+	{path: "events.redis_prefix", kind: kindString, def: ""},
 
 	{path: "cache.listen", kind: kindString, def: "127.0.0.1:8002"},
 	{path: "cache.url", kind: kindString, def: ""},

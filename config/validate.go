@@ -152,7 +152,16 @@ func (c *Config) validate(role Role) error {
 			bad("events.drop", "%q: give upper-case event names (READY and RESUMED cannot be dropped)", name)
 		}
 	}
-	if role.Runs(RoleGateway) && len(c.Events.URLs) == 0 {
+	switch c.Events.Sink {
+	case "http":
+	case "redis":
+		if err := checkRedisURL(c.Events.RedisURL); err != nil {
+			bad("events.redis_url", "%v", err)
+		}
+	default:
+		bad("events.sink", "%q: want \"http\" (POST to events.urls) or \"redis\" (streams at events.redis_url)", c.Events.Sink)
+	}
+	if role.Runs(RoleGateway) && c.Events.Sink == "http" && len(c.Events.URLs) == 0 {
 		bad("events.urls", "needs at least one URL for --role=%s", role)
 	}
 	for i, u := range c.Events.URLs {
@@ -213,6 +222,34 @@ func checkURL(s string, optional bool) error {
 	}
 	if u.Host == "" {
 		return fmt.Errorf("%s has no host", quoteURL(s))
+	}
+	return nil
+}
+
+// checkRedisURL checks events.redis_url as go-redis reads it: redis:// or rediss://, a host, and a
+// database number as its path when there is one. Like checkURL, it never shows the password.
+func checkRedisURL(s string) error {
+	if s == "" {
+		return errors.New(`must be set when events.sink is "redis" (for example "redis://:password@127.0.0.1:6379/0")`)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s is not a URL: %v", quoteURL(s), err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("%s: scheme must be redis or rediss (TLS)", quoteURL(s))
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("%s has no host", quoteURL(s))
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			return fmt.Errorf("%s: the path must be a database number, got %q", quoteURL(s), db)
+		}
 	}
 	return nil
 }
