@@ -423,6 +423,9 @@ func (r *Requester) onRateLimited(d []byte) {
 	}
 	r.rateLimited.Inc()
 	r.abandon(g)
+	// A refused request does not start Discord's window (the one it was refused for does): only
+	// retry_after counts. dd's own last answered request is older than the window, or dd would not have sent.
+	g.lastSent = time.Time{}
 	wait := time.Duration(retry * float64(time.Second))
 	// A margin over retry_after (which Discord rounds): the retry must land past the window's end.
 	g.notBefore = time.Now().Add(wait + max(wait/50, 20*time.Millisecond))
