@@ -186,6 +186,13 @@ type Cache struct {
 	Presences bool `koanf:"presences"`
 	// MessagesPerChannel keeps the newest messages of each channel, up to this many. Default 0: none.
 	MessagesPerChannel int `koanf:"messages_per_channel"`
+	// RequestMembers makes the gateway ask for the members of every guild whose GUILD_CREATE lists only
+	// some of them (op 8): "off" (default; "none" too), "all" (in the order the guilds load),
+	// "small-first" (the guilds with the fewest members first). Needs the GuildMembers intent.
+	RequestMembers string `koanf:"request_members"`
+	// RequestMembersPerMinute is how many of those requests a shard sends per 60 s at most, of Discord's
+	// 120 sends per connection. Default 60, leaving the rest to heartbeats and the bot's own commands.
+	RequestMembersPerMinute int `koanf:"request_members_per_minute"`
 	// The fields kept per kind of object (the "desired properties"); ids are always kept, "*" keeps
 	// every field. Defaults: what common bots read (see config.example.toml).
 	GuildFields      []string `koanf:"guild_fields"`

@@ -94,6 +94,8 @@ var keys = []keySpec{
 	{path: "cache.batch_max", kind: kindInt, def: int64(100)},
 	{path: "cache.presences", kind: kindBool, def: false},
 	{path: "cache.messages_per_channel", kind: kindInt, def: int64(0)},
+	{path: "cache.request_members", kind: kindString, def: "off"},
+	{path: "cache.request_members_per_minute", kind: kindInt, def: int64(60)},
 	// The desired fields per kind: the defaults are the cache package's DefaultFields (a roles test
 	// checks they agree).
 	{path: "cache.guild_fields", kind: kindStrings, def: strs("name", "icon", "banner", "splash", "description",

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/ddhq/dd/discord"
 )
 
 // The bounds of store.memory_limit: under 16 MiB Badger's memtables would take too few events per
@@ -305,6 +307,23 @@ func (c *Config) validateCache(bad func(key, format string, args ...any)) {
 	}
 	if k.MessagesPerChannel < 0 || k.MessagesPerChannel > 10000 {
 		bad("cache.messages_per_channel", "must be between 0 (no messages) and 10000, got %d", k.MessagesPerChannel)
+	}
+	switch k.RequestMembers {
+	case "off", "none":
+	case "all", "small-first":
+		// Discord answers a request for every member only with the GuildMembers intent, and without it
+		// says nothing at all: every request would time out, forever.
+		if c.Gateway.Intents&Intents(discord.IntentGuildMembers) == 0 {
+			bad("cache.request_members", "%q needs the GuildMembers intent, which gateway.intents lacks: Discord never answers "+
+				"a request for every member without it (add GuildMembers to gateway.intents and enable it in the developer "+
+				"portal, or set cache.request_members = \"off\")", k.RequestMembers)
+		}
+	default:
+		bad("cache.request_members", "%q is not one of off, all, small-first", k.RequestMembers)
+	}
+	if k.RequestMembersPerMinute < 1 || k.RequestMembersPerMinute > 100 {
+		bad("cache.request_members_per_minute", "must be between 1 and 100 (of Discord's 120 sends per shard per minute, "+
+			"the rest kept for heartbeats and the bot's own commands), got %d", k.RequestMembersPerMinute)
 	}
 	for _, f := range []struct {
 		key  string
