@@ -2,7 +2,8 @@
 // ("The gateway role", Delivery) promises: POST to events.urls[shard % len] with the events secret, Discordeno's big-bot envelope
 // {"shardId": N, "payload": <the gateway payload, byte for byte>} and a stable X-DD-Event-Id. Each
 // shard's events arrive in order (one POST per shard in flight); a 2xx acknowledges them in the queue,
-// anything else is retried with backoff for as long as dd runs, so delivery never drops an event.
+// anything else is retried with backoff for as long as dd runs, so delivery never drops an event. Across
+// shards it follows the queue's ordering fences (queue.Queue.SetFence), as every consumer does.
 //
 // With BatchMax > 1 every POST carries a JSON array of up to BatchMax envelopes of one shard (an array
 // even when it holds one event, so the bot parses one shape), with X-DD-Event-Ids listing their ids
@@ -74,8 +75,7 @@ type Deliverer struct {
 	m       *metrics
 	slots   chan struct{} // MaxInFlight tokens
 	fails   failLog
-	failing atomic.Int64  // shards retrying a POST
-	barrier atomic.Uint64 // see SetBarrier; 0 when none
+	failing atomic.Int64 // shards retrying a POST
 }
 
 // New checks o and prepares a Deliverer for c; Run starts it.
@@ -163,35 +163,6 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 }
 
-// SetBarrier holds back every event queued after seq until every event up to seq has been delivered, on
-// every shard. A reshard uses it: after the switch a guild's events come from another shard, and must not
-// overtake that guild's earlier events still queued on its old shard.
-func (d *Deliverer) SetBarrier(seq uint64) { d.barrier.Store(seq) }
-
-// waitBarrier waits until no shard has an unacknowledged event at or before b, then lifts the barrier.
-func (d *Deliverer) waitBarrier(ctx context.Context, b uint64) bool {
-	for {
-		if d.barrier.Load() != b {
-			return true
-		}
-		passed := true
-		ids, _ := d.c.Shards()
-		for _, shard := range ids {
-			if pending, err := d.c.Pending(shard, b); err != nil || pending {
-				passed = false
-				break
-			}
-		}
-		if passed {
-			d.barrier.CompareAndSwap(b, 0)
-			return true
-		}
-		if ctxsleep.Sleep(ctx, 10*time.Millisecond) != nil {
-			return false
-		}
-	}
-}
-
 // deliverShard sends the shard's events in order, each batch until the bot takes it.
 func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 	target := d.urls[shard%len(d.urls)]
@@ -207,20 +178,6 @@ func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
 				return
 			}
 			continue
-		}
-		if b := d.barrier.Load(); b != 0 {
-			if recs[0].Seq > b {
-				if !d.waitBarrier(ctx, b) {
-					return
-				}
-				continue
-			}
-			for i, r := range recs {
-				if r.Seq > b {
-					recs = recs[:i]
-					break
-				}
-			}
 		}
 		body, ids := d.encode(shard, recs)
 		if !d.postUntilTaken(ctx, shard, target, body, ids) {

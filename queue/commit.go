@@ -19,9 +19,12 @@ func (q *Queue) run() {
 	defer tick.Stop()
 	for {
 		var flush chan error
+		var fence *fenceReq
 		maintain, closing := false, false
 		select {
 		case <-q.wake:
+		case r := <-q.fenceReq:
+			fence = &r
 		case <-tick.C:
 			maintain = true
 		case flush = <-q.flushReq:
@@ -33,6 +36,10 @@ func (q *Queue) run() {
 			q.pendMu.Unlock()
 		}
 		q.commitPending()
+		if fence != nil {
+			seq, err := q.setFence()
+			fence.reply <- fenceReply{seq: seq, err: err}
+		}
 		var err error
 		// Over the bound, acknowledged events are deleted first: dropping them would count as a loss.
 		if maintain || q.total.Load() > int64(q.o.MaxEvents) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,12 +14,16 @@ import (
 
 // Consumer reads the queue from its own position in each shard (delivery to the bot is one, the cache
 // another). An event is deleted once every registered consumer has acknowledged it, so register every
-// consumer before any of them acknowledges: one registered later starts from what is still stored.
+// consumer before any of them acknowledges: one registered later starts from what is still stored, and
+// is held only by the fences (see SetFence) that some consumer has not passed yet.
 type Consumer struct {
 	q     *Queue
 	name  string
 	idx   int
 	acked prometheus.Counter
+
+	fenceAt atomic.Uint64 // the fence it stands at (see SetFence); 0 when none
+	fence   consumerFence // guarded by q.fenceMu
 }
 
 // Consumer registers (or returns the already registered) consumer called name, resuming from its
@@ -27,14 +32,25 @@ func (q *Queue) Consumer(name string) (*Consumer, error) {
 	if name == "" || len(name) > 255 {
 		return nil, fmt.Errorf("queue: consumer name %q must be 1 to 255 bytes", name)
 	}
+	c, added := q.addConsumer(name)
+	if added {
+		q.fenceMu.Lock()
+		q.advanceFence(c)
+		q.fenceMu.Unlock()
+	}
+	return c, nil
+}
+
+func (q *Queue) addConsumer(name string) (c *Consumer, added bool) {
 	q.shardsMu.Lock()
 	defer q.shardsMu.Unlock()
 	for _, c := range q.consumers {
 		if c.name == name {
-			return c, nil
+			return c, false
 		}
 	}
-	c := &Consumer{q: q, name: name, idx: len(q.consumers), acked: q.m.acked.WithLabelValues(name)}
+	c = &Consumer{q: q, name: name, idx: len(q.consumers), acked: q.m.acked.WithLabelValues(name)}
+	c.fence.passed = make(chan struct{})
 	for id, s := range q.shards {
 		p := q.savedPos[name][id]
 		s.mu.Lock()
@@ -50,7 +66,7 @@ func (q *Queue) Consumer(name string) (*Consumer, error) {
 		s.mu.Unlock()
 	}
 	q.consumers = append(q.consumers, c)
-	return c, nil
+	return c, true
 }
 
 // Name is the consumer's name.
@@ -63,23 +79,44 @@ func (c *Consumer) Shards() (ids []int, changed <-chan struct{}) { return c.q.Sh
 func (c *Consumer) Done() <-chan struct{} { return c.q.closing }
 
 // Read returns up to max of the shard's next unacknowledged events, in order, without waiting. Until
-// they are acknowledged, Read returns them again. Their payloads are shared: do not modify them.
+// they are acknowledged, Read returns them again. Their payloads are shared: do not modify them. Behind
+// a fence (SetFence) it returns none of the events after it until the consumer has passed it.
 func (c *Consumer) Read(shard, max int) ([]Record, error) {
+	recs, _, err := c.read(shard, max)
+	return recs, err
+}
+
+// read is Read that also says, when it returns nothing because of a fence, which fence held it.
+func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error) {
 	s := c.q.shard(shard)
 	if s == nil || max <= 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	s.mu.Lock()
 	cp := &s.cons[c.idx]
 	pos, tail := cp.pos, s.tail
 	if s.count == 0 || pos >= tail {
 		s.mu.Unlock()
-		return nil, nil
+		return nil, 0, nil
+	}
+	// Loaded under s.mu: a fence is set before any event after it is appended, so an event after the
+	// fence seen in this shard's log comes with the fence (or with the consumer past it).
+	if at := c.fenceAt.Load(); at != 0 && at < tail {
+		heldAt, tail = at, at
+		if pos >= tail {
+			s.mu.Unlock()
+			return nil, heldAt, nil
+		}
 	}
 	if len(cp.ahead) > 0 && cp.aheadAfter <= pos {
 		i := sort.Search(len(cp.ahead), func(i int) bool { return cp.ahead[i].Seq > pos })
 		if i < len(cp.ahead) {
-			out := make([]Record, min(max, len(cp.ahead)-i))
+			j := sort.Search(len(cp.ahead), func(i int) bool { return cp.ahead[i].Seq > tail })
+			if j == i {
+				s.mu.Unlock()
+				return nil, heldAt, nil
+			}
+			out := make([]Record, min(max, j-i))
 			copy(out, cp.ahead[i:])
 			if cp.ahead = cp.ahead[i+len(out):]; len(cp.ahead) == 0 {
 				cp.ahead = nil
@@ -88,25 +125,30 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 			cp.lastRead.pos, cp.lastRead.to, cp.lastRead.n = pos, cp.aheadAfter, len(out)
 			s.mu.Unlock()
 			c.q.setIDs(out)
-			return out, nil
+			return out, 0, nil
 		}
 		cp.ahead = nil
 	}
 	if s.cacheFrom <= pos+1 {
 		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > pos })
-		out := make([]Record, min(max, len(s.cache)-i))
+		j := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > tail })
+		if j == i {
+			s.mu.Unlock()
+			return nil, heldAt, nil
+		}
+		out := make([]Record, min(max, j-i))
 		copy(out, s.cache[i:])
 		s.mu.Unlock()
 		c.q.setIDs(out)
-		return out, nil
+		return out, 0, nil
 	}
 	s.mu.Unlock()
 
 	// Behind the cache: read the store, but not past the tail memory knows, so that Ack never has to
-	// accept a sequence the queue has not accounted for yet.
+	// accept a sequence the queue has not accounted for yet (nor past the fence).
 	var out []Record
 	bytes := 0
-	err := c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
+	err = c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
 		if seqOfKey(k) > tail || len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= readAheadBytes) {
 			return store.ErrStopScan
 		}
@@ -121,10 +163,10 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
+		return nil, 0, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
 	}
 	if len(out) == 0 {
-		return nil, nil
+		return nil, heldAt, nil
 	}
 	var ahead []Record
 	if len(out) > max {
@@ -136,19 +178,29 @@ func (c *Consumer) Read(shard, max int) ([]Record, error) {
 	cp.ahead, cp.aheadAfter = ahead, out[len(out)-1].Seq
 	s.mu.Unlock()
 	c.q.setIDs(out)
-	return out, nil
+	return out, 0, nil
 }
 
-// Next is Read that waits until the shard has an unacknowledged event, ctx ends or the queue closes.
+// Next is Read that waits until the shard has an unacknowledged event it may read (behind a fence, until
+// the consumer has passed it), ctx ends or the queue closes.
 func (c *Consumer) Next(ctx context.Context, shard, max int) ([]Record, error) {
 	for {
 		// Take the channel before reading, so that an append between the two is not missed.
 		changed := c.q.changedChan(shard)
-		recs, err := c.Read(shard, max)
+		recs, heldAt, err := c.read(shard, max)
 		if err != nil || len(recs) > 0 {
 			return recs, err
 		}
+		var passed <-chan struct{} // nil, never ready, when no fence held the read
+		if heldAt != 0 {
+			at, ch := c.heldAt()
+			if at != heldAt {
+				continue // passed meanwhile
+			}
+			passed = ch
+		}
 		select {
+		case <-passed:
 		case <-changed:
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -184,6 +236,10 @@ func (c *Consumer) Ack(shard int, seq uint64) {
 	s.mu.Unlock()
 	c.q.markDirty(shard)
 	c.acked.Add(float64(n))
+	// Loaded after the position moved: see advanceFence.
+	if c.fenceAt.Load() != 0 {
+		c.q.fenceAcked(c, shard)
+	}
 }
 
 // Position is the sequence the consumer has acknowledged the shard up to.
@@ -245,8 +301,8 @@ func (q *Queue) changedChan(shard int) <-chan struct{} {
 	return s.changed
 }
 
-// countRange counts the shard's stored events in [from, to], for the depth gauges and Pending (which a
-// reshard's delivery barrier waits on, so a count must never come out low). Called with s.mu held. It is
+// countRange counts the shard's stored events in [from, to], for the depth gauges (a count errs high,
+// never low). Called with s.mu held. It is
 // exact when the committer is idle; a race with a commit is corrected by resync. When the store cannot be
 // read it returns unknown, which the caller picks so that the depth errs high.
 func (q *Queue) countRange(s *shardLog, from, to uint64, unknown int) int {
@@ -282,8 +338,8 @@ func (s *shardLog) resync(cp *consumerPos) {
 }
 
 // Pending reports whether the shard holds an event at or before seq that the consumer has not
-// acknowledged. Unlike Read it changes nothing, so any goroutine may ask about any shard (delivery's
-// barrier asks about every shard while each shard's worker reads its own).
+// acknowledged. Unlike Read it changes nothing, so any goroutine may ask about any shard (a fence asks
+// about every shard while each shard's reader reads its own).
 func (c *Consumer) Pending(shard int, seq uint64) (bool, error) {
 	s := c.q.shard(shard)
 	if s == nil {

@@ -16,7 +16,16 @@ import (
 // maintain persists consumers' positions, deletes what every consumer acknowledged and enforces the
 // bound. Committer only.
 func (q *Queue) maintain() error {
-	return errors.Join(q.persistAcks(), q.enforceBound())
+	passed := q.takePassedFences()
+	err := q.persistAcks()
+	if err == nil {
+		err = q.deleteFences(passed)
+	} else if len(passed) > 0 {
+		q.fenceMu.Lock()
+		q.fencesPassed = append(q.fencesPassed, passed...)
+		q.fenceMu.Unlock()
+	}
+	return errors.Join(err, q.enforceBound())
 }
 
 // maintBatch is one maintenance transaction, with the memory updates to apply once it is committed.
@@ -309,6 +318,7 @@ func (q *Queue) dropOldest(k int) (int, error) {
 	q.total.Add(-int64(dropped))
 	q.m.dropped.Add(float64(dropped))
 	q.drops.note(q.log, dropped, q.o.MaxEvents)
+	q.recheckFences()
 	return dropped, nil
 }
 

@@ -116,6 +116,12 @@ type Queue struct {
 	dirtyMu sync.Mutex
 	dirty   map[int]struct{} // shards whose consumer positions moved
 
+	// Ordering fences (fence.go). Lock order: fenceMu, then shardsMu, then a shardLog's mu.
+	fenceMu      sync.Mutex
+	fences       []uint64 // ascending: fences some consumer has not passed
+	fencesPassed []uint64 // passed by every consumer, to delete from the store
+	fenceReq     chan fenceReq
+
 	wake      chan struct{}
 	noWait    chan struct{} // closed by StopWaitingForDisk
 	noWaitOne sync.Once
@@ -204,6 +210,7 @@ func Open(st Store, o Options) (*Queue, error) {
 		wake:          make(chan struct{}, 1),
 		noWait:        make(chan struct{}),
 		flushReq:      make(chan chan error),
+		fenceReq:      make(chan fenceReq),
 		closing:       make(chan struct{}),
 		done:          make(chan struct{}),
 		nextSeq:       1,
@@ -222,7 +229,7 @@ func Open(st Store, o Options) (*Queue, error) {
 	}
 	q.m = m
 	q.log.Info("queue opened", zap.String("instance", q.instance), zap.Int("shards", len(q.shards)),
-		zap.Int64("events", q.total.Load()), zap.Uint64("next_seq", q.nextSeq))
+		zap.Int64("events", q.total.Load()), zap.Uint64("next_seq", q.nextSeq), zap.Uint64s("fences", q.fences))
 	go q.run()
 	return q, nil
 }
@@ -291,6 +298,9 @@ func (q *Queue) load() error {
 	})
 	if err != nil {
 		return fmt.Errorf("queue: loading consumer positions: %w", err)
+	}
+	if err := q.loadFences(); err != nil {
+		return fmt.Errorf("queue: loading fences: %w", err)
 	}
 	return nil
 }

@@ -114,7 +114,6 @@ type genSink struct {
 
 	matcher    atomic.Pointer[reshard.Matcher] // after going live: drop what the old set queued
 	matchUntil atomic.Int64                    // unix nanoseconds
-	lastSeq    atomic.Uint64                   // highest queue sequence appended
 }
 
 type sinkMode int
@@ -193,14 +192,6 @@ func (s *genSink) Dispatch(ctx context.Context, evs []shard.Event, sess shard.Se
 	}
 	if gchanged {
 		s.storedGuilds(sess.ShardID, gver)
-	}
-	if len(recs) > 0 {
-		for {
-			cur, last := s.lastSeq.Load(), recs[len(recs)-1].Seq
-			if last <= cur || s.lastSeq.CompareAndSwap(cur, last) {
-				break
-			}
-		}
 	}
 	// What this set handled, queued or deliberately dropped: a new set does the same with its copies.
 	if w := s.window; w != nil {
@@ -355,9 +346,6 @@ func (s *genSink) goLive(ctx context.Context, old *genSink, log *zap.Logger) err
 		if gchanged {
 			s.storedGuilds(id, gver)
 		}
-		if n := len(recs); n > 0 {
-			s.lastSeq.Store(max(s.lastSeq.Load(), recs[n-1].Seq))
-		}
 	}
 	log.Info("switch: the new shards' held events, less those the old shards queued, are queued",
 		zap.Int("held", nHeld), zap.Int("old_queued_meanwhile", oldQueued), zap.Int("queued_now", queued),
@@ -365,6 +353,26 @@ func (s *genSink) goLive(ctx context.Context, old *genSink, log *zap.Logger) err
 	s.matcher.Store(m)
 	s.matchUntil.Store(time.Now().Add(reshardLateMatch).UnixNano())
 	s.mode, s.tails, s.sessions = sinkLive, nil, nil
+	return nil
+}
+
+// handOver is the switch: the queue takes next's events from now on, and s's no more. s's appends wait
+// (not drop) while it runs, so a failed switch loses nothing.
+func (s *genSink) handOver(ctx context.Context, next *genSink, log *zap.Logger) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A guild's events move to another shard here. The fence makes every consumer of the queue (the
+	// bot's delivery, the cache) take everything queued so far, on every shard (the old set's events, and
+	// those queued before a restart), before anything the new set queues. A failed switch leaves it: it
+	// then only holds the old set's later events behind its earlier ones for a moment.
+	if _, err := s.q.SetFence(ctx); err != nil {
+		log.Error("the switch's ordering fence is not stored: a restart before every consumer has passed it "+
+			"could let a guild's later events overtake earlier ones", zap.Error(err))
+	}
+	if err := next.goLive(ctx, s, log); err != nil {
+		return err
+	}
+	s.mode = sinkRetired
 	return nil
 }
 
@@ -500,17 +508,10 @@ func (g *gatewayRole) reshardTo(ctx context.Context, old *generation, total int,
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	// The switch. Old appends wait (not drop) while it runs, so a failed switch loses nothing.
-	old.sink.mu.Lock()
-	g.deliv.SetBarrier(old.sink.lastSeq.Load())
-	if err := next.sink.goLive(context.WithoutCancel(ctx), old.sink, log); err != nil {
-		g.deliv.SetBarrier(0)
-		old.sink.mu.Unlock()
+	if err := old.sink.handOver(context.WithoutCancel(ctx), next.sink, log); err != nil {
 		rollback(err.Error())
 		return
 	}
-	old.sink.mode = sinkRetired
-	old.sink.mu.Unlock()
 	g.cur.Store(next)
 	select {
 	case g.changed <- struct{}{}:

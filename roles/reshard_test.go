@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ddhq/dd/botsim"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
@@ -69,7 +72,7 @@ type reshardEnv struct {
 
 const testIdentifyWindow = 150 * time.Millisecond
 
-func startReshardEnv(t *testing.T, simCfg discordsim.Config) *reshardEnv {
+func startReshardEnv(t *testing.T, simCfg discordsim.Config, extraEnv ...string) *reshardEnv {
 	t.Helper()
 	simCfg.Tokens, simCfg.IdentifyWindow = []string{"tok-reshard-0123456789"}, testIdentifyWindow
 	if simCfg.MaxConcurrency == 0 {
@@ -86,6 +89,7 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config) *reshardEnv {
 	env := []string{"DD_DISCORD__TOKEN=tok-reshard-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
 		"DD_STORE__PATH=" + filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__SECRET=gw-secret-0123456789", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0"}
+	env = append(env, extraEnv...)
 	dd := startDDWindow(t, config.RoleGateway, testIdentifyWindow, env...)
 	e := &reshardEnv{bot: bot, sim: sim, dd: dd, base: "http://" + dd.addrs[config.RoleGateway], nonce: nl, env: env}
 	waitFor(t, 10*time.Second, "2 shards ready", func() bool { return strings.Count(e.status(t), `"state":"ready"`) == 2 })
@@ -379,6 +383,78 @@ func TestLateDuplicatesAfterTheSwitchAreDropped(t *testing.T) {
 	}
 }
 
+// The in-process cache (--role=all) follows the queue with its own consumer, at its own pace. Across the
+// switch a guild moves from old shard 1 (of 2) to new shard 3 (of 4): the member update the new shard
+// queues must not reach the cache while the member's add still waits on the old shard, however slow the
+// cache is there, or the add would be applied last and the cache would serve the old nick.
+func TestCacheNeverAppliesAGuildsLaterEventFirstAcrossTheSwitch(t *testing.T) {
+	st := openTestStore(t)
+	q, err := queue.Open(st, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	bot, _ := q.Consumer("bot")
+	cacheQueue, _ := q.Consumer("cache")
+	c, err := cache.Open(st, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const guild, user = 3 << 22, 3<<22 + 1 // shard 1 of 2, shard 3 of 4
+	member := func(typ string, s int64, nick string) shard.Event {
+		raw := fmt.Sprintf(`{"op":0,"t":%q,"s":%d,"d":{"guild_id":"%d","nick":%q,"roles":[],"joined_at":"2020-09-13T12:26:40.000000+00:00",`+
+			`"user":{"id":"%d","username":"u"}}}`, typ, s, guild, nick, user)
+		return shard.Event{Seq: s, Type: typ, Raw: json.RawMessage(raw)}
+	}
+	if got := reshard.GuildShard(member("X", 1, "").Raw, 2); got != 1 {
+		t.Fatalf("test guild on old shard %d, want 1", got)
+	}
+	ctx := context.Background()
+	old, next := newGenSink(q, false, nil), newGenSink(q, true, nil)
+	old.record(reshard.NewWindow(time.Minute, 1000))
+	if err := old.Dispatch(ctx, []shard.Event{member("GUILD_MEMBER_ADD", 7, "before")},
+		shard.Session{ShardID: 1, NumShards: 2, ID: "old", ResumeURL: "ws://x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.handOver(ctx, next, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Dispatch(ctx, []shard.Event{member("GUILD_MEMBER_UPDATE", 3, "after")},
+		shard.Session{ShardID: 3, NumShards: 4, ID: "new", ResumeURL: "ws://x"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The cache's reader of shard 1 is slow: shard 3's reader gets nothing yet.
+	if recs, _ := cacheQueue.Read(3, 10); len(recs) != 0 {
+		t.Fatalf("the cache can read the member update on new shard 3 (%s) while the member's add waits on old shard 1", recs[0].Payload)
+	}
+	// The bot's delivery passes on its own: once it has the add, it gets the update, whatever the cache.
+	if recs, _ := bot.Read(1, 10); len(recs) != 1 {
+		t.Fatalf("the bot reads %d events on shard 1, want the add", len(recs))
+	} else {
+		bot.Ack(1, recs[0].Seq)
+	}
+	if recs, _ := bot.Read(3, 10); len(recs) != 1 {
+		t.Fatalf("the bot, past the switch's fence, reads %d events on shard 3, want the update", len(recs))
+	}
+	if recs, _ := cacheQueue.Read(3, 10); len(recs) != 0 {
+		t.Fatal("the cache reads the update once the bot has the add: the fence must be the cache's own")
+	}
+
+	// The cache's real follower applies both, in order.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.Follow(fctx, cacheQueue)
+	waitFor(t, 5*time.Second, "the cache to follow both events", func() bool { return cacheQueue.Depth() == 0 })
+	b, err := c.Member(guild, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nick, _ := rawjson.String(rawjson.Field(b, "nick")); nick != "after" {
+		t.Fatalf("the cache serves nick %q, want the update's %q: %s", nick, "after", b)
+	}
+}
+
 // explainMissing logs the firehose messages the bot lacks (gaps among the nonces it got) and where
 // the simulator sent each.
 func (e *reshardEnv) explainMissing(t *testing.T, n int) {
@@ -421,4 +497,60 @@ func sessionIDs(sim *discordsim.Server) []string {
 		ids = append(ids, s.ID)
 	}
 	return ids
+}
+
+// slowCache is a cache role's POST /events as the gateway's cache feed sees it: it records, per channel,
+// the firehose messages in the order they arrive, and takes old shard 1's events slowly while slow is set,
+// so that shard 1 still has a backlog in the queue when the reshard switches.
+type slowCache struct {
+	*httptest.Server
+	slow  atomic.Bool
+	nonce *nonceLog
+}
+
+func newSlowCache(t *testing.T) *slowCache {
+	c := &slowCache{nonce: &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var envs []struct {
+			ShardID int             `json:"shardId"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&envs); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(envs) > 0 && envs[0].ShardID == 1 && c.slow.Load() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, e := range envs {
+			c.nonce.onEvent(e.ShardID, e.Payload)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+// The cache, like the bot, never gets a guild's later event before an earlier one across a reshard's
+// switch: the feed to a separate cache role (cache.url) reads the queue behind the same fence as the
+// bot's delivery. Shard 1 of the old set is slow at the cache, so its guilds' events are still queued
+// when the new shards 1 and 3 take those guilds over.
+func TestReshardKeepsEachGuildInOrderAtTheCache(t *testing.T) {
+	cache := newSlowCache(t)
+	cache.slow.Store(true)
+	e := startReshardEnv(t, discordsim.Config{Guilds: 40}, "DD_CACHE__URL="+cache.URL, "DD_CACHE__BATCH_MAX=10")
+	const total = 6000
+	done := make(chan struct{})
+	e.sim.StartFirehose(discordsim.FirehoseOptions{Rate: 3000, Total: total, MessageCreate: 1, Done: done})
+	time.Sleep(300 * time.Millisecond)
+	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
+		t.Fatalf("POST /reshard: %d %s", code, body)
+	}
+	waitFor(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
+	<-done
+	cache.slow.Store(false)
+	t.Run("bot", func(t *testing.T) { e.checkExactlyOnce(t, total) })
+	t.Run("cache", func(t *testing.T) {
+		(&reshardEnv{sim: e.sim, nonce: cache.nonce, oldSessions: e.oldSessions, base: e.base}).checkExactlyOnce(t, total)
+	})
 }
