@@ -621,8 +621,9 @@ func BenchmarkDeliveryEndToEnd(b *testing.B) {
 	}
 }
 
-// Events queued after a barrier wait until every event up to it, on every shard, is delivered.
-func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
+// Events queued after a fence of the queue wait until every event before it, on every shard, is
+// delivered.
+func TestFenceHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
 	e := newQueue(t)
 	q, c := e.q, e.c
 	var mu sync.Mutex
@@ -647,7 +648,9 @@ func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
 	if err := q.Append(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
-	d.SetBarrier(old[0].Seq)
+	if seq, err := q.SetFence(context.Background()); err != nil || seq != old[0].Seq {
+		t.Fatalf("SetFence = %d, %v; want %d", seq, err, old[0].Seq)
+	}
 	if err := q.Append(context.Background(), []queue.Record{{Shard: 1, Payload: []byte(`{"op":0,"s":1,"t":"NEW","d":{}}`)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +661,7 @@ func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
 	mu.Lock()
 	if len(order) != 0 {
 		mu.Unlock()
-		t.Fatalf("delivered %q while an earlier event was pending behind the barrier", order)
+		t.Fatalf("delivered %q while an earlier event was pending behind the fence", order)
 	}
 	mu.Unlock()
 	close(blockShard0)
@@ -671,7 +674,7 @@ func TestBarrierHoldsLaterEventsUntilEarlierOnesAreDelivered(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("events not delivered after the barrier passed")
+			t.Fatal("events not delivered after the fence was passed")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
