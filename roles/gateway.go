@@ -20,6 +20,7 @@ import (
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/filter"
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/members"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
@@ -45,7 +46,7 @@ type gatewayRole struct {
 	log   *zap.Logger
 	st    *store.Store
 	q     *queue.Queue
-	deliv *delivery.Deliverer
+	deliv interface{ Run(context.Context) error } // to the bot: HTTP (delivery.Deliverer) or Redis (delivery.RedisSink)
 	reg   prometheus.Registerer
 	api   http.Handler
 
@@ -76,9 +77,17 @@ type gatewayRole struct {
 	closes   *prometheus.CounterVec
 
 	storeHealth storeHealth
+	// sinkErr says why the bot's sink does not take events (nil when it does); nil for HTTP, whose
+	// failures are the bot's.
+	sinkErr func() error
 
 	// ignoredTarget is the last rest role target this process refused to follow (logged once each).
 	ignoredTarget int
+
+	// members sends dd's own member requests (cache.request_members; nil when off). memberWindow
+	// overrides Discord's 30 s per-guild window (tests); dd's pace is scaled with it.
+	members      *members.Requester
+	memberWindow time.Duration
 }
 
 // closeLabel is a connection end's code as a metric label: "none" for a drop without a close frame.
@@ -120,13 +129,22 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		}
 		feeds = append(feeds, feed.Run)
 	}
-	deliv, err := delivery.New(bot, delivery.Options{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret,
-		BatchMax: cfg.Events.BatchMax, Logger: log.Named("delivery"), Registerer: reg})
+	var deliv interface{ Run(context.Context) error }
+	var sinkErr func() error
+	if cfg.Events.Sink == "redis" {
+		var rs *delivery.RedisSink
+		rs, err = delivery.NewRedis(bot, delivery.RedisOptions{URL: cfg.Events.RedisURL, Prefix: cfg.Events.RedisPrefix,
+			MaxLen: cfg.Events.MaxQueueEvents, Logger: log.Named("delivery"), Registerer: reg})
+		deliv, sinkErr = rs, func() error { return rs.Err() }
+	} else {
+		deliv, err = delivery.New(bot, delivery.Options{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret,
+			BatchMax: cfg.Events.BatchMax, Logger: log.Named("delivery"), Registerer: reg})
+	}
 	if err != nil {
 		q.Close()
 		return nil, err
 	}
-	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, reg: reg, identifyWindow: identifyWin,
+	g := &gatewayRole{cfg: cfg, log: log, st: st, q: q, deliv: deliv, sinkErr: sinkErr, reg: reg, identifyWindow: identifyWin,
 		cacheQueue: cacheQueue, feeds: feeds, changed: make(chan struct{}, 1),
 		reshards: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dd_gateway_reshards_total",
 			Help: "Reshards by result (switched, rolled_back)."}, []string{"result"}),
@@ -212,6 +230,12 @@ func (g *gatewayRole) run(ctx context.Context) error {
 		g.limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
 	}
 	g.runCtx = ctx
+	// Before the shards start: they report every dispatch to it.
+	stopMembers, err := g.startMemberRequests(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { cancel(); stopMembers() }()
 	gen, err := g.startGeneration(ctx, total, ids, false)
 	if err != nil {
 		return err
@@ -282,6 +306,12 @@ func (g *gatewayRole) fetchGatewayBot(ctx context.Context) (*shard.GatewayBot, e
 func (g *gatewayRole) onDispatch(f *filter.Filter, s *shard.Shard, ev *shard.Event) bool {
 	g.received.Inc()
 	keep, out := f.Keep(s.ID(), ev.Type, ev.Raw)
+	// dd's member requests follow what the queue gets (a duplicate GUILD_CREATE the filter drops changes
+	// nothing), but the answers to them count even if events.drop keeps them from the queue.
+	if g.members != nil && (keep || ev.Type == "GUILD_MEMBERS_CHUNK" || ev.Type == "RATE_LIMITED") {
+		cur := g.cur.Load()
+		g.members.Observe(s.ID(), s.NumShards(), cur == nil || cur.filter == f, ev.Type, ev.Raw)
+	}
 	if !keep {
 		g.filtered.Inc()
 		return false
@@ -531,4 +561,43 @@ func (g *gatewayRole) shardStatuses(gen *generation, depths map[int]int) []Shard
 			Loading: gen.filter.Loading(s.ID()), Resumable: s.Session().Resumable(), Queued: depths[s.ID()]})
 	}
 	return out
+}
+
+// startMemberRequests runs dd's own member requests (cache.request_members) on the live shard set, and
+// returns what waits for them to stop once ctx ends.
+func (g *gatewayRole) startMemberRequests(ctx context.Context) (stop func(), err error) {
+	order := members.OrderArrival
+	switch g.cfg.Cache.RequestMembers {
+	case "all":
+	case "small-first":
+		order = members.OrderSmallFirst
+	default:
+		return func() {}, nil
+	}
+	window := g.memberWindow
+	if window == 0 {
+		window = 30 * time.Second // Discord's: one request for every member per guild per session per 30 s
+	}
+	g.members, err = members.New(members.Options{Order: order, PerWindow: g.cfg.Cache.RequestMembersPerMinute,
+		SendWindow: 2 * window, Window: window, Store: g.st, Logger: g.log, Registerer: g.reg})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.members.Run(ctx, func() []members.Sender {
+			cur := g.cur.Load()
+			if cur == nil {
+				return nil
+			}
+			shards := cur.mgr.Shards()
+			out := make([]members.Sender, len(shards))
+			for i, s := range shards {
+				out[i] = s
+			}
+			return out
+		})
+	}()
+	return func() { <-done }, nil
 }

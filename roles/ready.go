@@ -33,13 +33,18 @@ func (h *storeHealth) failed() error {
 }
 
 // ready says why the gateway is not ready: its shards are not started, one of them is neither connected
-// nor resuming its session, or the store does not take its events.
+// nor resuming its session, the store does not take its events, or Redis (events.sink "redis") does not.
 func (g *gatewayRole) ready() error {
 	if err := g.storeHealth.failed(); err != nil {
 		return fmt.Errorf("the store does not take events: %w", err)
 	}
 	if err := g.st.DiskErr(); err != nil {
 		return fmt.Errorf("the store does not take events: %w", err)
+	}
+	if g.sinkErr != nil {
+		if err := g.sinkErr(); err != nil {
+			return fmt.Errorf("events wait in the queue: %w", err)
+		}
 	}
 	cur := g.cur.Load()
 	if cur == nil {

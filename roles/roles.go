@@ -34,6 +34,10 @@ type Options struct {
 	// IdentifyWindow overrides Discord's 5 s identify window, for tests against a simulator configured
 	// with a shorter one. Zero means Discord's.
 	IdentifyWindow time.Duration
+	// MemberRequestWindow overrides Discord's 30 s limit on requests for every member of a guild, for
+	// tests against a simulator configured with a shorter one; dd's own requests are paced per twice it
+	// (Discord's 60 s send window). Zero means Discord's.
+	MemberRequestWindow time.Duration
 }
 
 // FatalError is an error after which retrying cannot help (Discord refused the token, say). main exits 1
@@ -104,6 +108,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		gw.memberWindow = o.MemberRequestWindow
 		add(config.RoleGateway, cfg.Gateway.Listener, gw, gw.ready)
 		background = append(background, gw.run)
 	}
