@@ -2,7 +2,7 @@
 // dd processes of one bot, on several machines, coordinating through a NATS deployment instead of
 // through coordination of dd's own making.
 //
-// It holds three things:
+// It holds:
 //
 //   - [Connect]: one NATS connection per process (reconnecting forever) and the key-value buckets dd
 //     uses, created idempotently and prefixed with the deployment's name (dd_leases, dd_sessions,
@@ -10,14 +10,46 @@
 //   - [Leaser] and [Lease]: a key held by at most one process at any instant, by compare-and-set on the
 //     key's revision, renewed well inside its TTL, expiring at the server when its holder dies, and
 //     given up by its holder (see [Lease.Done]) before the server could let anyone else take it, even
-//     when the holder is cut off from NATS.
+//     when the holder is cut off from NATS. [Election] builds a leader on one lease (the rest role).
 //   - [IdentifyLimiter]: a shard.IdentifyLimiter shared by every process of the bot through the KV: one
 //     IDENTIFY per max_concurrency bucket per window, timed from the previous one's answer, and the daily
 //     session_start_limit budget.
+//   - [EventSink]: a shard.Sink that publishes every dispatch to the stream <NAME>_EVENTS (subject
+//     <name>.events.<shard>.<EVENT_TYPE>, body the delivery envelope, Nats-Msg-Id "<session id>-<seq>"
+//     so that a replay is dropped inside the stream's duplicate window, 2 minutes by default), returns
+//     once the stream acknowledged the whole batch, and only then writes the session: the session in
+//     the KV never runs ahead of the stream. A batch not acknowledged within AckTimeout fails, and the
+//     shard resumes from the last session written.
+//   - [SessionStore]: the sessions in the KV (key "<num_shards>.<shard>"), a shard.SessionLoader; its
+//     writes are compare-and-set on the revision the process last saw, so a late write of a process
+//     that lost the shard cannot replace the new owner's session.
+//   - [ShardOwner]: this process's share of the shards, one lease per shard ("shard.<num>.<id>") and a
+//     presence lease per process ("member.<instance>"): each process aims for ceil(shards / live
+//     processes), takes free shards up to that, and hands extra ones over when a process below its share
+//     joins (the algorithm is described in owner.go); or holds a fixed set. It tells a [ShardHost] which
+//     shards to start and stop.
+//   - [ShardRunner]: the ShardHost of a gateway process: a shard.Shard per held shard, resumed from the
+//     KV's session, writing through the EventSink fenced by the shard's lease, stopped the instant the
+//     lease ends (lost: another process may take it a margin later) and stopped resumably, its last
+//     batch written, before a handover releases the lease.
 //
-// It is not the wiring: nothing in dd builds a Conn yet (cluster.nats_url is not a config key). Shards
-// leased across processes, sessions in the KV and events in a stream are built on this package in later
-// steps; the rest of dd, on one machine, does not need it and does not import it.
+// It is not the wiring: nothing in dd builds a Conn for the gateway yet. What remains for that: the
+// config keys (cluster.* beside gateway.*, events.max_queue_events into EventSinkConfig.MaxEvents), the
+// gateway role building Conn, IdentifyLimiter, EventSink, ShardOwner and ShardRunner instead of the
+// Badger queue's sink and shard.Manager; delivery to events.urls as a durable consumer of the stream
+// (the event id is the Nats-Msg-Id; an event after a gap in a session's sequence waits for the replay
+// that fills it, see below); the cache role's own durable consumer; the reshard switch across processes
+// (the target count in dd_target, a second ShardOwner on the new count); GET /status from the leases
+// bucket (ShardOwner.Owners, Members); /readyz 503 while NATS is unreachable; and metrics.
+//
+// # Order in the stream
+//
+// A shard's events enter the stream in Discord's order: a batch's publishes leave in order on one
+// connection, a publish that finds no stream leader is not retried behind the others' backs (the batch
+// fails and Discord replays it), and a takeover replays from the last session written, with copies
+// dropped by id. One case remains: a publish lost while later ones of its batch land (a stream leader
+// lost between them, on a cluster); the replay then stores the lost event after them. The event id
+// carries the session and the sequence, so a consumer can put it back in place.
 //
 // # Time
 //
