@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/filter"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/reshard"
@@ -253,30 +254,52 @@ func (s *genSink) record(w *reshard.Window) {
 	s.mu.Unlock()
 }
 
-// markers returns, for each old shard (of oldTotal), the newest held event whose guild that shard
-// holds. Once the old set has handled every marker, it has read everything sent to it before them
-// (each connection is in order), and the new set, all of whose shards were live when the markers were
-// taken, has everything sent after them.
-func (s *genSink) markers(oldTotal int) [][]byte {
+// markers returns, for each pair of an old shard y (of oldTotal) and a new shard x that share guilds
+// (need[x] holds those y), the newest event x holds of a guild of y, and how many pairs have none yet.
+// Once the old set has handled the marker of (y, x), old shard y has read everything sent to it before
+// that event, which was sent after x's session began: so every event of those guilds that reached only
+// the old set (sent before x existed) is handled, and x has everything sent after. A pair without a
+// marker has no such proof: the old shard may still hold unread events that only it received.
+func (s *genSink) markers(oldTotal int, need map[int]map[int]bool) (out [][]byte, missing int) {
 	s.tailMu.Lock()
 	defer s.tailMu.Unlock()
-	out := make([][]byte, 0, oldTotal)
-	for y := range oldTotal {
-		for _, t := range s.tails {
+	for x, ys := range need {
+		t := s.tails[x]
+		for y := range ys {
 			var newest []byte
-			t.Newest(func(ev shard.Event) bool {
-				if reshard.GuildShard(ev.Raw, oldTotal) == y {
-					newest = ev.Raw
-					return false
-				}
-				return true
-			})
-			if newest != nil {
-				out = append(out, newest)
+			if t != nil {
+				t.Newest(func(ev shard.Event) bool {
+					if reshard.GuildShard(ev.Raw, oldTotal) == y {
+						newest = ev.Raw
+						return false
+					}
+					return true
+				})
 			}
+			if newest == nil {
+				missing++
+				continue
+			}
+			out = append(out, newest)
 		}
 	}
-	return out
+	return out, missing
+}
+
+// sharedGuilds returns, for each shard x of gen, the old shards (of oldTotal) that held some of x's
+// guilds: the pairs whose events may have reached only the old set before x's session began.
+func (gen *generation) sharedGuilds(oldTotal int) map[int]map[int]bool {
+	need := map[int]map[int]bool{}
+	for _, x := range gen.ids {
+		ids, _, _ := gen.filter.GuildsChanged(x, 0)
+		for _, g := range ids {
+			if need[x] == nil {
+				need[x] = map[int]bool{}
+			}
+			need[x][discord.ShardForGuild(g, oldTotal)] = true
+		}
+	}
+	return need
 }
 
 // handledAll reports whether the sink's window holds every marker.
@@ -494,8 +517,25 @@ func (g *gatewayRole) reshardTo(ctx context.Context, old *generation, total int,
 	}
 
 	// Wait until the old set has read as far as the new one, so that switching drops nothing only it got
-	// (events sent before the new shards existed).
-	markers := next.sink.markers(old.total)
+	// (events sent before the new shards existed). That takes a marker for every pair of old and new
+	// shards that share guilds; a pair whose guilds stay quiet for a while gets none, and its old shard
+	// has had that long to read what it was sent before.
+	need := next.sharedGuilds(old.total)
+	quietUntil := time.Now().Add(max(2*g.identifyWindow, time.Second))
+	markers, missing := next.sink.markers(old.total, need)
+	for missing > 0 && time.Now().Before(quietUntil) {
+		select {
+		case <-ctx.Done():
+			rollback("dd is shutting down")
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		markers, missing = next.sink.markers(old.total, need)
+	}
+	if missing > 0 {
+		log.Info("switch: some old and new shards share only quiet guilds; switching without their markers",
+			zap.Int("pairs_without_marker", missing))
+	}
 	for !old.sink.handledAll(markers) {
 		if time.Now().After(deadline) {
 			rollback("the old shards did not catch up with the new ones in time")
