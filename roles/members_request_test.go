@@ -321,8 +321,10 @@ func TestDDWaitsOutRateLimitedAndRetriesJustPastTheWindow(t *testing.T) {
 	if st.MemberRateLimited != 1 {
 		t.Errorf("%d requests answered RATE_LIMITED; want 1 (dd's retry came before the window's end)", st.MemberRateLimited)
 	}
-	if d := done.Sub(botAsked); d < window || d > window+window/2 {
-		t.Errorf("complete again %v after the bot's request; want just past the %v window", d, window)
+	// Not before the window; and well before the 30 s after which an unanswered request is sent again, so
+	// the retry came from retry_after (the upper bound is loose: a loaded machine delays everything).
+	if d := done.Sub(botAsked); d < window || d > window+8*time.Second {
+		t.Errorf("complete again %v after the bot's request; want past the %v window, from retry_after", d, window)
 	}
 	if n := metricValue(t, dd.addrs[config.RoleGateway], "dd_gateway_member_requests_rate_limited_total"); n != 1 {
 		t.Errorf("dd_gateway_member_requests_rate_limited_total = %v, want 1", n)
