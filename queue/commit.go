@@ -252,6 +252,12 @@ func (q *Queue) applyAppended(ps []piece) {
 		s.changed = make(chan struct{})
 		s.mu.Unlock()
 	}
+	// After the tails moved: a Serve's step woken now reads what was just appended.
+	for _, c := range q.fenceConsumers() {
+		for _, id := range order {
+			c.wakeServer(id)
+		}
+	}
 	q.total.Add(int64(total))
 	q.m.appended.Add(float64(total))
 	q.m.batchEvents.Observe(float64(total))

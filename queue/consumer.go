@@ -24,6 +24,8 @@ type Consumer struct {
 
 	fenceAt atomic.Uint64 // the fence it stands at (see SetFence); 0 when none
 	fence   consumerFence // guarded by q.fenceMu
+
+	serving atomic.Pointer[func(shard int)] // the running Serve's wake, nil when none
 }
 
 // Consumer registers (or returns the already registered) consumer called name, resuming from its

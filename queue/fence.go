@@ -102,6 +102,7 @@ func (q *Queue) setFence() (uint64, error) {
 	return seq, nil
 }
 
+// fenceConsumers returns the registered consumers (a copy).
 func (q *Queue) fenceConsumers() []*Consumer {
 	q.shardsMu.RLock()
 	defer q.shardsMu.RUnlock()
@@ -146,6 +147,9 @@ func (q *Queue) advanceFence(c *Consumer) {
 			c.fenceAt.Store(next)
 			close(f.passed)
 			f.passed = make(chan struct{})
+			if at != 0 {
+				c.wakeServerAll() // passed a fence: every shard may read what it held
+			}
 		}
 		if next == 0 {
 			return
