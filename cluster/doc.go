@@ -11,7 +11,7 @@
 //     key's revision, renewed well inside its TTL, expiring at the server when its holder dies, and
 //     given up by its holder (see [Lease.Done]) before the server could let anyone else take it, even
 //     when the holder is cut off from NATS. [Election] builds a leader on one lease (the rest role).
-//   - [IdentifyLimiter]: a shard.IdentifyLimiter shared by every process of the bot through the KV: one
+//   - [IdentifyLimiter]: an identify.Limiter shared by every process of the bot through the KV: one
 //     IDENTIFY per max_concurrency bucket per window, timed from the previous one's answer, and the daily
 //     session_start_limit budget.
 //   - [EventSink]: a shard.Sink that publishes every dispatch to the stream <NAME>_EVENTS (subject

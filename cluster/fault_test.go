@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/ddhq/dd/cluster/clustertest"
-	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/identify"
 )
 
 // TestClusterSurvivesLossOfANode runs leases and the identify limiter on a three-node JetStream cluster
@@ -32,7 +32,7 @@ func TestClusterSurvivesLossOfANode(t *testing.T) {
 	lb := leaser(t, cb, ttl)
 
 	const window = time.Second
-	cfg := IdentifyConfig{Limit: shard.SessionStartLimit{MaxConcurrency: 1}, Window: window, Margin: 100 * time.Millisecond, TurnTTL: 15 * time.Second}
+	cfg := IdentifyConfig{Limit: identify.SessionStartLimit{MaxConcurrency: 1}, Window: window, Margin: 100 * time.Millisecond, TurnTTL: 15 * time.Second}
 	limiters := []*IdentifyLimiter{identifyLimiter(t, ca, cfg), identifyLimiter(t, cb, cfg)}
 	var mu sync.Mutex
 	var recs []identifyRecord

@@ -19,6 +19,7 @@ import (
 	"github.com/ddhq/dd/cluster/clustertest"
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -70,7 +71,7 @@ func startGatewayProcess(t *testing.T, sim *discordsim.Server, name string, o ga
 	t.Cleanup(c.Close)
 	simCfg := sim.Config()
 	limiter, err := NewIdentifyLimiter(ctx, c, IdentifyConfig{
-		Limit:  shard.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: simCfg.MaxConcurrency},
+		Limit:  identify.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: simCfg.MaxConcurrency},
 		Window: simCfg.IdentifyWindow, TurnTTL: 5 * time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/identify"
 )
 
 // The identify queue in the KV. Each max_concurrency bucket is a key, "bucket.<n>", of the identify
@@ -36,7 +36,7 @@ const budgetKey = "budget"
 type IdentifyConfig struct {
 	// Limit is the bot's session_start_limit: MaxConcurrency (every process must use the same) and the
 	// budget, written to the KV when it holds none yet.
-	Limit shard.SessionStartLimit
+	Limit identify.SessionStartLimit
 	// Window is Discord's identify window per bucket. Default 5 s.
 	Window time.Duration
 	// Margin is how much later an IDENTIFY that got no answer may have reached Discord. Default
@@ -50,7 +50,7 @@ type IdentifyConfig struct {
 	Log *zap.Logger
 }
 
-// IdentifyLimiter is a shard.IdentifyLimiter shared through NATS by every process of one bot.
+// IdentifyLimiter is an identify.Limiter shared through NATS by every process of one bot.
 type IdentifyLimiter struct {
 	cfg     IdentifyConfig
 	kv      *rawKV
@@ -63,7 +63,7 @@ type IdentifyLimiter struct {
 	held map[int]*identifyTurn // bucket -> this process's turn
 }
 
-var _ shard.IdentifyLimiter = (*IdentifyLimiter)(nil)
+var _ identify.Limiter = (*IdentifyLimiter)(nil)
 
 type identifyTurn struct {
 	shardID int
@@ -120,19 +120,19 @@ func NewIdentifyLimiter(ctx context.Context, c *Conn, cfg IdentifyConfig) (*Iden
 
 func bucketKey(b int) string { return "bucket." + strconv.Itoa(b) }
 
-// Acquire implements shard.IdentifyLimiter.
-func (l *IdentifyLimiter) Acquire(ctx context.Context, shardID int) (shard.IdentifyTurn, error) {
+// Acquire implements identify.Limiter.
+func (l *IdentifyLimiter) Acquire(ctx context.Context, shardID int) (identify.Turn, error) {
 	b := shardID % l.buckets
 	select {
 	case <-l.local[b]:
 	case <-ctx.Done():
-		return shard.IdentifyTurn{}, ctx.Err()
+		return identify.Turn{}, ctx.Err()
 	}
 	data, _ := json.Marshal(turnData{Shard: &shardID})
 	lease, err := l.leaser.Acquire(ctx, bucketKey(b), data)
 	if err != nil {
 		l.local[b] <- struct{}{}
-		return shard.IdentifyTurn{}, fmt.Errorf("cluster: identify turn of bucket %d: %w", b, err)
+		return identify.Turn{}, fmt.Errorf("cluster: identify turn of bucket %d: %w", b, err)
 	}
 	sent, acked := lease.Acquired()
 	prior := l.priorArrivedBy(lease.Prior())
@@ -150,7 +150,7 @@ func (l *IdentifyLimiter) Acquire(ctx context.Context, shardID int) (shard.Ident
 		if attempt == 2 || ctx.Err() != nil {
 			l.releaseLease(lease, prior)
 			l.local[b] <- struct{}{}
-			return shard.IdentifyTurn{}, fmt.Errorf("cluster: identify turn of bucket %d: reading its timestamp: %w", b, err)
+			return identify.Turn{}, fmt.Errorf("cluster: identify turn of bucket %d: reading its timestamp: %w", b, err)
 		}
 	}
 	notBefore := acked
@@ -165,7 +165,7 @@ func (l *IdentifyLimiter) Acquire(ctx context.Context, shardID int) (shard.Ident
 	if err := l.spend(ctx, shardID, lease); err != nil {
 		l.releaseLease(lease, prior)
 		l.local[b] <- struct{}{}
-		return shard.IdentifyTurn{}, err
+		return identify.Turn{}, err
 	}
 
 	turn := &identifyTurn{shardID: shardID, lease: lease}
@@ -192,7 +192,7 @@ func (l *IdentifyLimiter) Acquire(ctx context.Context, shardID int) (shard.Ident
 			l.local[b] <- struct{}{}
 		})
 	}
-	return shard.IdentifyTurn{NotBefore: notBefore, Release: release}, nil
+	return identify.Turn{NotBefore: notBefore, Release: release}, nil
 }
 
 // priorArrivedBy is, on the server's clock, when the bucket's last IDENTIFY arrived at the latest; zero
@@ -226,7 +226,7 @@ func (l *IdentifyLimiter) releaseLease(lease *Lease, arrivedBy time.Time) {
 	}
 }
 
-// Sent implements shard.IdentifyLimiter.
+// Sent implements identify.Limiter.
 func (l *IdentifyLimiter) Sent(shardID int, _ time.Time) {
 	b := shardID % l.buckets
 	l.mu.Lock()
@@ -309,16 +309,16 @@ func (l *IdentifyLimiter) sleep(ctx context.Context, lease *Lease, d time.Durati
 	}
 }
 
-func budgetFrom(limit shard.SessionStartLimit) budgetValue {
+func budgetFrom(limit identify.SessionStartLimit) budgetValue {
 	return budgetValue{Total: limit.Total, Remaining: limit.Remaining, ResetAtMs: time.Now().Add(limit.ResetAfter).UnixMilli()}
 }
 
 // Update replaces the budget in the KV with fresh numbers from /gateway/bot.
-func (l *IdentifyLimiter) Update(ctx context.Context, limit shard.SessionStartLimit) error {
+func (l *IdentifyLimiter) Update(ctx context.Context, limit identify.SessionStartLimit) error {
 	return l.writeBudget(ctx, limit, true)
 }
 
-func (l *IdentifyLimiter) writeBudget(ctx context.Context, limit shard.SessionStartLimit, overwrite bool) error {
+func (l *IdentifyLimiter) writeBudget(ctx context.Context, limit identify.SessionStartLimit, overwrite bool) error {
 	b, _ := json.Marshal(budgetFrom(limit))
 	for {
 		e, err := l.kv.last(ctx, budgetKey)

@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/cluster/clustertest"
-	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/identify"
 )
 
 func identifyLimiter(t *testing.T, c *Conn, cfg IdentifyConfig) *IdentifyLimiter {
 	t.Helper()
 	if cfg.Limit.Remaining == 0 {
-		cfg.Limit = shard.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: cfg.Limit.MaxConcurrency}
+		cfg.Limit = identify.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: cfg.Limit.MaxConcurrency}
 	}
 	l, err := NewIdentifyLimiter(ctxFor(t, 10*time.Second), c, cfg)
 	if err != nil {
@@ -33,7 +33,7 @@ type identifyRecord struct {
 	sent, answered time.Time
 }
 
-func playIdentify(ctx context.Context, l shard.IdentifyLimiter, shardID, buckets int, answerIn time.Duration) (identifyRecord, error) {
+func playIdentify(ctx context.Context, l identify.Limiter, shardID, buckets int, answerIn time.Duration) (identifyRecord, error) {
 	turn, err := l.Acquire(ctx, shardID)
 	if err != nil {
 		return identifyRecord{}, err
@@ -57,7 +57,7 @@ func TestIdentifySpacedAcrossProcesses(t *testing.T) {
 	var limiters []*IdentifyLimiter
 	for p := 0; p < 3; p++ {
 		c := connect(t, s.ClientURL(), fmt.Sprintf("gw%d", p), 1)
-		limiters = append(limiters, identifyLimiter(t, c, IdentifyConfig{Limit: shard.SessionStartLimit{MaxConcurrency: 2},
+		limiters = append(limiters, identifyLimiter(t, c, IdentifyConfig{Limit: identify.SessionStartLimit{MaxConcurrency: 2},
 			Window: window, Margin: 100 * time.Millisecond, TurnTTL: 5 * time.Second}))
 	}
 	ctx := ctxFor(t, 60*time.Second)
@@ -125,7 +125,7 @@ func TestIdentifySpacedAcrossProcesses(t *testing.T) {
 func TestIdentifyNotBeforeFollowsTheAnswer(t *testing.T) {
 	s := clustertest.Server(t)
 	const window, margin = time.Second, 300 * time.Millisecond
-	cfg := IdentifyConfig{Limit: shard.SessionStartLimit{MaxConcurrency: 1}, Window: window, Margin: margin, TurnTTL: 5 * time.Second}
+	cfg := IdentifyConfig{Limit: identify.SessionStartLimit{MaxConcurrency: 1}, Window: window, Margin: margin, TurnTTL: 5 * time.Second}
 	a := identifyLimiter(t, connect(t, s.ClientURL(), "a", 1), cfg)
 	b := identifyLimiter(t, connect(t, s.ClientURL(), "b", 1), cfg)
 	ctx := ctxFor(t, 30*time.Second)
@@ -175,7 +175,7 @@ func TestIdentifyNotBeforeFollowsTheAnswer(t *testing.T) {
 func TestIdentifyDeadHolderFreesBucket(t *testing.T) {
 	s := clustertest.Server(t)
 	const window, margin, ttl = time.Second, 300 * time.Millisecond, 2 * time.Second
-	cfg := IdentifyConfig{Limit: shard.SessionStartLimit{MaxConcurrency: 2}, Window: window, Margin: margin, TurnTTL: ttl}
+	cfg := IdentifyConfig{Limit: identify.SessionStartLimit{MaxConcurrency: 2}, Window: window, Margin: margin, TurnTTL: ttl}
 	ca := connect(t, s.ClientURL(), "a", 1)
 	a := identifyLimiter(t, ca, cfg)
 	b := identifyLimiter(t, connect(t, s.ClientURL(), "b", 1), cfg)
@@ -218,7 +218,7 @@ func TestIdentifyDeadHolderFreesBucket(t *testing.T) {
 // the reset rather than being spent, and Update refills it.
 func TestIdentifyBudgetShared(t *testing.T) {
 	s := clustertest.Server(t)
-	limit := shard.SessionStartLimit{Total: 1000, Remaining: 3, ResetAfter: time.Hour, MaxConcurrency: 4}
+	limit := identify.SessionStartLimit{Total: 1000, Remaining: 3, ResetAfter: time.Hour, MaxConcurrency: 4}
 	cfg := IdentifyConfig{Limit: limit, Window: time.Second, TurnTTL: 5 * time.Second}
 	a := identifyLimiter(t, connect(t, s.ClientURL(), "a", 1), cfg)
 	b := identifyLimiter(t, connect(t, s.ClientURL(), "b", 1), cfg)
@@ -237,7 +237,7 @@ func TestIdentifyBudgetShared(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire with the budget spent: err %v, want to wait (deadline exceeded)", err)
 	}
-	if err := a.Update(ctx, shard.SessionStartLimit{Total: 1000, Remaining: 10, ResetAfter: time.Hour, MaxConcurrency: 4}); err != nil {
+	if err := a.Update(ctx, identify.SessionStartLimit{Total: 1000, Remaining: 10, ResetAfter: time.Hour, MaxConcurrency: 4}); err != nil {
 		t.Fatal(err)
 	}
 	turn, err := b.Acquire(ctxFor(t, 5*time.Second), 3)

@@ -19,6 +19,7 @@ import (
 	"github.com/ddhq/dd/delivery"
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/members"
 	"github.com/ddhq/dd/queue"
@@ -54,7 +55,7 @@ type gatewayRole struct {
 	cur, next atomic.Pointer[generation]
 	changed   chan struct{} // a reshard switched cur
 	info      *shard.GatewayBot
-	limiter   shard.IdentifyLimiter
+	limiter   identify.Limiter
 	runCtx    context.Context
 
 	resharding     atomic.Bool
@@ -225,9 +226,9 @@ func (g *gatewayRole) run(ctx context.Context) error {
 	// Split instances share the rest role's identify queue, so that together they identify no faster
 	// than one process would. Both shard sets of a reshard share the limiter too.
 	g.info = info
-	g.limiter = shard.NewLocalIdentifyLimiter(info.SessionStartLimit, g.identifyWindow, identifyMarginFor(g.identifyWindow), g.log)
+	g.limiter = identify.NewLocal(info.SessionStartLimit, g.identifyWindow, identifyMarginFor(g.identifyWindow), g.log)
 	if g.cfg.Rest.URL != "" {
-		g.limiter = shard.NewRemoteIdentifyLimiter(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
+		g.limiter = identify.NewRemote(strings.TrimRight(g.cfg.Rest.URL, "/")+identifyQueuePath, g.cfg.Rest.Secret, g.log)
 	}
 	g.runCtx = ctx
 	// Before the shards start: they report every dispatch to it.

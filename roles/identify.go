@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
@@ -27,7 +28,7 @@ type identifyService struct {
 	cfg    *config.Config
 	window time.Duration
 	log    *zap.Logger
-	queue  atomic.Pointer[shard.IdentifyQueue]
+	queue  atomic.Pointer[identify.Queue]
 	wanted chan struct{}
 	once   sync.Once
 	// observe, when set, hears how each /gateway/bot call went (the rest role's readiness).
@@ -83,8 +84,8 @@ func (s *identifyService) run(ctx context.Context) error {
 			s.log.Warn("cannot read the identify limits yet; retrying", zap.Error(err), zap.Duration("after", backoff))
 			wait, backoff = backoff, min(2*backoff, time.Minute)
 		case s.queue.Load() == nil:
-			l := shard.NewLocalIdentifyLimiter(info.SessionStartLimit, s.window, identifyMarginFor(s.window), s.log)
-			s.queue.Store(shard.NewIdentifyQueue(l, s.cfg.Rest.Secret, 0, s.log))
+			l := identify.NewLocal(info.SessionStartLimit, s.window, identifyMarginFor(s.window), s.log)
+			s.queue.Store(identify.NewQueue(l, s.cfg.Rest.Secret, 0, s.log))
 			s.log.Info("identify queue open", zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency),
 				zap.Int("remaining", info.SessionStartLimit.Remaining))
 		default:

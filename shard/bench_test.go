@@ -17,6 +17,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/identify"
 )
 
 // countSink counts events and keeps nothing: the baseline cost of receiving.
@@ -77,7 +78,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 			m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
 				Token: "bench", Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: "ws" + strings.TrimPrefix(base, "http") + "/gateway",
 				Compress: compress, Sink: sink,
-				Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 100000, Remaining: 100000, ResetAfter: time.Hour,
+				Identify: identify.NewLocal(identify.SessionStartLimit{Total: 100000, Remaining: 100000, ResetAfter: time.Hour,
 					MaxConcurrency: 16}, 20*time.Millisecond, 5*time.Millisecond, nil),
 			}})
 			if err != nil {
@@ -144,7 +145,7 @@ func BenchmarkStartupVersusIdentifyLimit(b *testing.B) {
 		}
 		m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
 			Token: sim.Config().Tokens[0], Intents: discord.IntentGuilds, GatewayURL: sim.GatewayURL(), Sink: &countSink{},
-			Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour,
+			Identify: identify.NewLocal(identify.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour,
 				MaxConcurrency: conc}, window, 50*time.Millisecond, nil), // the margin absorbs receipt jitter, as in production
 		}})
 		if err != nil {
@@ -193,7 +194,7 @@ func BenchmarkShardIngest(b *testing.B) {
 	sink := &countSink{}
 	m, _ := NewManager(ManagerConfig{TotalShards: 1, ShardIDs: []int{0}, Template: Config{Compress: os.Getenv("DD_BENCH_COMPRESS"),
 		Token: sim.Config().Tokens[0], Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: sim.GatewayURL(), Sink: sink,
-		Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: 16}, 10*time.Millisecond, 0, nil),
+		Identify: identify.NewLocal(identify.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour, MaxConcurrency: 16}, 10*time.Millisecond, 0, nil),
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

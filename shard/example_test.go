@@ -8,6 +8,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -48,7 +49,7 @@ func ExampleManager() {
 		TotalShards: 1, ShardIDs: []int{0},
 		Template: shard.Config{
 			Token: "example-token-0123456789", Intents: discord.IntentGuilds, GatewayURL: sim.GatewayURL(),
-			Identify: shard.NewLocalIdentifyLimiter(shard.SessionStartLimit{Total: 1000, Remaining: 1000,
+			Identify: identify.NewLocal(identify.SessionStartLimit{Total: 1000, Remaining: 1000,
 				ResetAfter: 24 * time.Hour, MaxConcurrency: 1}, 5*time.Second, 250*time.Millisecond, nil),
 			Sink: sink,
 			Hooks: shard.Hooks{BeforeIdentify: func(_ *shard.Shard, id *shard.Identify) error {

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/identify"
 )
 
 // GatewayBot is Discord's answer to GET /gateway/bot.
 type GatewayBot struct {
-	URL               string            `json:"url"`
-	Shards            int               `json:"shards"`
-	SessionStartLimit SessionStartLimit `json:"-"`
+	URL               string                     `json:"url"`
+	Shards            int                        `json:"shards"`
+	SessionStartLimit identify.SessionStartLimit `json:"-"`
 }
 
 // FetchGatewayBot asks apiURL (Discord's API base, or dd's rest role) for the gateway URL, the
@@ -52,7 +53,7 @@ func FetchGatewayBot(ctx context.Context, client *http.Client, apiURL string, ap
 		return GatewayBot{}, fmt.Errorf("GET /gateway/bot: unexpected answer %q", body)
 	}
 	l := raw.SessionStartLimit
-	return GatewayBot{URL: raw.URL, Shards: raw.Shards, SessionStartLimit: SessionStartLimit{Total: l.Total,
+	return GatewayBot{URL: raw.URL, Shards: raw.Shards, SessionStartLimit: identify.SessionStartLimit{Total: l.Total,
 		Remaining: l.Remaining, ResetAfter: time.Duration(l.ResetAfter) * time.Millisecond, MaxConcurrency: l.MaxConcurrency}}, nil
 }
 

@@ -1,6 +1,6 @@
 // Package shard runs Discord gateway shards: one websocket connection's state machine per shard
 // (hello, heartbeat, identify, resume, reconnect, close codes), and a Manager that runs a set of shards
-// with a shared identify limiter. It hands dispatch events, in order, to a Sink together with the
+// with a shared identify limiter (package identify). It hands dispatch events, in order, to a Sink together with the
 // session state to persist with them; it does not store or deliver events itself (see queue/ and
 // delivery/). Other Go programs can embed a Manager and replace its default behaviour with Hooks.
 package shard
@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
@@ -125,7 +126,7 @@ type Config struct {
 	LargeThreshold     int    // 50..250; 0 leaves Discord's default
 	Presence           json.RawMessage
 	Properties         Properties
-	Identify           IdentifyLimiter
+	Identify           identify.Limiter // required: identify.Local in one process, identify.Noop grants at once
 	Sink               Sink
 	Hooks              Hooks
 	Logger             *zap.Logger

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/store"
 )
 
@@ -133,7 +134,7 @@ func startShards(t *testing.T, sim *discordsim.Server, total int, ids []int, mod
 		TotalShards: total, ShardIDs: ids,
 		Template: Config{
 			Token: cfg.Tokens[0], Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: sim.GatewayURL(),
-			Identify: NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour,
+			Identify: identify.NewLocal(identify.SessionStartLimit{Total: 1000, Remaining: 1000, ResetAfter: time.Hour,
 				MaxConcurrency: cfg.MaxConcurrency}, cfg.IdentifyWindow, 20*time.Millisecond, nil),
 			Sink: sink, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		},

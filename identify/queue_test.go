@@ -1,4 +1,4 @@
-package shard
+package identify
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 // Several clients of one shared queue identify no faster than one process: one per bucket per window.
 func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 	const window = 80 * time.Millisecond
-	q := NewIdentifyQueue(NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1},
+	q := NewQueue(NewLocal(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1},
 		window, 0, nil), "q-secret", time.Second, nil)
 	srv := httptest.NewServer(q)
 	defer srv.Close()
@@ -22,7 +22,7 @@ func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 		wg    sync.WaitGroup
 	)
 	for c := 0; c < 3; c++ { // three gateway processes
-		client := NewRemoteIdentifyLimiter(srv.URL+"/dd/v1/identify", "q-secret", nil)
+		client := NewRemote(srv.URL+"/dd/v1/identify", "q-secret", nil)
 		for s := 0; s < 2; s++ {
 			wg.Add(1)
 			go func(shard int) {
@@ -52,16 +52,16 @@ func TestSharedIdentifyQueuePacesAllClients(t *testing.T) {
 
 // A holder that crashes without releasing does not block the bucket beyond the lease TTL.
 func TestExpiredLeaseFreesTheBucket(t *testing.T) {
-	q := NewIdentifyQueue(NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1},
+	q := NewQueue(NewLocal(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1},
 		time.Millisecond, 0, nil), "s", 150*time.Millisecond, nil)
 	srv := httptest.NewServer(q)
 	defer srv.Close()
-	crashed := NewRemoteIdentifyLimiter(srv.URL+"/q", "s", nil)
+	crashed := NewRemote(srv.URL+"/q", "s", nil)
 	if _, err := crashed.Acquire(context.Background(), 0); err != nil { // never released
 		t.Fatal(err)
 	}
 	start := time.Now()
-	other := NewRemoteIdentifyLimiter(srv.URL+"/q", "s", nil)
+	other := NewRemote(srv.URL+"/q", "s", nil)
 	turn, err := other.Acquire(context.Background(), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -73,10 +73,10 @@ func TestExpiredLeaseFreesTheBucket(t *testing.T) {
 }
 
 func TestIdentifyQueueNeedsTheSecret(t *testing.T) {
-	q := NewIdentifyQueue(NewLocalIdentifyLimiter(SessionStartLimit{Remaining: 1, MaxConcurrency: 1}, time.Millisecond, 0, nil), "right", 0, nil)
+	q := NewQueue(NewLocal(SessionStartLimit{Remaining: 1, MaxConcurrency: 1}, time.Millisecond, 0, nil), "right", 0, nil)
 	srv := httptest.NewServer(q)
 	defer srv.Close()
-	_, err := NewRemoteIdentifyLimiter(srv.URL+"/q", "wrong", nil).Acquire(context.Background(), 0)
+	_, err := NewRemote(srv.URL+"/q", "wrong", nil).Acquire(context.Background(), 0)
 	if err == nil {
 		t.Fatal("a wrong secret was granted an identify")
 	}

@@ -1,4 +1,4 @@
-package shard
+package identify
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 func TestIdentifyLimiterSpacesEachBucketAndRunsBucketsInParallel(t *testing.T) {
 	const window = 100 * time.Millisecond
-	l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 2}, window, 0, nil)
+	l := NewLocal(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 2}, window, 0, nil)
 	ctx := context.Background()
 	for _, id := range []int{0, 1} { // two buckets: both at once
 		turn, err := l.Acquire(ctx, id)
@@ -48,7 +48,7 @@ func TestIdentifyLimiterSpacesFromTheAnswer(t *testing.T) {
 		{"never sent", false, false, 20 * time.Millisecond, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, window, margin, nil)
+			l := NewLocal(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, window, margin, nil)
 			turn, _ := l.Acquire(context.Background(), 0)
 			if tc.sent {
 				l.Sent(0, time.Now())
@@ -73,7 +73,7 @@ func TestIdentifyLimiterSpacesFromTheAnswer(t *testing.T) {
 }
 
 func TestIdentifyLimiterHoldsTheSlotUntilReleased(t *testing.T) {
-	l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, 10*time.Millisecond, 0, nil)
+	l := NewLocal(SessionStartLimit{Total: 100, Remaining: 100, ResetAfter: time.Hour, MaxConcurrency: 1}, 10*time.Millisecond, 0, nil)
 	first, _ := l.Acquire(context.Background(), 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -92,7 +92,7 @@ func TestIdentifyLimiterHoldsTheSlotUntilReleased(t *testing.T) {
 // Discord would punish by resetting the token.
 func TestIdentifyLimiterWaitsForTheDailyBudgetReset(t *testing.T) {
 	const reset = 300 * time.Millisecond
-	l := NewLocalIdentifyLimiter(SessionStartLimit{Total: 1000, Remaining: 1, ResetAfter: reset, MaxConcurrency: 4}, time.Millisecond, 0, nil)
+	l := NewLocal(SessionStartLimit{Total: 1000, Remaining: 1, ResetAfter: reset, MaxConcurrency: 4}, time.Millisecond, 0, nil)
 	start := time.Now()
 	r, _ := l.Acquire(context.Background(), 0)
 	r.Release(true)
