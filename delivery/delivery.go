@@ -135,61 +135,34 @@ func New(c *queue.Consumer, o Options) (*Deliverer, error) {
 	}, nil
 }
 
-// Run delivers until ctx ends or the queue closes, one worker per shard, and returns when every worker
-// has stopped. A POST in flight at that moment is abandoned without acknowledgment: its events are
-// delivered again on the next start, with the same ids.
-func (d *Deliverer) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	// Cancelled before the wait: a worker retrying a POST must stop when the queue closes too.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	started := map[int]bool{}
-	for {
-		ids, changed := d.c.Shards()
-		for _, shard := range ids {
-			if !started[shard] {
-				started[shard] = true
-				wg.Go(func() { d.deliverShard(ctx, shard) })
-			}
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil
-		case <-d.c.Done():
-			return queue.ErrClosed
-		}
-	}
-}
+// Run delivers until ctx ends or the queue closes, and returns when every shard's worker has stopped. A
+// shard's worker runs only while the shard has events to deliver (queue.Consumer.Serve). A POST in
+// flight at that moment is abandoned without acknowledgment: its events are delivered again on the next
+// start, with the same ids.
+func (d *Deliverer) Run(ctx context.Context) error { return d.c.Serve(ctx, d.deliverBatch) }
 
-// deliverShard sends the shard's events in order, each batch until the bot takes it.
-func (d *Deliverer) deliverShard(ctx context.Context, shard int) {
-	target := d.urls[shard%len(d.urls)]
-	for {
-		recs, err := d.c.Next(ctx, shard, d.o.BatchMax)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
-				return
-			}
-			// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
-			d.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
-			if ctxsleep.Sleep(ctx, d.o.MaxBackoff) != nil {
-				return
-			}
-			continue
-		}
-		body, ids := d.encode(shard, recs)
-		if !d.postUntilTaken(ctx, shard, target, body, ids) {
-			return
-		}
-		d.c.Ack(shard, recs[len(recs)-1].Seq)
-		now := time.Now()
-		for _, r := range recs {
-			d.m.age.Observe(now.Sub(r.Time).Seconds())
-		}
-		d.m.delivered.Add(float64(len(recs)))
+// deliverBatch sends the shard's next events until the bot takes them; false when there are none.
+func (d *Deliverer) deliverBatch(ctx context.Context, shard int) (more bool) {
+	recs, err := d.c.Read(shard, d.o.BatchMax)
+	if err != nil {
+		// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
+		d.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
+		return ctxsleep.Sleep(ctx, d.o.MaxBackoff) == nil
 	}
+	if len(recs) == 0 {
+		return false
+	}
+	body, ids := d.encode(shard, recs)
+	if !d.postUntilTaken(ctx, shard, d.urls[shard%len(d.urls)], body, ids) {
+		return false
+	}
+	d.c.Ack(shard, recs[len(recs)-1].Seq)
+	now := time.Now()
+	for _, r := range recs {
+		d.m.age.Observe(now.Sub(r.Time).Seconds())
+	}
+	d.m.delivered.Add(float64(len(recs)))
+	return true
 }
 
 // postUntilTaken posts body until the bot answers 2xx (true) or ctx ends (false).

@@ -54,12 +54,12 @@ type RedisOptions struct {
 // with one field "data", the MessagePack of {"shardId":N,"payload":{...},"eventId":"<X-DD-Event-Id>"}.
 // A bot subscribes with discord.js's PubSubRedisBroker.
 //
-// One worker per shard sends that shard's events in order, up to BatchMax per round trip, and
-// acknowledges them in the queue only once Redis has added them all; while Redis is unreachable the
-// attempts are retried with backoff and the events wait in the queue. A round trip is one Lua script that
-// adds the batch and records the shard's last added event id in the hash Prefix + "dd:written", skipping
-// the events already recorded: a batch sent again (its answer was lost, or dd died between Redis's
-// answer and the queue's acknowledgment) is not added twice.
+// One worker per shard, running while the shard has events to add, sends them in order, up to BatchMax
+// per round trip, and acknowledges them in the queue only once Redis has added them all; while Redis is
+// unreachable the attempts are retried with backoff and the events wait in the queue. A round trip is
+// one Lua script that adds the batch and records the shard's last added event id in the hash Prefix +
+// "dd:written", skipping the events already recorded: a batch sent again (its answer was lost, or dd
+// died between Redis's answer and the queue's acknowledgment) is not added twice.
 type RedisSink struct {
 	c      *queue.Consumer
 	o      RedisOptions
@@ -140,9 +140,10 @@ func NewRedis(c *queue.Consumer, o RedisOptions) (*RedisSink, error) {
 	return s, nil
 }
 
-// Run adds events to Redis until ctx ends or the queue closes, one worker per shard, and returns when
-// every worker has stopped. A round trip in flight at that moment is abandoned: if Redis added its events
-// they are not acknowledged in the queue, and the next start sends them again, which Redis skips.
+// Run adds events to Redis until ctx ends or the queue closes, and returns when every shard's worker has
+// stopped. A shard's worker runs only while the shard has events to add (queue.Consumer.Serve). A round
+// trip in flight at that moment is abandoned: if Redis added its events they are not acknowledged in the
+// queue, and the next start sends them again, which Redis skips.
 func (s *RedisSink) Run(ctx context.Context) error {
 	defer s.client.Close()
 	var wg sync.WaitGroup
@@ -150,23 +151,7 @@ func (s *RedisSink) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { s.watch(ctx) })
-	started := map[int]bool{}
-	for {
-		ids, changed := s.c.Shards()
-		for _, shard := range ids {
-			if !started[shard] {
-				started[shard] = true
-				wg.Go(func() { s.deliverShard(ctx, shard) })
-			}
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil
-		case <-s.c.Done():
-			return queue.ErrClosed
-		}
-	}
+	return s.c.Serve(ctx, s.deliverBatch)
 }
 
 // Err says why Redis does not take events (nil when it does): the last check could not reach it, or a
@@ -193,31 +178,27 @@ func (s *RedisSink) watch(ctx context.Context) {
 	}
 }
 
-// deliverShard adds the shard's events in order, each batch until Redis has it.
-func (s *RedisSink) deliverShard(ctx context.Context, shard int) {
-	for {
-		recs, err := s.c.Next(ctx, shard, s.o.BatchMax)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
-				return
-			}
-			// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
-			s.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
-			if ctxsleep.Sleep(ctx, s.o.MaxBackoff) != nil {
-				return
-			}
-			continue
-		}
-		b := s.encode(shard, recs)
-		if len(b.keys) > 1 && !s.writeUntilTaken(ctx, shard, b) {
-			return
-		}
-		s.c.Ack(shard, recs[len(recs)-1].Seq)
-		now := time.Now()
-		for _, r := range recs {
-			s.m.age.Observe(now.Sub(r.Time).Seconds())
-		}
+// deliverBatch adds the shard's next events until Redis has them; false when there are none.
+func (s *RedisSink) deliverBatch(ctx context.Context, shard int) (more bool) {
+	recs, err := s.c.Read(shard, s.o.BatchMax)
+	if err != nil {
+		// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
+		s.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
+		return ctxsleep.Sleep(ctx, s.o.MaxBackoff) == nil
 	}
+	if len(recs) == 0 {
+		return false
+	}
+	b := s.encode(shard, recs)
+	if len(b.keys) > 1 && !s.writeUntilTaken(ctx, shard, b) {
+		return false
+	}
+	s.c.Ack(shard, recs[len(recs)-1].Seq)
+	now := time.Now()
+	for _, r := range recs {
+		s.m.age.Observe(now.Sub(r.Time).Seconds())
+	}
+	return true
 }
 
 // redisBatch is one round trip's script arguments: KEYS are the positions hash and one stream per event;
