@@ -3,7 +3,6 @@ package identify
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/httpapi"
 )
 
 // The shared identify queue lets several dd gateway processes (one bot, shards split between them)
@@ -66,11 +66,11 @@ func (q *Queue) Limiter() *Local { return q.limiter }
 
 func (q *Queue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		httpapi.WriteError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	if q.secret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(q.secret)) != 1 {
-		httpError(w, http.StatusUnauthorized, "missing or wrong Authorization")
+	if !httpapi.SecretMatches(r.Header.Get("Authorization"), q.secret) {
+		httpapi.WriteError(w, http.StatusUnauthorized, "missing or wrong Authorization")
 		return
 	}
 	var req struct {
@@ -80,13 +80,13 @@ func (q *Queue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Answered bool   `json:"answered"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
 		return
 	}
 	switch action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]; action {
 	case "acquire":
 		if req.ShardID == nil || *req.ShardID < 0 {
-			httpError(w, http.StatusBadRequest, "acquire needs shard_id")
+			httpapi.WriteError(w, http.StatusBadRequest, "acquire needs shard_id")
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), q.poll)
@@ -118,25 +118,25 @@ func (q *Queue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			q.drop(id, false)
 		})
 		q.mu.Unlock()
-		writeJSONBody(w, http.StatusOK, map[string]any{"lease": id, "ttl_ms": q.ttl.Milliseconds()})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"lease": id, "ttl_ms": q.ttl.Milliseconds()})
 	case "sent":
 		q.mu.Lock()
 		l := q.leases[req.Lease]
 		q.mu.Unlock()
 		if l == nil {
-			httpError(w, http.StatusNotFound, "no such lease (expired?)")
+			httpapi.WriteError(w, http.StatusNotFound, "no such lease (expired?)")
 			return
 		}
 		q.limiter.Sent(l.shard, time.UnixMilli(req.AtMs))
 		w.WriteHeader(http.StatusNoContent)
 	case "release":
 		if !q.drop(req.Lease, req.Answered) {
-			httpError(w, http.StatusNotFound, "no such lease (expired?)")
+			httpapi.WriteError(w, http.StatusNotFound, "no such lease (expired?)")
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		httpError(w, http.StatusNotFound, "unknown identify queue call "+action)
+		httpapi.WriteError(w, http.StatusNotFound, "unknown identify queue call "+action)
 	}
 }
 
@@ -157,14 +157,4 @@ func newLeaseID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func httpError(w http.ResponseWriter, status int, msg string) {
-	writeJSONBody(w, status, map[string]any{"code": 0, "message": msg})
-}
-
-func writeJSONBody(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

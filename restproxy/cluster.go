@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/internal/httpapi"
 )
 
 // Cluster mode (PRODUCT.md §7, issue #13). The rest processes of one token elect a leader; only the
@@ -401,11 +403,11 @@ func (p *Proxy) lostLead(w http.ResponseWriter, label string, attempts int) {
 	if attempts == 0 {
 		p.m.answered(label, http.StatusServiceUnavailable)
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "this dd process lost the rest leadership before sending the request (cluster mode): not sent; retry")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "this dd process lost the rest leadership before sending the request (cluster mode): not sent; retry")
 		return
 	}
 	p.m.answered(label, http.StatusBadGateway)
-	writeError(w, http.StatusBadGateway, "this dd process lost the rest leadership while retrying the request (cluster mode): it may or may not have reached Discord")
+	httpapi.WriteError(w, http.StatusBadGateway, "this dd process lost the rest leadership while retrying the request (cluster mode): it may or may not have reached Discord")
 }
 
 // Ready is nil when the proxy can serve: Discord reachable, and in cluster mode this process leads or

@@ -10,7 +10,6 @@ package restproxy
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/ratelimit"
 )
 
@@ -175,17 +175,10 @@ func (p *Proxy) Close() {
 	}
 }
 
-// writeError writes the error body every dd API uses: {"code":0,"message":"..."}.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"code": 0, "message": msg})
-}
-
 func (p *Proxy) refuse(w http.ResponseWriter, status int, reason, msg string) {
 	p.m.refused.WithLabelValues(reason).Inc()
 	p.m.answered("refused", status)
-	writeError(w, status, msg)
+	httpapi.WriteError(w, status, msg)
 }
 
 // ServeHTTP serves one Discord API request.
@@ -301,10 +294,10 @@ func forwardHeaders(in http.Header, secretHeader string) http.Header {
 // authorize decides whether the caller may use dd, and with which Authorization dd sends upstream.
 func (p *Proxy) authorize(r *http.Request) (string, bool) {
 	authz := r.Header.Get("Authorization")
-	viaHeader := p.o.SecretHeader != "" && p.o.Secret != "" && matches(r.Header.Get(p.o.SecretHeader), p.o.Secret)
+	viaHeader := p.o.SecretHeader != "" && p.o.Secret != "" && httpapi.SecretMatches(r.Header.Get(p.o.SecretHeader), p.o.Secret)
 	open := p.o.Secret == "" // no secret configured: a loopback-only deployment
 	switch {
-	case matches(authz, p.o.Secret), matches(authz, p.botAuth):
+	case httpapi.SecretMatches(authz, p.o.Secret), httpapi.SecretMatches(authz, p.botAuth):
 		return p.botAuth, true
 	case authz == "" && (viaHeader || open):
 		return p.botAuth, true
@@ -317,10 +310,6 @@ func (p *Proxy) authorize(r *http.Request) (string, bool) {
 		return authz, true // the caller's own credentials (OAuth2 Bearer, Basic) pass through
 	}
 	return "", false
-}
-
-func matches(got, want string) bool {
-	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 func validToken(t string) bool {
@@ -337,19 +326,16 @@ func validToken(t string) bool {
 }
 
 func (p *Proxy) unauthorized(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		// Answered without reading the body: Go's server would otherwise read up to 256 KiB of it before
-		// sending the 401, so a stranger's slow body would hold the handler. The connection closes after.
-		w.Header().Set("Connection", "close")
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-	}
+	// Answered without reading the body: Go's server would otherwise read up to 256 KiB of it before
+	// sending the 401, so a stranger's slow body would hold the handler. The connection closes after.
+	httpapi.DropUnreadBody(w, r)
 	p.m.unauthorized.Inc()
 	p.m.answered("unauthorized", http.StatusUnauthorized)
 	msg := "missing or wrong Authorization: send the rest secret, or \"Bot <the configured token>\""
 	if p.o.SecretHeader != "" {
 		msg += ", or the secret in " + p.o.SecretHeader
 	}
-	writeError(w, http.StatusUnauthorized, msg)
+	httpapi.WriteError(w, http.StatusUnauthorized, msg)
 }
 
 // maxRateLimitRetries bounds retries of user and global 429s for one request: Discord asking again and
@@ -405,7 +391,7 @@ func (p *Proxy) forward(w http.ResponseWriter, out *outgoing) {
 			p.log.Warn("Discord unreachable", zap.String("route", out.route.Key), zap.String("error", scrub(err.Error(), out)))
 			p.m.refused.WithLabelValues("unreachable").Inc()
 			p.m.answered(label, http.StatusBadGateway)
-			writeError(w, http.StatusBadGateway, "Discord could not be reached ("+scrub(err.Error(), out)+")")
+			httpapi.WriteError(w, http.StatusBadGateway, "Discord could not be reached ("+scrub(err.Error(), out)+")")
 			return
 		}
 
@@ -551,7 +537,7 @@ func (p *Proxy) refuseLimited(w http.ResponseWriter, label string, err error) {
 	}
 	p.m.refused.WithLabelValues(reason).Inc()
 	p.m.answered(label, status)
-	writeError(w, status, msg)
+	httpapi.WriteError(w, status, msg)
 }
 
 // scrub removes the request's URL (which may hold a webhook token) from an error message.

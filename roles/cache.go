@@ -13,6 +13,7 @@ import (
 
 	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/store"
 )
 
@@ -101,10 +102,10 @@ func (r *cacheRole) routes() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /users/{id}", one("user", c.User))
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, req *http.Request) { writeJSON(w, http.StatusOK, c.Stats()) })
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, req *http.Request) { httpapi.WriteJSON(w, http.StatusOK, c.Stats()) })
 	mux.HandleFunc("POST /events", r.handleEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no cache endpoint %s %s", req.Method, req.URL.Path))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no cache endpoint %s %s", req.Method, req.URL.Path))
 	})
 	return mux
 }
@@ -113,7 +114,7 @@ func (r *cacheRole) routes() http.Handler {
 func pathID(w http.ResponseWriter, req *http.Request, name string) (uint64, bool) {
 	id, err := strconv.ParseUint(req.PathValue(name), 10, 64)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not a snowflake", name, req.PathValue(name)))
+		httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not a snowflake", name, req.PathValue(name)))
 		return 0, false
 	}
 	return id, true
@@ -124,9 +125,9 @@ func pathID(w http.ResponseWriter, req *http.Request, name string) (uint64, bool
 func serveRead(w http.ResponseWriter, b []byte, err error, what func() string) {
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
-		writeError(w, http.StatusNotFound, "the cache does not hold "+what())
+		httpapi.WriteError(w, http.StatusNotFound, "the cache does not hold "+what())
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, "reading the cache: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "reading the cache: "+err.Error())
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
@@ -149,7 +150,7 @@ func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > cache.MaxMembersPage {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be between 1 and %d, got %q", cache.MaxMembersPage, s))
+			httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("limit must be between 1 and %d, got %q", cache.MaxMembersPage, s))
 			return
 		}
 		limit = n
@@ -158,7 +159,7 @@ func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
 	if s := q.Get("after"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("after %q is not a snowflake", s))
+			httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("after %q is not a snowflake", s))
 			return
 		}
 		after = n
@@ -184,7 +185,7 @@ type eventEnvelope struct {
 func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxEventsBody))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes or unreadable: %v", maxEventsBody, err))
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes or unreadable: %v", maxEventsBody, err))
 		return
 	}
 	var envs []eventEnvelope
@@ -200,13 +201,13 @@ func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
 		envs = append(envs, one)
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, `body must be {"shardId":N,"payload":{...}} or an array of them: `+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, `body must be {"shardId":N,"payload":{...}} or an array of them: `+err.Error())
 		return
 	}
 	payloads := make([][]byte, 0, len(envs))
 	for n, e := range envs {
 		if e.ShardID == nil || len(e.Payload) == 0 || e.Payload[0] != '{' {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("event %d needs shardId and a payload object", n))
+			httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("event %d needs shardId and a payload object", n))
 			return
 		}
 		payloads = append(payloads, e.Payload)
@@ -215,7 +216,7 @@ func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
 	r.storeHealth.observe(err)
 	if err != nil {
 		r.log.Error("applying posted events failed", zap.Int("events", len(payloads)), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "events not stored, send them again: "+err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "events not stored, send them again: "+err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

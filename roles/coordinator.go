@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/reshard"
 )
 
@@ -36,7 +37,7 @@ type reshardCoordinator struct {
 }
 
 func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !secretMatches(r.Header.Get("Authorization"), c.secret) {
+	if !httpapi.SecretMatches(r.Header.Get("Authorization"), c.secret) {
 		unauthorized(w, r)
 		return
 	}
@@ -47,7 +48,7 @@ func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			TotalShards int `json:"total_shards"`
 		}
 		if err := decodeBody(w, r, 4096, &body); err != nil {
-			writeError(w, http.StatusBadRequest, `body must be {"total_shards": N}: `+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, `body must be {"total_shards": N}: `+err.Error())
 			return
 		}
 		mc := 0
@@ -59,7 +60,7 @@ func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if c.log != nil {
 				c.log.Warn("reshard target refused", zap.Int("total_shards", body.TotalShards), zap.Error(err))
 			}
-			writeError(w, http.StatusBadRequest, err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		c.mu.Lock()
@@ -68,12 +69,12 @@ func (c *reshardCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.mu.Unlock()
 	default:
-		writeError(w, http.StatusMethodNotAllowed, "GET or POST")
+		httpapi.WriteError(w, http.StatusMethodNotAllowed, "GET or POST")
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"total_shards": c.target})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"total_shards": c.target})
 }
 
 // coordinatorCall asks the rest role's coordinator (GET when propose is 0, else POST propose) and returns

@@ -21,6 +21,7 @@ import (
 	"github.com/ddhq/dd/filter"
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/members"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/reshard"
@@ -344,7 +345,7 @@ func (g *gatewayRole) routes() http.Handler {
 	mux.HandleFunc("GET /status", g.handleStatus)
 	mux.HandleFunc("POST /reshard", g.handleReshard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -354,7 +355,7 @@ const maxCommandBody = 64 << 10
 func (g *gatewayRole) manager(w http.ResponseWriter) *shard.Manager {
 	cur := g.cur.Load()
 	if cur == nil {
-		writeError(w, http.StatusServiceUnavailable, "shards are not started yet")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "shards are not started yet")
 		return nil
 	}
 	return cur.mgr
@@ -364,7 +365,7 @@ func (g *gatewayRole) manager(w http.ResponseWriter) *shard.Manager {
 func (g *gatewayRole) sendCommand(w http.ResponseWriter, r *http.Request, m *shard.Manager, id int, payload json.RawMessage) bool {
 	s := m.Shard(id)
 	if s == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("shard %d does not run in this process", id))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("shard %d does not run in this process", id))
 		return false
 	}
 	var cmd struct {
@@ -372,27 +373,27 @@ func (g *gatewayRole) sendCommand(w http.ResponseWriter, r *http.Request, m *sha
 		D  json.RawMessage `json:"d"`
 	}
 	if err := json.Unmarshal(payload, &cmd); err != nil || cmd.Op == nil {
-		writeError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
+		httpapi.WriteError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
 		return false
 	}
 	// Discord closes the shard (4001, 4002) on a command it does not take: checked here, answered 400.
 	if err := discord.CheckCommand(*cmd.Op, cmd.D); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
 		return false
 	}
 	compact, err := json.Marshal(map[string]any{"op": *cmd.Op, "d": cmd.D})
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "payload d is not valid JSON")
+		httpapi.WriteError(w, http.StatusBadRequest, "payload d is not valid JSON")
 		return false
 	}
 	err = s.SendRaw(r.Context(), compact)
 	switch {
 	case errors.Is(err, shard.ErrPayloadTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, shard.ErrNotConnected):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, err.Error())
 	case err != nil:
-		writeError(w, http.StatusBadGateway, err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, err.Error())
 	default:
 		return true
 	}
@@ -408,7 +409,7 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 		Payload json.RawMessage `json:"payload"`
 	}
 	if err := decodeBody(w, r, maxCommandBody, &msg); err != nil {
-		writeError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
 		return
 	}
 	m := g.manager(w)
@@ -418,7 +419,7 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 	switch msg.Type {
 	case "ShardPayload":
 		if msg.ShardID == nil {
-			writeError(w, http.StatusBadRequest, "ShardPayload needs shardId")
+			httpapi.WriteError(w, http.StatusBadRequest, "ShardPayload needs shardId")
 			return
 		}
 		if g.sendCommand(w, r, m, *msg.ShardID, msg.Payload) {
@@ -426,7 +427,7 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 		}
 	case "EditShardsPresence":
 		if err := discord.CheckCommand(discord.OpPresenceUpdate, msg.Payload); err != nil {
-			writeError(w, http.StatusBadRequest, "EditShardsPresence needs payload, a presence: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "EditShardsPresence needs payload, a presence: "+err.Error())
 			return
 		}
 		cmd, _ := json.Marshal(map[string]any{"op": discord.OpPresenceUpdate, "d": msg.Payload})
@@ -438,32 +439,32 @@ func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if failed > 0 {
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("presence not sent to %d of %d shards", failed, len(m.Shards())))
+			httpapi.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("presence not sent to %d of %d shards", failed, len(m.Shards())))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case "ShardInfoFromGuild":
 		gid, err := strconv.ParseUint(msg.GuildID.String(), 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "ShardInfoFromGuild needs guildId, a snowflake")
+			httpapi.WriteError(w, http.StatusBadRequest, "ShardInfoFromGuild needs guildId, a snowflake")
 			return
 		}
 		id := m.ShardForGuild(gid)
 		s := m.Shard(id)
 		if s == nil {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("guild %d is on shard %d, which does not run in this process", gid, id))
+			httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("guild %d is on shard %d, which does not run in this process", gid, id))
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"shardId": id, "rtt": s.RTT().Milliseconds()})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"shardId": id, "rtt": s.RTT().Milliseconds()})
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown message type %q (ShardPayload, EditShardsPresence, ShardInfoFromGuild)", msg.Type))
+		httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("unknown message type %q (ShardPayload, EditShardsPresence, ShardInfoFromGuild)", msg.Type))
 	}
 }
 
 func (g *gatewayRole) handleShardSend(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "shard id must be a number")
+		httpapi.WriteError(w, http.StatusBadRequest, "shard id must be a number")
 		return
 	}
 	body, err := readLimited(w, r, maxCommandBody)
@@ -482,7 +483,7 @@ func (g *gatewayRole) handleShardSend(w http.ResponseWriter, r *http.Request) {
 func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
 	var raw json.RawMessage
 	if err := decodeBody(w, r, n, &raw); err != nil {
-		writeError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
 		return nil, err
 	}
 	return raw, nil
@@ -523,7 +524,7 @@ func (g *gatewayRole) handleStatus(w http.ResponseWriter, r *http.Request) {
 		if lines {
 			out["shards"] = []ShardStatus{}
 		}
-		writeJSON(w, http.StatusOK, out)
+		httpapi.WriteJSON(w, http.StatusOK, out)
 		return
 	}
 	shards := g.shardStatuses(cur, g.q.ShardDepths())
@@ -539,7 +540,7 @@ func (g *gatewayRole) handleStatus(w http.ResponseWriter, r *http.Request) {
 			out["next_shards"] = nextShards
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func summarize(shards []ShardStatus) StatusSummary {

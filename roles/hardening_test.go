@@ -24,6 +24,7 @@ import (
 
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/store"
@@ -183,7 +184,7 @@ func TestCoordinatorRefusesAndGatewaysIgnoreAnInvalidTarget(t *testing.T) {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	front := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == reshardCoordinatorPath {
-			writeJSON(w, http.StatusOK, map[string]any{"total_shards": 40000000})
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"total_shards": 40000000})
 			return
 		}
 		rp.ServeHTTP(w, r)

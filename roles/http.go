@@ -1,37 +1,20 @@
 package roles
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"time"
+
+	"github.com/ddhq/dd/internal/httpapi"
 )
-
-// writeJSON writes v as JSON with a status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes the error body every dd API uses: {"code":0,"message":"..."}.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]any{"code": 0, "message": msg})
-}
-
-// secretMatches compares in constant time, so a caller cannot learn a secret byte by byte from timing.
-func secretMatches(got, want string) bool {
-	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
-}
 
 // requireSecret lets a request through only with Authorization equal to secret. An empty secret (allowed
 // on loopback only, see config) lets everything through.
 func requireSecret(secret string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if secret != "" && !secretMatches(r.Header.Get("Authorization"), secret) {
+		if secret != "" && !httpapi.SecretMatches(r.Header.Get("Authorization"), secret) {
 			unauthorized(w, r)
 			return
 		}
@@ -56,15 +39,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 // 256 KiB of an unread body before it sends the answer (so that the connection can be reused): a stranger
 // could hold the handler with a body sent slowly. The connection is closed after the answer instead.
 func unauthorized(w http.ResponseWriter, r *http.Request) {
-	dropUnreadBody(w, r)
-	writeError(w, http.StatusUnauthorized, "missing or wrong Authorization")
-}
-
-// dropUnreadBody makes the answer close the connection without reading what is left of the body.
-func dropUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return
-	}
-	w.Header().Set("Connection", "close")
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	httpapi.DropUnreadBody(w, r)
+	httpapi.WriteError(w, http.StatusUnauthorized, "missing or wrong Authorization")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
 )
@@ -48,7 +49,7 @@ func (s *identifyService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := s.queue.Load()
 	if q == nil {
 		s.once.Do(func() { close(s.wanted) })
-		writeError(w, http.StatusServiceUnavailable, "the identify queue is waiting for Discord's limits (GET /gateway/bot)")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "the identify queue is waiting for Discord's limits (GET /gateway/bot)")
 		return
 	}
 	q.ServeHTTP(w, r)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
@@ -701,27 +702,27 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		if err := decodeBody(w, r, 4096, &body); err != nil {
-			writeError(w, http.StatusBadRequest, "body must be empty or {\"total_shards\": N}: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "body must be empty or {\"total_shards\": N}: "+err.Error())
 			return
 		}
 	}
 	cur := g.cur.Load()
 	if cur == nil {
-		writeError(w, http.StatusServiceUnavailable, "shards are not started yet")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "shards are not started yet")
 		return
 	}
 	to := 0
 	if body.TotalShards != nil {
 		// Vetted before anything is sized by it (the shard id list, the identify budget check).
 		if err := reshard.CheckCount(*body.TotalShards, 0); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		to = *body.TotalShards
 	} else {
 		info, err := g.fetchGatewayBot(r.Context())
 		if err != nil || info == nil {
-			writeError(w, http.StatusBadGateway, fmt.Sprintf("cannot ask Discord for its recommendation: %v", err))
+			httpapi.WriteError(w, http.StatusBadGateway, fmt.Sprintf("cannot ask Discord for its recommendation: %v", err))
 			return
 		}
 		to = reshard.NewShardCount(info.Shards, cur.filter.TotalGuilds(), info.SessionStartLimit.MaxConcurrency)
@@ -730,20 +731,20 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 		to = splitCount(to, cur.total)
 	}
 	if err := g.checkTarget(cur, to); err != nil {
-		writeError(w, http.StatusBadRequest, "reshard not started: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "reshard not started: "+err.Error())
 		return
 	}
 	if g.split() {
 		if to == cur.total {
-			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("reshard not started: already at %d shards", to))
+			httpapi.WriteError(w, http.StatusUnprocessableEntity, fmt.Sprintf("reshard not started: already at %d shards", to))
 			return
 		}
 		target, err := g.coordinatorCall(r.Context(), to)
 		if err != nil {
-			writeError(w, http.StatusBadGateway, "the rest role's reshard coordinator did not take it: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadGateway, "the rest role's reshard coordinator did not take it: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusAccepted, map[string]any{"status": "requested", "from": cur.total, "to": target,
+		httpapi.WriteJSON(w, http.StatusAccepted, map[string]any{"status": "requested", "from": cur.total, "to": target,
 			"progress": "every gateway process follows the rest role's target; GET /status on each shows it under reshard"})
 		return
 	}
@@ -751,11 +752,11 @@ func (g *gatewayRole) handleReshard(w http.ResponseWriter, r *http.Request) {
 	from, err := g.startReshard(g.runCtx, to, "requested with POST /reshard")
 	switch {
 	case errors.Is(err, errReshardBusy):
-		writeError(w, http.StatusConflict, err.Error())
+		httpapi.WriteError(w, http.StatusConflict, err.Error())
 	case err != nil:
-		writeError(w, http.StatusUnprocessableEntity, "reshard not started: "+err.Error())
+		httpapi.WriteError(w, http.StatusUnprocessableEntity, "reshard not started: "+err.Error())
 	default:
-		writeJSON(w, http.StatusAccepted, map[string]any{"status": "started", "from": from, "to": to,
+		httpapi.WriteJSON(w, http.StatusAccepted, map[string]any{"status": "started", "from": from, "to": to,
 			"progress": "GET /status shows it under reshard"})
 	}
 }

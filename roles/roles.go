@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/store"
 )
 
@@ -215,7 +216,7 @@ func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *p
 	reg.MustRegister(s.refused)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -237,7 +238,7 @@ func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *p
 			case "/healthz", "/readyz":
 				mux.ServeHTTP(w, r)
 			default:
-				writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many connections: %s.max_connections (%d) are open; try again", role, l.MaxConnections))
+				httpapi.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many connections: %s.max_connections (%d) are open; try again", role, l.MaxConnections))
 			}
 		}),
 		ReadHeaderTimeout: 2 * time.Second,
@@ -251,16 +252,16 @@ func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *p
 
 func (s *roleServer) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
-		writeError(w, http.StatusServiceUnavailable, "not ready")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "not ready")
 		return
 	}
 	if s.check != nil {
 		if err := s.check(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
 
 // overCap counts a connection past max_connections, and says so in the log at most every 10 s.

@@ -1,0 +1,45 @@
+// Package httpapi holds what every dd HTTP API shares with the others: the JSON error body
+// {"code":0,"message":"..."}, the constant-time check of a shared secret, and refusing a request without
+// reading its body.
+//
+// It is not a router or a middleware kit: each package serves its own routes. It is not for Discord's
+// error bodies either (the simulator writes Discord's codes), nor for the delivery envelope.
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// WriteJSON writes v as JSON with a status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes the error body every dd API uses: {"code":0,"message":"..."}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]any{"code": 0, "message": msg})
+}
+
+// SecretMatches reports whether got is the secret want, comparing in constant time so that a caller
+// cannot learn the secret byte by byte from timing. An empty want matches nothing: a caller that lets
+// everything through without a secret says so itself.
+func SecretMatches(got, want string) bool {
+	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// DropUnreadBody makes the answer close the connection without reading what is left of the request's
+// body. Go's server would otherwise read up to 256 KiB of an unread body before it sends the answer (so
+// that the connection can be reused): a stranger refused with 401 could hold the handler with a body sent
+// slowly.
+func DropUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
