@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/ddload -scenario firehose -shards 4 -rate 20000 -duration 10s -batch-max 100
 //	go run ./cmd/ddload -scenario shards -shards 1000 -max-concurrency 250 -guilds-per-shard 4 -heartbeat 10s -baseline-shards 200
+//	go run ./cmd/ddload -scenario members -shards 2 -guilds 100 -members-per-guild 1000 -large-guilds 1 -large-members 100000
 //
 // The scenarios live in internal/loadtool, so a Go test can run them too.
 package main
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,7 +44,7 @@ func (e *envList) Set(v string) error {
 func run(args []string) int {
 	fs := flag.NewFlagSet("ddload", flag.ContinueOnError)
 	var (
-		scenario = fs.String("scenario", "", "firehose | shards")
+		scenario = fs.String("scenario", "", "firehose | shards | members")
 		ddBin    = fs.String("dd", "", "dd binary (default: built from -repo into a temporary directory)")
 		simBin   = fs.String("sim", "", "discordsim binary (default: built from -repo into a temporary directory)")
 		repo     = fs.String("repo", ".", "the dd module to build when -dd or -sim is not given")
@@ -50,12 +52,12 @@ func run(args []string) int {
 		timeout  = fs.Duration("timeout", 20*time.Minute, "bound on the whole invocation")
 		dir      = fs.String("dir", "", "parent directory of the runs' logs and stores (default: the system temp directory)")
 		keep     = fs.Bool("keep", false, "keep the runs' directories (a failed run's are always kept)")
-		shards   = fs.Int("shards", 0, "dd's shards (default 4 for firehose, 1000 for shards)")
+		shards   = fs.Int("shards", 0, "dd's shards (default 4 for firehose, 1000 for shards, 2 for members)")
 
 		rate     = fs.Float64("rate", 20000, "firehose: events per second the simulator generates")
 		duration = fs.Duration("duration", 10*time.Second, "firehose: how long it generates them")
 		batchMax = fs.Int("batch-max", 1, "firehose: events.batch_max")
-		guilds   = fs.Int("guilds", 64, "firehose: guilds in the simulator")
+		guilds   = fs.Int("guilds", 0, "firehose: guilds in the simulator (default 64); members: guilds of -members-per-guild (default 100)")
 		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose: bound on the delivery of the backlog after the firehose")
 
 		maxConc   = fs.Int("max-concurrency", 250, "shards: the simulator's max_concurrency")
@@ -64,11 +66,18 @@ func run(args []string) int {
 		window    = fs.Duration("identify-window", 5*time.Second, "shards: the simulator's identify window (dd's is Discord's 5s)")
 		settle    = fs.Duration("settle", 30*time.Second, "shards: idle time after startup before RSS and idle CPU are read")
 		baseline  = fs.Int("baseline-shards", 0, "shards: also run with this many shards and report the RSS slope per shard")
-		env       envList
+
+		perGuild     = fs.Int("members-per-guild", 1000, "members: members of each of -guilds (the bot included)")
+		largeGuilds  = fs.Int("large-guilds", 1, "members: more guilds, of -large-members each (-1: none)")
+		largeMembers = fs.Int("large-members", 100000, "members: members of each large guild (the bot included)")
+		clients      = fs.String("clients", "1,16", "members: reader counts, measured in turns while the chunks are applied")
+		slice        = fs.Duration("slice", 500*time.Millisecond, "members: how long each turn of readers lasts")
+		completeTO   = fs.Duration("complete-timeout", 0, "members: bound on the wait for every list (default: the pace's minimum + 3m)")
+		env          envList
 	)
 	fs.Var(&env, "env", "an extra DD_KEY=value for dd (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards|members [flags]\n\n"+
 			"Starts the Discord simulator and dd as separate processes, with a bot receiver in this one, and\n"+
 			"prints dd's figures under load. See README \"Measuring from outside the process\".\n\n")
 		fs.PrintDefaults()
@@ -79,9 +88,18 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if *scenario != "firehose" && *scenario != "shards" {
-		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose or shards, got %q\n", *scenario)
+	if *scenario != "firehose" && *scenario != "shards" && *scenario != "members" {
+		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose, shards or members, got %q\n", *scenario)
 		return 2
+	}
+	var clientCounts []int
+	for _, c := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "ddload: -clients wants positive counts separated by commas, got %q\n", *clients)
+			return 2
+		}
+		clientCounts = append(clientCounts, n)
 	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -135,6 +153,15 @@ func run(args []string) int {
 		r, err = loadtool.RunShards(ctx, loadtool.ShardsOptions{Binaries: bins, Shards: *shards, MaxConcurrency: *maxConc,
 			GuildsPerShard: *perShard, Heartbeat: *heartbeat, IdentifyWindow: *window, Settle: *settle,
 			BaselineShards: *baseline, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+		out = r
+		if err == nil {
+			r.Print(human)
+		}
+	case "members":
+		var r loadtool.MembersResult
+		r, err = loadtool.RunMembers(ctx, loadtool.MembersOptions{Binaries: bins, Shards: *shards, Guilds: *guilds,
+			MembersPerGuild: *perGuild, LargeGuilds: *largeGuilds, LargeMembers: *largeMembers, Clients: clientCounts,
+			Slice: *slice, CompleteTimeout: *completeTO, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil {
 			r.Print(human)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -38,6 +39,7 @@ func run(args []string) int {
 		privileged  = fs.Int("privileged-intents", 0, "privileged intent bits the application has enabled")
 		rate        = fs.Float64("firehose-rate", 0, "events per second to generate (0: none)")
 		urlFile     = fs.String("url-file", "", "write the simulator's base URL to this file once listening")
+		guildsFile  = fs.String("guilds-file", "", "write the guilds' IDs and member counts to this file (JSON) once listening, before -url-file")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: discordsim [flags]\n\nRuns dd's strict Discord simulator.\n\n")
@@ -60,6 +62,12 @@ func run(args []string) int {
 		return 1
 	}
 	fmt.Printf("discordsim listening: api_url = %q, gateway = %q\n", sim.APIURL(), sim.GatewayURL())
+	if *guildsFile != "" {
+		if err := writeGuilds(*guildsFile, sim.Guilds()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	if *urlFile != "" {
 		if err := os.WriteFile(*urlFile, []byte(sim.URL()+"\n"), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -76,4 +84,25 @@ func run(args []string) int {
 	<-ctx.Done()
 	_ = sim.Close()
 	return 0
+}
+
+// writeGuilds writes [{"id":"…","member_count":N}, …] (IDs as strings, as Discord writes them), through
+// a temporary file so that a reader never sees half of it.
+func writeGuilds(path string, guilds []discordsim.Guild) error {
+	type entry struct {
+		ID          uint64 `json:"id,string"`
+		MemberCount int    `json:"member_count"`
+	}
+	list := make([]entry, len(guilds))
+	for i, g := range guilds {
+		list[i] = entry{g.ID, g.MemberCount}
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }

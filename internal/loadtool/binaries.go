@@ -68,11 +68,35 @@ var localClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleCon
 type simOptions struct {
 	Guilds, MaxConcurrency, SessionStartTotal, PrivilegedIntents int
 	IdentifyWindow, Heartbeat                                    time.Duration
+	MembersPerGuild                                              int  // -members when above 0
+	GuildsFile                                                   bool // -guilds-file discordsim.guilds.json
 }
 
 type simProcess struct {
 	*process
 	url string // base URL; the API is url + "/api", the admin API url + "/_sim/"
+	dir string
+}
+
+// simGuild is one entry of the simulator's -guilds-file; MemberCount leaves out the bot.
+type simGuild struct {
+	ID          uint64 `json:"id,string"`
+	MemberCount int    `json:"member_count"`
+}
+
+// guilds reads the -guilds-file (written before the URL file, so there once startSim returns).
+func (s *simProcess) guilds() ([]simGuild, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "discordsim.guilds.json"))
+	if err != nil {
+		return nil, err
+	}
+	var list []simGuild
+	return list, json.Unmarshal(b, &list)
+}
+
+// setGuildMembers sets a guild's member count, the bot left out (no event is sent).
+func (s *simProcess) setGuildMembers(id uint64, n int) error {
+	return postJSON(fmt.Sprintf("%s/_sim/gateway/guilds/%d/members?count=%d", s.url, id, n), nil)
 }
 
 func startSim(ctx context.Context, dir, bin string, o simOptions) (*simProcess, error) {
@@ -84,11 +108,17 @@ func startSim(ctx context.Context, dir, bin string, o simOptions) (*simProcess, 
 	if o.Heartbeat > 0 {
 		args = append(args, "-heartbeat-interval", o.Heartbeat.String())
 	}
+	if o.MembersPerGuild > 0 {
+		args = append(args, "-members", strconv.Itoa(o.MembersPerGuild))
+	}
+	if o.GuildsFile {
+		args = append(args, "-guilds-file", filepath.Join(dir, "discordsim.guilds.json"))
+	}
 	p, err := startProcess(ctx, "discordsim", dir, bin, args, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	s := &simProcess{process: p}
+	s := &simProcess{process: p, dir: dir}
 	err = waitFor(ctx, "the simulator's URL file", 20*time.Second, 20*time.Millisecond, []*process{p}, func() (bool, error) {
 		b, err := os.ReadFile(urlFile)
 		s.url = strings.TrimSpace(string(b))
@@ -120,6 +150,10 @@ type simStats struct {
 	SlowConsumerDrops  int         `json:"slow_consumer_drops"`
 	EventsCreated      int64       `json:"events_created"`
 	EventsDispatched   int64       `json:"events_dispatched"`
+	MemberRequests     int64       `json:"member_requests"`
+	MemberIgnored      int64       `json:"member_requests_ignored"`
+	MemberRateLimited  int64       `json:"member_rate_limited"`
+	MemberChunks       int64       `json:"member_chunks"`
 }
 
 type simSession struct {

@@ -70,3 +70,25 @@ func (r ShardsRun) print(w io.Writer) {
 	fmt.Fprintf(w, "  GET /status     median %.2f ms (%v ms), %d bytes, %d shards ready\n",
 		r.StatusMedianMs, r.StatusMillis, r.StatusBytes, r.StatusReady)
 }
+
+// Print writes the figures of a members run as lines a person reads.
+func (r MembersResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "members: %d shards, --role=all, cache.request_members = \"all\" at %d per shard per minute; %d guilds, %d members (guilds to ask for per shard: %v)\n",
+		r.Shards, r.PacePerMinute, r.Guilds, r.Members, r.LargePerShard)
+	if r.MinimumSeconds > 0 {
+		fmt.Fprintf(w, "  complete        every list complete %.2fs after dd started ÷ %.0fs minimum = %.3f\n", r.CompleteSeconds, r.MinimumSeconds, r.Ratio)
+	} else {
+		fmt.Fprintf(w, "  complete        every list complete %.2fs after dd started; the limits force no wait (no shard has more guilds than the pace): no minimum to divide by\n", r.CompleteSeconds)
+	}
+	fmt.Fprintf(w, "  applied         first member cached at %.2fs: %.0f members/s from then, %.0f members/s from dd's start; GET /stats %d members\n",
+		r.FirstMemberSeconds, r.AppliedPerSecond, r.EndToEndPerSecond, r.CacheMembers)
+	fmt.Fprintf(w, "  requests        dd %d requests, %d chunks, %d RATE_LIMITED, %d timed out; simulator %d requests (%d ignored), %d chunks; %d identifies, close codes %v\n",
+		r.Requests, r.Chunks, r.RateLimited, r.TimedOut, r.SimRequests, r.SimIgnored, r.SimChunks, r.Identifies, r.CloseCodes)
+	for _, f := range r.Reads {
+		fmt.Fprintf(w, "  reads, %2d client(s) p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.1f ms; %.0f req/s over %.1fs: %d 200, %d 404, %d other\n",
+			f.Clients, f.P50Ms, f.P99Ms, f.P999Ms, f.MaxMs, f.PerSecond, f.Seconds, f.Found, f.NotFound, f.Other)
+	}
+	fmt.Fprintf(w, "  dd              RSS peak (VmHWM) %s, at completion %s; CPU %.2fs\n", mib(r.PeakRSS), mib(r.EndRSS), r.DDCPUSeconds)
+	fmt.Fprintf(w, "  store           after a clean stop: %.1f MB on disk (apparent %.1f MB) = %.0f bytes per member\n",
+		float64(r.StoreBytes)/1e6, float64(r.StoreApparent)/1e6, r.StorePerMember)
+}
