@@ -80,8 +80,8 @@ func (r MembersResult) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "  complete        every list complete %.2fs after dd started; the limits force no wait (no shard has more guilds than the pace): no minimum to divide by\n", r.CompleteSeconds)
 	}
-	fmt.Fprintf(w, "  applied         first member cached at %.2fs: %.0f members/s from then, %.0f members/s from dd's start; GET /stats %d members\n",
-		r.FirstMemberSeconds, r.AppliedPerSecond, r.EndToEndPerSecond, r.CacheMembers)
+	fmt.Fprintf(w, "  applied         first chunk received %.2fs after dd started: %.0f members/s from then, %.0f members/s from dd's start; GET /stats %d members\n",
+		r.FirstChunkSeconds, r.AppliedPerSecond, r.EndToEndPerSecond, r.CacheMembers)
 	fmt.Fprintf(w, "  requests        dd %d requests, %d chunks, %d RATE_LIMITED, %d timed out; simulator %d requests (%d ignored), %d chunks; %d identifies, close codes %v\n",
 		r.Requests, r.Chunks, r.RateLimited, r.TimedOut, r.SimRequests, r.SimIgnored, r.SimChunks, r.Identifies, r.CloseCodes)
 	for _, f := range r.Reads {
