@@ -3,9 +3,11 @@
 // bot's events in the caller's process, and reads what each process did from the simulator's admin API,
 // dd's /metrics and /status, and /proc (RSS, VmHWM, CPU time).
 //
-// Two scenarios: RunFirehose (ingest, delivery, queue depth, memory and CPU per event under a
-// firehose, and a check that every event arrived exactly once) and RunShards (many shards: identify
-// pacing against the limit, memory per shard, idle CPU, GET /status). cmd/ddload runs them from the
+// Three scenarios: RunFirehose (ingest, delivery, queue depth, memory and CPU per event under a
+// firehose, and a check that every event arrived exactly once), RunShards (many shards: identify
+// pacing against the limit, memory per shard, idle CPU, GET /status) and RunMembers (whole member
+// lists: cache reads while the chunks apply, time until every list is complete against the pace's
+// minimum, memory, the store per member). cmd/ddload runs them from the
 // command line; a Go test runs them with binaries it built (Build).
 //
 // It is for figures and smoke tests on one machine, over loopback; it is not a test of correctness
