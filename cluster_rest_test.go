@@ -54,7 +54,7 @@ func TestRestClusterLeaderKilledHalfway(t *testing.T) {
 		t.Fatalf("simulator has %d channels, want %d", len(chans), channels)
 	}
 
-	ports := freePorts(t, 2)
+	ports := clustertest.FreePorts(t, 2)
 	names := []string{"a", "b"}
 	procs := make([]*ddProcess, 2)
 	urls := make([]string, 2)
@@ -283,22 +283,4 @@ func leads(base string) bool {
 		}
 	}
 	return false
-}
-
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }

@@ -49,7 +49,7 @@ func start(t testing.TB, opts *server.Options) *server.Server {
 // sooner.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	ports := freePorts(t, n)
+	ports := FreePorts(t, n)
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
@@ -114,7 +114,8 @@ func URLs(servers ...*server.Server) string {
 	return strings.Join(urls, ",")
 }
 
-func freePorts(t testing.TB, n int) []int {
+// FreePorts returns n ports on 127.0.0.1 that were free a moment ago.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
