@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/logging"
+	"github.com/ddhq/dd/internal/logging"
 	"github.com/ddhq/dd/roles"
 )
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/store"
 )
@@ -63,24 +64,13 @@ func appendEvents(t *testing.T, q *queue.Queue, shard int, evs ...any) {
 	}
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestFollowResumesAfterARestartWithoutLoss(t *testing.T) {
 	dir := t.TempDir()
 	f := startFollower(t, dir)
 	g2 := g1 + 1<<22
 	appendEvents(t, f.q, 0, "GUILD_CREATE", guildCreate(g1, 10, nil))
 	appendEvents(t, f.q, 1, "GUILD_CREATE", guildCreate(g2, 10, nil))
-	waitUntil(t, "both guilds applied", func() bool { return f.c.Stats().Guilds == 2 })
+	testkit.Eventually(t, 10*time.Second, "both guilds applied", func() bool { return f.c.Stats().Guilds == 2 })
 	// Events queued just before the restart: the cache may or may not have applied them.
 	for i := range 50 {
 		appendEvents(t, f.q, i%2, "GUILD_MEMBER_ADD", map[string]any{"guild_id": id(g1), "user": user(uint64(1000 + i)),
@@ -105,8 +95,8 @@ func TestFollowResumesAfterARestartWithoutLoss(t *testing.T) {
 	defer f.stop(t)
 	// It answers from disk at once, before catching up.
 	decode(t, "guild read at once after the restart", r(f.c.Guild(g1)))
-	waitUntil(t, "the queue caught up", func() bool { return f.c.Stats().Guilds == 1 })
-	waitUntil(t, "every member added", func() bool { return f.c.Stats().Members == 60 })
+	testkit.Eventually(t, 10*time.Second, "the queue caught up", func() bool { return f.c.Stats().Guilds == 1 })
+	testkit.Eventually(t, 10*time.Second, "every member added", func() bool { return f.c.Stats().Members == 60 })
 	for i := range 50 {
 		decode(t, "member added around the restart", r(f.c.Member(g1, uint64(1000+i))))
 	}

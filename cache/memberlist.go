@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/store"
 )
 

@@ -3,7 +3,7 @@ package cache
 import (
 	"strconv"
 
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 )
 
 // The cache walks gateway JSON in place instead of decoding it into maps or structs: it only needs to

@@ -18,9 +18,10 @@ import (
 
 	"github.com/ddhq/dd/cluster/clustertest"
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/identify"
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // The simulator's timings, scaled together: Discord's 5 s identify window and 41.25 s heartbeat become
@@ -136,18 +137,6 @@ func (p *gatewayProcess) ready() []int {
 	return ids
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // split reports how many ready shards each process runs, and whether every shard of total runs ready
 // exactly once.
 func split(ps []*gatewayProcess, total int) ([]int, bool) {
@@ -184,7 +173,7 @@ func evenly(counts []int, each int) bool {
 // dispatched has been published by then.
 func settled(t *testing.T, sim *discordsim.Server, store *SessionStore, total int, within time.Duration) {
 	t.Helper()
-	waitFor(t, within, "every shard's session in the KV at the simulator's last sequence", func() bool {
+	testkit.Eventually(t, within, "every shard's session in the KV at the simulator's last sequence", func() bool {
 		for _, info := range sim.Sessions() {
 			s, _, err := store.Load(context.Background(), info.Shard, total)
 			if err != nil || s.ID != info.ID || s.Seq != info.Seq {
@@ -339,7 +328,7 @@ func TestGatewayProcessesShareShardsAndSurviveAKill(t *testing.T) {
 	}
 	wg.Wait()
 	sort.Slice(ps, func(i, j int) bool { return ps[i].name < ps[j].name })
-	took := waitFor(t, 30*time.Second, "12 shards ready, 4/4/4", func() bool {
+	took := testkit.Eventually(t, 30*time.Second, "12 shards ready, 4/4/4", func() bool {
 		c, all := split(ps, total)
 		return all && evenly(c, 4)
 	})
@@ -359,7 +348,7 @@ func TestGatewayProcessesShareShardsAndSurviveAKill(t *testing.T) {
 	killedAt := time.Now()
 	victim.kill(sim, total)
 	t.Logf("killed %s holding shards %v", victim.name, lost)
-	took = waitFor(t, 4*ttl, "the dead process's shards ready on the others", func() bool {
+	took = testkit.Eventually(t, 4*ttl, "the dead process's shards ready on the others", func() bool {
 		_, all := split(rest, total)
 		return all
 	})
@@ -379,7 +368,7 @@ func TestGatewayProcessesShareShardsAndSurviveAKill(t *testing.T) {
 	time.Sleep(time.Second)
 	joinedAt := time.Now()
 	ps = append(rest, startGatewayProcess(t, sim, "gw-d", o))
-	took = waitFor(t, 8*ttl, "shards rebalanced 4/4/4", func() bool {
+	took = testkit.Eventually(t, 8*ttl, "shards rebalanced 4/4/4", func() bool {
 		c, all := split(ps, total)
 		return all && evenly(c, 4)
 	})
@@ -502,7 +491,7 @@ func TestGatewaySurvivesLossOfANATSNode(t *testing.T) {
 	const total = 8
 	o := gatewayOpts{url: urls, replicas: 3, total: total, ttl: 5 * time.Second}
 	ps := []*gatewayProcess{startGatewayProcess(t, sim, "gw-a", o), startGatewayProcess(t, sim, "gw-b", o)}
-	took := waitFor(t, 30*time.Second, "8 shards ready, 4/4", func() bool {
+	took := testkit.Eventually(t, 30*time.Second, "8 shards ready, 4/4", func() bool {
 		c, all := split(ps, total)
 		return all && evenly(c, 4)
 	})
@@ -530,7 +519,7 @@ func TestGatewaySurvivesLossOfANATSNode(t *testing.T) {
 	t.Logf("shut down %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
 	time.Sleep(8 * time.Second)
 	stopFirehose()
-	took = waitFor(t, 30*time.Second, "8 shards ready again", func() bool {
+	took = testkit.Eventually(t, 30*time.Second, "8 shards ready again", func() bool {
 		_, all := split(ps, total)
 		return all
 	})
@@ -556,7 +545,7 @@ func TestGatewayStopsReadingWhileNATSIsUnreachable(t *testing.T) {
 	const ttl = 3 * time.Second
 	p := startGatewayProcess(t, sim, "gw-a", gatewayOpts{url: proxy.URL(), replicas: 1, total: total, ttl: ttl})
 	checker := connect(t, srv.ClientURL(), "checker", 1)
-	waitFor(t, 30*time.Second, "4 shards ready", func() bool { return len(p.ready()) == total })
+	testkit.Eventually(t, 30*time.Second, "4 shards ready", func() bool { return len(p.ready()) == total })
 	ids0 := identifies(sim)
 
 	stopFirehose := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 400})
@@ -569,7 +558,7 @@ func TestGatewayStopsReadingWhileNATSIsUnreachable(t *testing.T) {
 	}
 	blockedAt := time.Now()
 	proxy.Block()
-	disconnected := waitFor(t, 2*ttl, "every shard disconnected from the simulator", func() bool {
+	disconnected := testkit.Eventually(t, 2*ttl, "every shard disconnected from the simulator", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.Connected {
 				return false
@@ -577,7 +566,7 @@ func TestGatewayStopsReadingWhileNATSIsUnreachable(t *testing.T) {
 		}
 		return true
 	})
-	took := waitFor(t, 2*ttl+5*time.Second, "every shard stopped", func() bool { return len(p.runner.Running()) == 0 })
+	took := testkit.Eventually(t, 2*ttl+5*time.Second, "every shard stopped", func() bool { return len(p.runner.Running()) == 0 })
 	si, _ := str.Info(ctx)
 	before := si.State.Msgs
 	t.Logf("cut off from NATS: every shard's Discord connection closed %s later, shards stopped (their last batch given up) %s later (lease_ttl %s, ack timeout 5s); stream at %d events",
@@ -595,7 +584,7 @@ func TestGatewayStopsReadingWhileNATSIsUnreachable(t *testing.T) {
 
 	unblockedAt := time.Now()
 	proxy.Unblock()
-	waitFor(t, 40*time.Second, "4 shards ready again", func() bool { return len(p.ready()) == total })
+	testkit.Eventually(t, 40*time.Second, "4 shards ready again", func() bool { return len(p.ready()) == total })
 	t.Logf("NATS reachable again: 4 shards ready %s later", time.Since(unblockedAt).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	stopFirehose()
@@ -676,11 +665,11 @@ func TestShardOwnerFixedSets(t *testing.T) {
 	actx, acancel := context.WithCancel(context.Background())
 	aDone := make(chan error, 1)
 	go func() { aDone <- oa.Run(actx, ha) }()
-	waitFor(t, 5*time.Second, "a holds 0 and 1", func() bool { return fmt.Sprint(ha.ids()) == "[0 1]" })
+	testkit.Eventually(t, 5*time.Second, "a holds 0 and 1", func() bool { return fmt.Sprint(ha.ids()) == "[0 1]" })
 	bctx, bcancel := context.WithCancel(context.Background())
 	defer bcancel()
 	go func() { _ = ob.Run(bctx, hb) }()
-	waitFor(t, 5*time.Second, "b holds 2", func() bool { return fmt.Sprint(hb.ids()) == "[2]" })
+	testkit.Eventually(t, 5*time.Second, "b holds 2", func() bool { return fmt.Sprint(hb.ids()) == "[2]" })
 	time.Sleep(ttl)
 	if got := fmt.Sprint(hb.ids()); got != "[2]" {
 		t.Errorf("b runs %s while a holds shard 1; want [2]", got)
@@ -690,7 +679,7 @@ func TestShardOwnerFixedSets(t *testing.T) {
 	}
 	acancel()
 	<-aDone
-	took := waitFor(t, ttl, "b takes shard 1 once a leaves", func() bool { return fmt.Sprint(hb.ids()) == "[1 2]" })
+	took := testkit.Eventually(t, ttl, "b takes shard 1 once a leaves", func() bool { return fmt.Sprint(hb.ids()) == "[1 2]" })
 	t.Logf("a left (%v); b took shard 1 %s later (lease_ttl %s)", ha.log, took.Round(time.Millisecond), ttl)
 	if fmt.Sprint(ha.log) != "[start 0 start 1 stop 0 stop 1]" && fmt.Sprint(ha.log) != "[start 0 start 1 stop 1 stop 0]" {
 		t.Errorf("a's host was asked %v", ha.log)

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/store"
 )
@@ -203,17 +204,6 @@ func idsByShard(evs []event) (map[int][]string, int) {
 	return out, dups
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // start runs a Deliverer; the returned func stops it and waits for Run to return.
 func start(t testing.TB, c *queue.Consumer, o Options) (stop func()) {
 	t.Helper()
@@ -313,7 +303,7 @@ func TestBotDownLosesNothingAndKeepsOrder(t *testing.T) {
 		return http.StatusOK
 	}
 	var l2 net.Listener
-	waitFor(t, "the bot's port to be free again", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the bot's port to be free again", func() bool {
 		l2, err = net.Listen("tcp", addr)
 		return err == nil
 	})
@@ -324,7 +314,7 @@ func TestBotDownLosesNothingAndKeepsOrder(t *testing.T) {
 
 	more := e.appendEvents([]int{1}, 5) // appended while the backlog drains
 	want[1] = append(want[1], more[1]...)
-	waitFor(t, "every event delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every event delivered", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) >= 4*40+5
 	})
@@ -344,7 +334,7 @@ func TestBotDownLosesNothingAndKeepsOrder(t *testing.T) {
 	if n := counterValue(t, reg, "dd_delivery_delivered_events_total", ""); n != 4*40+5 {
 		t.Errorf("dd_delivery_delivered_events_total = %v, want %d", n, 4*40+5)
 	}
-	waitFor(t, "the queue to be emptied", func() bool { return e.q.Depth() == 0 })
+	testkit.Eventually(t, 15*time.Second, "the queue to be emptied", func() bool { return e.q.Depth() == 0 })
 	if n := gaugeValue(t, reg, "dd_delivery_failing_shards"); n != 0 {
 		t.Errorf("dd_delivery_failing_shards = %v after recovery, want 0", n)
 	}
@@ -364,7 +354,7 @@ func TestRedeliveredEventsKeepTheirID(t *testing.T) {
 	}
 	start(t, e.c, Options{URLs: []string{b.url()}})
 	want := e.appendEvents([]int{5, 6}, 10)
-	waitFor(t, "every event delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every event delivered", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) >= 20
 	})
@@ -397,7 +387,7 @@ func TestEnvelopeIsExact(t *testing.T) {
 			b := newBot(t)
 			start(t, e.c, Options{URLs: []string{b.url()}, Secret: secret})
 			want := e.appendEvents([]int{2}, 3)
-			waitFor(t, "3 events", func() bool {
+			testkit.Eventually(t, 15*time.Second, "3 events", func() bool {
 				_, evs := b.snapshot()
 				return len(evs) == 3
 			})
@@ -429,7 +419,7 @@ func TestBatchingSendsArraysInOrder(t *testing.T) {
 	b := newBot(t)
 	want := e.appendEvents([]int{9}, 25) // all waiting before delivery starts: batches fill up
 	start(t, e.c, Options{URLs: []string{b.url()}, BatchMax: 10, Secret: "x"})
-	waitFor(t, "25 events", func() bool {
+	testkit.Eventually(t, 15*time.Second, "25 events", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) >= 25
 	})
@@ -469,7 +459,7 @@ func TestShardsGoToTheirURL(t *testing.T) {
 	bots := []*bot{newBot(t), newBot(t)}
 	start(t, e.c, Options{URLs: []string{bots[0].url(), bots[1].url()}})
 	e.appendEvents([]int{0, 1, 2, 3}, 2)
-	waitFor(t, "8 events", func() bool {
+	testkit.Eventually(t, 15*time.Second, "8 events", func() bool {
 		_, a := bots[0].snapshot()
 		_, b := bots[1].snapshot()
 		return len(a)+len(b) == 8
@@ -506,7 +496,7 @@ func TestTimeoutIsRetried(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	start(t, e.c, Options{URLs: []string{srv.URL}, Timeout: 100 * time.Millisecond, Registerer: reg})
 	want := e.appendEvents([]int{0}, 1)
-	waitFor(t, "the event after a timeout", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the event after a timeout", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) == 1
 	})
@@ -537,7 +527,7 @@ func TestRedirectIsAFailureNotAnAcknowledgment(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	start(t, e.c, Options{URLs: []string{srv.URL}, Registerer: reg})
 	e.appendEvents([]int{0}, 1)
-	waitFor(t, "the event posted after the redirect", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the event posted after the redirect", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) == 1
 	})
@@ -553,7 +543,7 @@ func TestRestartResumesWithoutSkipping(t *testing.T) {
 	shards := []int{0, 1, 2}
 	want := e.appendEvents(shards, 60)
 	stop := start(t, e.c, Options{URLs: []string{b.url()}})
-	waitFor(t, "some events delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "some events delivered", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) >= 40
 	})
@@ -563,7 +553,7 @@ func TestRestartResumesWithoutSkipping(t *testing.T) {
 
 	e.open()
 	start(t, e.c, Options{URLs: []string{b.url()}})
-	waitFor(t, "the rest delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the rest delivered", func() bool {
 		_, evs := b.snapshot()
 		got, _ := idsByShard(evs)
 		return len(got[0])+len(got[1])+len(got[2]) == 180
@@ -706,11 +696,11 @@ func TestLoggedURLHidesItsPassword(t *testing.T) {
 	target := strings.Replace(srv.URL, "http://", "http://bot:"+password+"@", 1) + "/events"
 	start(t, e.c, Options{URLs: []string{target}, Logger: zap.New(core)})
 	e.appendEvents([]int{0}, 1)
-	waitFor(t, "the event after a dropped connection", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the event after a dropped connection", func() bool {
 		_, evs := b.snapshot()
 		return len(evs) == 1
 	})
-	waitFor(t, "the recovery log line", func() bool { return logs.FilterMessageSnippet("works again").Len() == 1 })
+	testkit.Eventually(t, 15*time.Second, "the recovery log line", func() bool { return logs.FilterMessageSnippet("works again").Len() == 1 })
 	warned := logs.FilterMessageSnippet("failed; retrying").All()
 	if len(warned) != 1 {
 		t.Fatalf("want one warning about the failed attempt, got %d: %v", len(warned), logs.All())

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/queue"
 )
 
@@ -71,7 +72,7 @@ func TestIdleShardsHoldNoGoroutine(t *testing.T) {
 	e.appendAcross(ids, 2, want)
 	before := runtime.NumGoroutine()
 	start(t, e.c, Options{URLs: []string{b.url()}, MaxInFlight: 4})
-	waitFor(t, "every shard's events delivered", func() bool { return deliveredAll(t, b, want) })
+	testkit.Eventually(t, 15*time.Second, "every shard's events delivered", func() bool { return deliveredAll(t, b, want) })
 	// The HTTP client's and the test server's connections (4 at most, a few goroutines each) remain.
 	const slack = 50
 	if n := goroutinesAtMost(before + slack); n > before+slack {
@@ -79,7 +80,7 @@ func TestIdleShardsHoldNoGoroutine(t *testing.T) {
 			n, shards, before, slack)
 	}
 	e.appendAcross(ids, 1, want)
-	waitFor(t, "every idle shard's next event delivered", func() bool { return deliveredAll(t, b, want) })
+	testkit.Eventually(t, 15*time.Second, "every idle shard's next event delivered", func() bool { return deliveredAll(t, b, want) })
 	if n := goroutinesAtMost(before + slack); n > before+slack {
 		t.Fatalf("%d goroutines once idle again, %d before: want at most %d more", n, before, slack)
 	}

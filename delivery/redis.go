@@ -19,8 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/queue"
-	"github.com/ddhq/dd/rawjson"
 )
 
 // RedisOptions configure NewRedis. Zero values take the defaults given.

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ddhq/dd/internal/testkit"
 )
 
 // serve runs c.Serve with step until the test ends.
@@ -25,17 +27,6 @@ func serve(t *testing.T, c *Consumer, step func(ctx context.Context, shard int) 
 			t.Errorf("Serve did not return after its context was cancelled")
 		}
 	})
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // An event appended after the shard's step read nothing, but before its goroutine ended, must not wait
@@ -63,7 +54,7 @@ func TestServeReadsAnAppendThatRacesItsExit(t *testing.T) {
 		c.Ack(shard, recs[len(recs)-1].Seq)
 		return true
 	})
-	eventually(t, "both events handled, the second appended between an empty read and the exit", func() bool {
+	testkit.Eventually(t, 10*time.Second, "both events handled, the second appended between an empty read and the exit", func() bool {
 		return handled.Load() == 2
 	})
 }
@@ -99,12 +90,12 @@ func TestServeWakesShardsHeldByAFenceWhenItPasses(t *testing.T) {
 		c.Ack(shard, recs[len(recs)-1].Seq)
 		return true
 	})
-	eventually(t, "shard 2 read nothing behind the fence", func() bool { return heldEmpty.Load() > 0 })
+	testkit.Eventually(t, 10*time.Second, "shard 2 read nothing behind the fence", func() bool { return heldEmpty.Load() > 0 })
 	if n := handled2.Load(); n != 0 {
 		t.Fatalf("shard 2 handled %d events before shard 1 acknowledged the event before the fence", n)
 	}
 	close(release)
-	eventually(t, "shard 2's event handled once shard 1 passed the fence", func() bool { return handled2.Load() == 1 })
+	testkit.Eventually(t, 10*time.Second, "shard 2's event handled once shard 1 passed the fence", func() bool { return handled2.Load() == 1 })
 }
 
 func TestServeRunsOnceAtATimePerConsumer(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 )
 
 var seed = maphash.MakeSeed()

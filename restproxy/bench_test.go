@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/ratelimit"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // benchClient keeps enough idle connections for the concurrency used here.

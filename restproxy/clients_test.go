@@ -16,7 +16,7 @@ import (
 	"github.com/disgoorg/disgo/rest"
 	"github.com/disgoorg/snowflake/v2"
 
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // pointDiscordgoAt reassigns every discordgo endpoint variable that addresses Discord's API to base

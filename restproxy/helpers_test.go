@@ -14,9 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/ratelimit"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 const (

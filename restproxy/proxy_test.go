@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 func TestRequestsPassThroughWithDiscordsAnswer(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // fire runs n requests concurrently and returns their statuses.

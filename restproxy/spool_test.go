@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // fullSpoolDir returns a directory whose writes fail for lack of space: a 64 KiB tmpfs where the test may

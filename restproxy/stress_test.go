@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // TestStressRateLimits fires a few hundred random requests through dd at the strict simulator, in waves,

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // BenchmarkGatewayEndToEnd measures events per second from the simulator's firehose through dd's

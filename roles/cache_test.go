@@ -13,7 +13,8 @@ import (
 
 	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // cacheSim is a simulator whose app may use the members and presences intents, so that GUILD_CREATE
@@ -120,7 +121,7 @@ func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 	dd := startDD(t, config.RoleAll, cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"))...)
 	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
 	guilds := sim.Guilds()
-	waitFor(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(len(guilds)) })
+	testkit.Eventually(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(len(guilds)) })
 
 	g := guilds[0]
 	gj := c.object(fmt.Sprintf("/guilds/%d", g.ID))
@@ -154,20 +155,20 @@ func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 	done := make(chan struct{})
 	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 2000, Total: 200, MemberAdd: 1, Done: done})
 	<-done
-	waitFor(t, 10*time.Second, "the firehose's members", func() bool { return c.stats().Members == int64(6*21+200) })
+	testkit.Eventually(t, 10*time.Second, "the firehose's members", func() bool { return c.stats().Members == int64(6*21+200) })
 
 	removed, down := guilds[1], guilds[2]
 	downMembers := len(c.list(fmt.Sprintf("/guilds/%d/members?limit=1000", down.ID)))
 	sim.RemoveGuild(removed.ID)
 	sim.SetGuildOutage(down.ID, true)
-	waitFor(t, 10*time.Second, "the guild removal", func() bool { return c.status(fmt.Sprintf("/guilds/%d", removed.ID)) == 404 })
+	testkit.Eventually(t, 10*time.Second, "the guild removal", func() bool { return c.status(fmt.Sprintf("/guilds/%d", removed.ID)) == 404 })
 	if code := c.status(fmt.Sprintf("/guilds/%d/members/%d", removed.ID, discordsim.MemberUserID(removed.ID, 0))); code != 404 {
 		t.Errorf("a removed guild's member: %d, want 404", code)
 	}
 	if code := c.status(fmt.Sprintf("/channels/%d", removed.Channels[0])); code != 404 {
 		t.Errorf("a removed guild's channel: %d, want 404", code)
 	}
-	waitFor(t, 10*time.Second, "the outage", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the outage", func() bool {
 		return c.object(fmt.Sprintf("/guilds/%d", down.ID))["unavailable"] == true
 	})
 	if n := len(c.list(fmt.Sprintf("/guilds/%d/members?limit=1000", down.ID))); n != downMembers {
@@ -179,7 +180,7 @@ func TestAllInOneServesWhatTheGatewaySaw(t *testing.T) {
 	done = make(chan struct{})
 	sim.StartFirehose(discordsim.FirehoseOptions{Rate: 1000, Total: 1, MemberAdd: 1, Guilds: []uint64{down.ID}, Done: done})
 	<-done
-	waitFor(t, 10*time.Second, "the end of the outage", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the end of the outage", func() bool {
 		return c.object(fmt.Sprintf("/guilds/%d", down.ID))["unavailable"] == nil
 	})
 }
@@ -188,7 +189,7 @@ func TestCacheAppliesTheRenamedLoadingBurst(t *testing.T) {
 	sim := cacheSim(t, 3, 2)
 	dd := startDD(t, config.RoleAll, cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"), "DD_GATEWAY__LOADING_GUILD_EVENT=GUILD_LOADED_DD")...)
 	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
-	waitFor(t, 20*time.Second, "guilds from GUILD_LOADED_DD", func() bool { return c.loaded(3) })
+	testkit.Eventually(t, 20*time.Second, "guilds from GUILD_LOADED_DD", func() bool { return c.loaded(3) })
 }
 
 func TestCacheAPIAuthAndErrors(t *testing.T) {
@@ -241,9 +242,9 @@ func TestSplitCacheIsFedByTheGatewayOverHTTP(t *testing.T) {
 	cacheURL := "http://" + cacheDD.addrs[config.RoleCache]
 	startDD(t, config.RoleGateway, cacheEnv(t, sim, filepath.Join(t.TempDir(), "gateway"), "DD_CACHE__URL="+cacheURL)...)
 	c := cacheClient{t: t, base: cacheURL, secret: "cache-secret-0123456789"}
-	waitFor(t, 20*time.Second, "every guild in the separate cache", func() bool { return c.loaded(4) })
+	testkit.Eventually(t, 20*time.Second, "every guild in the separate cache", func() bool { return c.loaded(4) })
 	g := sim.Guilds()[0]
-	waitFor(t, 10*time.Second, "the members", func() bool { return c.stats().Members == 4*11 })
+	testkit.Eventually(t, 10*time.Second, "the members", func() bool { return c.stats().Members == 4*11 })
 	c.object(fmt.Sprintf("/guilds/%d/members/%d", g.ID, discordsim.MemberUserID(g.ID, 9)))
 
 	// The gateway's feed is one client of POST /events; anything that speaks the envelope is another.
@@ -268,7 +269,7 @@ func TestCacheRestartAnswersAtOnceAndCatchesUp(t *testing.T) {
 	env := cacheEnv(t, sim, filepath.Join(t.TempDir(), "data"))
 	dd := startDD(t, config.RoleAll, env...)
 	c := cacheClient{t: t, base: "http://" + dd.addrs[config.RoleCache], secret: "cache-secret-0123456789"}
-	waitFor(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(4) })
+	testkit.Eventually(t, 20*time.Second, "every guild in the cache", func() bool { return c.loaded(4) })
 	before := c.stats()
 	if err := dd.stop(t); err != nil {
 		t.Fatal(err)
@@ -286,7 +287,7 @@ func TestCacheRestartAnswersAtOnceAndCatchesUp(t *testing.T) {
 		t.Errorf("stats right after the restart = %+v, want what was there before (%+v)", got, before)
 	}
 	c.object(fmt.Sprintf("/guilds/%d", sim.Guilds()[1].ID))
-	waitFor(t, 20*time.Second, "the events missed while down", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the events missed while down", func() bool {
 		return c.status(fmt.Sprintf("/guilds/%d", added.ID)) == 200 && c.status(fmt.Sprintf("/guilds/%d", gone.ID)) == 404
 	})
 	if n := len(c.list(fmt.Sprintf("/guilds/%d/members?limit=100", added.ID))); n != 6 {

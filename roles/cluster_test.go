@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // Two gateway processes with half of the shards each, and one rest role: through the rest role's shared
@@ -36,7 +37,7 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 			fmt.Sprintf("DD_GATEWAY__TOTAL_SHARDS=%d", shards), "DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID="+string(rune('0'+cluster)),
 			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false")...)
 	}
-	waitFor(t, 30*time.Second, "every shard connected", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every shard connected", func() bool {
 		n := 0
 		for _, s := range sim.Sessions() {
 			if s.Connected {
@@ -97,7 +98,7 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 			"DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789")...)
 		gws = append(gws, &reshardEnv{sim: sim, dd: dd, bot: bot, nonce: nl, base: "http://" + dd.addrs[config.RoleGateway]})
 	}
-	waitFor(t, 10*time.Second, "2 shards connected", func() bool { return len(sessionIDs(sim)) == 2 })
+	testkit.Eventually(t, 10*time.Second, "2 shards connected", func() bool { return len(sessionIDs(sim)) == 2 })
 	gws[0].oldSessions = sessionIDs(sim)
 	const total = 6000
 	done := make(chan struct{})
@@ -107,7 +108,7 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 		t.Fatalf("POST /reshard of 3 on a split deployment: %d %s; want 202 rounded up to 4, a multiple of 2", code, body)
 	}
 	for i, g := range gws {
-		waitFor(t, 20*time.Second, fmt.Sprintf("process %d to switch", i), func() bool { return strings.Contains(g.status(t), `"result":"switched"`) })
+		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("process %d to switch", i), func() bool { return strings.Contains(g.status(t), `"result":"switched"`) })
 	}
 	<-done
 	gws[0].checkExactlyOnce(t, total)
@@ -127,7 +128,7 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 	}
 	startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r2"),
 		"DD_REST__LISTEN="+rest.addrs[config.RoleRest])...)
-	waitFor(t, 5*time.Second, "the restarted rest role to learn the target", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the restarted rest role to learn the target", func() bool {
 		req, _ := http.NewRequest("GET", restURL+reshardCoordinatorPath, nil)
 		req.Header.Set("Authorization", "rest-secret-0123456789")
 		resp, err := http.DefaultClient.Do(req)
@@ -163,7 +164,7 @@ func TestSplitGatewaysReshardAutomatically(t *testing.T) {
 	}
 	// 4,200 guilds on 2 shards is 84 % of their 5,000: due, though each process holds only 2,100 (42 %).
 	// Discord recommends ceil(4200/1000) = 5, rounded up to a multiple of the current 2: 6.
-	waitFor(t, 30*time.Second, "6 shards of the automatic reshard", func() bool {
+	testkit.Eventually(t, 30*time.Second, "6 shards of the automatic reshard", func() bool {
 		n := 0
 		for _, s := range sim.Sessions() {
 			if s.Connected && s.NumShards == 6 {

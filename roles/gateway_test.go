@@ -15,9 +15,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ddhq/dd/botsim"
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 type runningDD struct {
@@ -73,17 +74,6 @@ func (r *runningDD) stop(t *testing.T) error {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func newBot(t *testing.T) *botsim.Receiver {
 	b := botsim.New("bot-secret-0123456789")
 	t.Cleanup(b.Close)
@@ -118,7 +108,7 @@ func lastSeqs(sim *discordsim.Server) map[int]int64 {
 
 func waitAllDelivered(t *testing.T, sim *discordsim.Server, bot *botsim.Receiver, shards int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "every event at the bot", func() bool {
+	testkit.Eventually(t, 20*time.Second, "every event at the bot", func() bool {
 		seqs := lastSeqs(sim)
 		if len(seqs) != shards {
 			return false
@@ -188,7 +178,7 @@ func TestGatewayAPI(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, 10*time.Second, "both shards ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "both shards ready", func() bool {
 		_, body := call("GET", "/status", "gw-secret-0123456789", "")
 		return strings.Count(body, `"state":"ready"`) == 2
 	})
@@ -285,11 +275,11 @@ func TestConnectionClosesAreCountedByCode(t *testing.T) {
 	sim := gatewaySim(t, 4)
 	bot := newBot(t)
 	dd := startDD(t, config.RoleGateway, gatewayEnv(t, sim, bot)...)
-	waitFor(t, 15*time.Second, "2 sessions", func() bool { return len(sim.Sessions()) == 2 })
+	testkit.Eventually(t, 15*time.Second, "2 sessions", func() bool { return len(sim.Sessions()) == 2 })
 	for _, s := range sim.Sessions() {
 		sim.CloseSession(s.ID, 4000)
 	}
-	waitFor(t, 10*time.Second, `dd_gateway_connection_closes_total{code="4000"} 2`, func() bool {
+	testkit.Eventually(t, 10*time.Second, `dd_gateway_connection_closes_total{code="4000"} 2`, func() bool {
 		resp, err := http.Get("http://" + dd.addrs[config.RoleGateway] + "/metrics")
 		if err != nil {
 			return false

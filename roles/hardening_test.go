@@ -23,10 +23,11 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/internal/httpapi"
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/sim/discordsim"
 	"github.com/ddhq/dd/store"
 )
 
@@ -134,7 +135,7 @@ func TestReshardCountsAreCheckedBeforeAnythingIsSized(t *testing.T) {
 	sim := hardSim(t, 10, 2)
 	dd := startDD(t, config.RoleGateway, hardGatewayEnv(t, sim)...)
 	base := "http://" + dd.addrs[config.RoleGateway]
-	waitFor(t, 10*time.Second, "2 shards ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "2 shards ready", func() bool {
 		_, s := call(t, "GET", base+"/status", hardSecret, "")
 		return strings.Count(s, `"state":"ready"`) == 2
 	})
@@ -197,7 +198,7 @@ func TestCoordinatorRefusesAndGatewaysIgnoreAnInvalidTarget(t *testing.T) {
 	defer front.Close()
 	gw, logs := startDDObserved(t, config.RoleGateway, hardGatewayEnv(t, sim, "DD_REST__URL=http://"+l.Addr().String(),
 		"DD_GATEWAY__CLUSTERS=2", "DD_GATEWAY__CLUSTER_ID=0")...)
-	waitFor(t, 10*time.Second, "the invalid target ignored", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the invalid target ignored", func() bool {
 		return logs.FilterMessageSnippet("ignoring the rest role's reshard target").Len() > 0
 	})
 	time.Sleep(10 * coordinatorPoll)
@@ -334,7 +335,7 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitFor(t, 3*time.Second, "the API served again", func() bool {
+	testkit.Eventually(t, 3*time.Second, "the API served again", func() bool {
 		code, _ := rawAnswer(t, addr, "GET /api/v10/gateway HTTP/1.1\r\nHost: dd\r\n\r\n", 2*time.Second)
 		return code == http.StatusOK
 	})
@@ -371,7 +372,7 @@ func TestHTTPServerErrorsAreLoggedAtWarn(t *testing.T) {
 	if resp, err := http.Get("http://" + s.addr() + "/boom"); err == nil {
 		resp.Body.Close()
 	}
-	waitFor(t, 2*time.Second, "the panic in the log", func() bool {
+	testkit.Eventually(t, 2*time.Second, "the panic in the log", func() bool {
 		return logs.FilterMessageSnippet("handler bug").Len() > 0
 	})
 	for _, e := range logs.FilterMessageSnippet("handler bug").All() {
@@ -389,7 +390,7 @@ func TestGatewayCommandsAreCheckedBeforeDiscordSeesThem(t *testing.T) {
 	sim := hardSim(t, 4, 1)
 	dd := startDD(t, config.RoleGateway, hardGatewayEnv(t, sim)...)
 	base := "http://" + dd.addrs[config.RoleGateway]
-	waitFor(t, 10*time.Second, "2 shards ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "2 shards ready", func() bool {
 		_, s := call(t, "GET", base+"/status", hardSecret, "")
 		return strings.Count(s, `"state":"ready"`) == 2
 	})
@@ -464,7 +465,7 @@ func TestIdentifyQueueAuthenticatesBeforeAskingDiscord(t *testing.T) {
 		t.Fatalf("unauthenticated requests made dd call /gateway/bot %d times", n)
 	}
 	call(t, "POST", "http://"+addr+identifyQueuePath+"acquire", hardRestSec, `{"shard_id":0}`)
-	waitFor(t, 5*time.Second, "/gateway/bot after an authenticated request", func() bool { return gatewayBot() == 1 })
+	testkit.Eventually(t, 5*time.Second, "/gateway/bot after an authenticated request", func() bool { return gatewayBot() == 1 })
 }
 
 // ---- 7. readiness ----
@@ -499,7 +500,7 @@ func TestRestReadyzFollowsDiscordsReachability(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	waitFor(t, 10*time.Second, "ready once Discord answers", func() bool { code, _ := readyz(t, addr); return code == http.StatusOK })
+	testkit.Eventually(t, 10*time.Second, "ready once Discord answers", func() bool { code, _ := readyz(t, addr); return code == http.StatusOK })
 }
 
 // The gateway is not ready before its shards run or while one of them is neither connected nor resuming.
@@ -518,12 +519,12 @@ func TestGatewayReadyzFollowsItsShards(t *testing.T) {
 
 	dd := startDD(t, config.RoleGateway, hardGatewayEnv(t, sim)...)
 	addr := dd.addrs[config.RoleGateway]
-	waitFor(t, 10*time.Second, "ready with both shards connected", func() bool { code, _ := readyz(t, addr); return code == http.StatusOK })
+	testkit.Eventually(t, 10*time.Second, "ready with both shards connected", func() bool { code, _ := readyz(t, addr); return code == http.StatusOK })
 	// Discord refuses shard 1 for good (4013, invalid intents): shard 0 runs on, the gateway is not ready.
 	for _, id := range sim.ShardSessionIDs(1, 2) {
 		sim.CloseSession(id, 4013)
 	}
-	waitFor(t, 5*time.Second, "not ready with shard 1 down", func() bool {
+	testkit.Eventually(t, 5*time.Second, "not ready with shard 1 down", func() bool {
 		code, body := readyz(t, addr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 of 2 shards are not connected")
 	})
@@ -597,14 +598,14 @@ func TestStatusCountsGuildsAfterARestart(t *testing.T) {
 		return n
 	}
 	dd := startDD(t, config.RoleGateway, env...)
-	waitFor(t, 10*time.Second, "10 guilds on ready shards", func() bool { return guilds(dd.addrs[config.RoleGateway]) == 10 })
+	testkit.Eventually(t, 10*time.Second, "10 guilds on ready shards", func() bool { return guilds(dd.addrs[config.RoleGateway]) == 10 })
 	time.Sleep(200 * time.Millisecond) // the last batch's session and guilds committed
 	if err := dd.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	dd = startDD(t, config.RoleGateway, env...)
 	addr := dd.addrs[config.RoleGateway]
-	waitFor(t, 10*time.Second, "both shards ready again", func() bool { return guilds(addr) >= 0 })
+	testkit.Eventually(t, 10*time.Second, "both shards ready again", func() bool { return guilds(addr) >= 0 })
 	if st := sim.GatewayStats(); len(st.Identifies) != 2 || len(st.Resumes) != 2 {
 		t.Fatalf("the restart should resume both shards: identifies %d, resumes %d", len(st.Identifies), len(st.Resumes))
 	}

@@ -18,8 +18,9 @@ import (
 
 	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
-	"github.com/ddhq/dd/members"
+	"github.com/ddhq/dd/internal/members"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // startDDMembers is startDD with Discord's 30 s member-request window scaled to window.
@@ -201,7 +202,7 @@ func TestDDRequestsEveryMissingMemberAndResumesAfterARestart(t *testing.T) {
 		return out
 	}
 	var before map[uint64]bool
-	waitFor(t, 60*time.Second, "a few guilds complete", func() bool {
+	testkit.Eventually(t, 60*time.Second, "a few guilds complete", func() bool {
 		before = completeNow()
 		return len(before) >= 4
 	})
@@ -220,7 +221,7 @@ func TestDDRequestsEveryMissingMemberAndResumesAfterARestart(t *testing.T) {
 
 	dd = startDDMembers(t, window, env...)
 	base = "http://" + dd.addrs[config.RoleCache]
-	waitFor(t, 90*time.Second, "every guild's members complete", func() bool { return len(completeNow()) == guilds })
+	testkit.Eventually(t, 90*time.Second, "every guild's members complete", func() bool { return len(completeNow()) == guilds })
 	took := time.Since(start)
 
 	c := cacheClient{t: t, base: base, secret: "cache-secret-0123456789"}
@@ -248,7 +249,7 @@ func TestDDRequestsEveryMissingMemberAndResumesAfterARestart(t *testing.T) {
 	if len(st.Identifies) != identifies || identifies != 2 {
 		t.Errorf("identifies: %d before the restart, %d after; want 2 and 2 (the restart resumes)", identifies, len(st.Identifies))
 	}
-	waitFor(t, 30*time.Second, "every guild's chunks at the bot", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every guild's chunks at the bot", func() bool {
 		for _, g := range gs {
 			if _, whole := log.ddNonces(g.ID); whole < 1 {
 				return false
@@ -294,7 +295,7 @@ func TestDDWaitsOutRateLimitedAndRetriesJustPastTheWindow(t *testing.T) {
 	dd := startDDMembers(t, window, membersEnv(sim, bot, filepath.Join(t.TempDir(), "data"), "DD_GATEWAY__TOTAL_SHARDS=1")...)
 	base := "http://" + dd.addrs[config.RoleCache]
 	g := sim.Guilds()[0]
-	waitFor(t, 30*time.Second, "both guilds complete", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both guilds complete", func() bool {
 		return membersComplete(t, base, g.ID) == "true" && membersComplete(t, base, sim.Guilds()[1].ID) == "true"
 	})
 	time.Sleep(window + 100*time.Millisecond) // dd's own window for the guild is over
@@ -307,10 +308,10 @@ func TestDDWaitsOutRateLimitedAndRetriesJustPastTheWindow(t *testing.T) {
 	}
 	sim.SetGuildOutage(g.ID, true)
 	sim.SetGuildOutage(g.ID, false) // GUILD_CREATE: dd asks again at once, within the bot's window
-	waitFor(t, 5*time.Second, "the guild's list incomplete after its GUILD_CREATE", func() bool { return membersComplete(t, base, g.ID) == "false" })
-	waitFor(t, 5*time.Second, "dd's request refused", func() bool { return sim.GatewayStats().MemberRateLimited >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the guild's list incomplete after its GUILD_CREATE", func() bool { return membersComplete(t, base, g.ID) == "false" })
+	testkit.Eventually(t, 5*time.Second, "dd's request refused", func() bool { return sim.GatewayStats().MemberRateLimited >= 1 })
 	var done time.Time
-	waitFor(t, 10*time.Second, "the guild complete again", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the guild complete again", func() bool {
 		if membersComplete(t, base, g.ID) == "true" {
 			done = time.Now()
 			return true
@@ -329,7 +330,7 @@ func TestDDWaitsOutRateLimitedAndRetriesJustPastTheWindow(t *testing.T) {
 	if n := metricValue(t, dd.addrs[config.RoleGateway], "dd_gateway_member_requests_rate_limited_total"); n != 1 {
 		t.Errorf("dd_gateway_member_requests_rate_limited_total = %v, want 1", n)
 	}
-	waitFor(t, 10*time.Second, "RATE_LIMITED at the bot", func() bool {
+	testkit.Eventually(t, 10*time.Second, "RATE_LIMITED at the bot", func() bool {
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		return len(log.rateLimited) == 1 && strings.HasPrefix(log.rateLimited[0], members.NoncePrefix)

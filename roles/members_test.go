@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // TestBotRequestsMembersThroughDDAndGetsEveryChunk: a bot asks dd's gateway API for every member of a
@@ -76,7 +77,7 @@ func TestBotRequestsMembersThroughDDAndGetsEveryChunk(t *testing.T) {
 			t.Fatalf("POST /shards/%d/send %s: %d %s, want 204", shard, body, code, resp)
 		}
 	}
-	waitFor(t, 20*time.Second, "both shards ready", func() bool {
+	testkit.Eventually(t, 20*time.Second, "both shards ready", func() bool {
 		_, body := call("GET", "/status", "")
 		return strings.Count(body, `"state":"ready"`) == 2
 	})
@@ -85,7 +86,7 @@ func TestBotRequestsMembersThroughDDAndGetsEveryChunk(t *testing.T) {
 	shard := discordsim.ShardFor(g.ID, 2)
 	ask := fmt.Sprintf(`{"op":8,"d":{"guild_id":"%d","query":"","limit":0,"nonce":"%%s"}}`, g.ID)
 	send(shard, fmt.Sprintf(ask, "n1"))
-	waitFor(t, 20*time.Second, "three GUILD_MEMBERS_CHUNKs at the bot", func() bool { return len(received("GUILD_MEMBERS_CHUNK")) >= 3 })
+	testkit.Eventually(t, 20*time.Second, "three GUILD_MEMBERS_CHUNKs at the bot", func() bool { return len(received("GUILD_MEMBERS_CHUNK")) >= 3 })
 
 	seen := map[string]int{}
 	indices := map[int]bool{}
@@ -128,7 +129,7 @@ func TestBotRequestsMembersThroughDDAndGetsEveryChunk(t *testing.T) {
 
 	// Within Discord's 30 s: the answer is a RATE_LIMITED dispatch, delivered like any event.
 	send(shard, fmt.Sprintf(ask, "n2"))
-	waitFor(t, 10*time.Second, "RATE_LIMITED at the bot", func() bool { return len(received("RATE_LIMITED")) == 1 })
+	testkit.Eventually(t, 10*time.Second, "RATE_LIMITED at the bot", func() bool { return len(received("RATE_LIMITED")) == 1 })
 	rl := received("RATE_LIMITED")[0]
 	var d struct {
 		Opcode     int     `json:"opcode"`

@@ -7,8 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/internal/redistest"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // BenchmarkGatewayEndToEndRedis is BenchmarkGatewayEndToEnd with events.sink = "redis": events per second

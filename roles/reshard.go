@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/filter"
+	"github.com/ddhq/dd/internal/filter"
 	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/reshard"

@@ -14,17 +14,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/botsim"
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/queue"
-	"github.com/ddhq/dd/rawjson"
 	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/sim/discordsim"
 	"github.com/ddhq/dd/store"
 )
 
@@ -92,7 +93,7 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config, extraEnv ...string)
 	env = append(env, extraEnv...)
 	dd := startDDWindow(t, config.RoleGateway, testIdentifyWindow, env...)
 	e := &reshardEnv{bot: bot, sim: sim, dd: dd, base: "http://" + dd.addrs[config.RoleGateway], nonce: nl, env: env}
-	waitFor(t, 10*time.Second, "2 shards ready", func() bool { return strings.Count(e.status(t), `"state":"ready"`) == 2 })
+	testkit.Eventually(t, 10*time.Second, "2 shards ready", func() bool { return strings.Count(e.status(t), `"state":"ready"`) == 2 })
 	e.oldSessions = sessionIDs(sim)
 	return e
 }
@@ -175,7 +176,7 @@ func TestReshardUnderFirehoseLosesAndRepeatsNothing(t *testing.T) {
 		t.Errorf("a second reshard while one runs: %d, want 409", code)
 	}
 	// While it runs, /status shows both sets and the progress.
-	waitFor(t, 10*time.Second, "/status to show the reshard in progress", func() bool {
+	testkit.Eventually(t, 10*time.Second, "/status to show the reshard in progress", func() bool {
 		during := e.status(t)
 		if strings.Contains(during, `"result":"switched"`) {
 			t.Fatalf("switched before /status showed both sets")
@@ -183,7 +184,7 @@ func TestReshardUnderFirehoseLosesAndRepeatsNothing(t *testing.T) {
 		return strings.Contains(during, `"in_progress":true`) && strings.Contains(during, `"next_total_shards":4`) &&
 			strings.Contains(during, `"total_shards":2`)
 	})
-	waitFor(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
+	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
 	took := time.Since(start)
 	if code, metrics := e.call(t, "GET", "/metrics", ""); code != 200 || !strings.Contains(metrics, `dd_gateway_reshards_total{result="switched"} 1`) ||
 		!strings.Contains(metrics, "dd_gateway_reshard_seconds_count 1") {
@@ -212,7 +213,7 @@ func TestReshardUnderFirehoseLosesAndRepeatsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	startDDWindow(t, config.RoleGateway, testIdentifyWindow, e.env...)
-	waitFor(t, 10*time.Second, "4 sessions connected after restart", func() bool {
+	testkit.Eventually(t, 10*time.Second, "4 sessions connected after restart", func() bool {
 		n := 0
 		for _, s := range e.sim.Sessions() {
 			if s.Connected && s.NumShards == 4 {
@@ -253,7 +254,7 @@ func TestReshardRollsBackWhenANewShardIsRefused(t *testing.T) {
 	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
 		t.Fatalf("POST /reshard: %d %s", code, body)
 	}
-	waitFor(t, 20*time.Second, "the rollback", func() bool { return strings.Contains(e.status(t), `"result":"rolled back`) })
+	testkit.Eventually(t, 20*time.Second, "the rollback", func() bool { return strings.Contains(e.status(t), `"result":"rolled back`) })
 	<-done
 	e.checkExactlyOnce(t, total)
 	status := e.status(t)
@@ -301,7 +302,7 @@ func TestAutomaticReshardWhenGuildsFillTheShards(t *testing.T) {
 		"DD_GATEWAY__TOTAL_SHARDS=1", "DD_GATEWAY__RESHARD_CHECK_INTERVAL=200ms", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0")
 	// 2100 guilds on 1 shard is 84 % of 2500: due; Discord recommends ceil(2100/1000) = 3, rounded up to a
 	// multiple of max_concurrency 2: 4.
-	waitFor(t, 30*time.Second, "4 shards of the automatic reshard", func() bool {
+	testkit.Eventually(t, 30*time.Second, "4 shards of the automatic reshard", func() bool {
 		n := 0
 		for _, s := range sim.Sessions() {
 			if s.Connected && s.NumShards == 4 {
@@ -310,7 +311,7 @@ func TestAutomaticReshardWhenGuildsFillTheShards(t *testing.T) {
 		}
 		return n == 4
 	})
-	waitFor(t, 10*time.Second, "the old session to end", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the old session to end", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.NumShards == 1 {
 				return false
@@ -333,7 +334,7 @@ func TestReshardWhileTheBotIsDownKeepsEachGuildInOrder(t *testing.T) {
 	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
 		t.Fatalf("POST /reshard: %d %s", code, body)
 	}
-	waitFor(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
+	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
 	<-done
 	e.bot.SetDown(false)
 	e.checkExactlyOnce(t, total)
@@ -445,7 +446,7 @@ func TestCacheNeverAppliesAGuildsLaterEventFirstAcrossTheSwitch(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go c.Follow(fctx, cacheQueue)
-	waitFor(t, 5*time.Second, "the cache to follow both events", func() bool { return cacheQueue.Depth() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the cache to follow both events", func() bool { return cacheQueue.Depth() == 0 })
 	b, err := c.Member(guild, user)
 	if err != nil {
 		t.Fatal(err)
@@ -546,7 +547,7 @@ func TestReshardKeepsEachGuildInOrderAtTheCache(t *testing.T) {
 	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
 		t.Fatalf("POST /reshard: %d %s", code, body)
 	}
-	waitFor(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
+	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
 	<-done
 	cache.slow.Store(false)
 	t.Run("bot", func(t *testing.T) { e.checkExactlyOnce(t, total) })

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // startRestRole runs the rest role in-process against a simulator, configured the real way

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/identify"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // countSink counts events and keeps nothing: the baseline cost of receiving.

@@ -16,8 +16,8 @@ import (
 	"github.com/klauspost/compress/zlib"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/rawjson"
-	"github.com/ddhq/dd/zstdstream"
+	"github.com/ddhq/dd/internal/rawjson"
+	"github.com/ddhq/dd/internal/zstdstream"
 )
 
 // Compression names, as in gateway.compress.

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/shard"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // printSink prints what it is handed; a real Sink makes the events and the session durable together.

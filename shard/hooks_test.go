@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // An embedding program's hooks replace dd's default behaviour: dropped dispatches never reach the Sink,
@@ -34,11 +35,11 @@ func TestHooksReplaceDefaultBehaviour(t *testing.T) {
 			OnStateChange: func(s *Shard, from, to State) { mu.Lock(); states = append(states, to); mu.Unlock() },
 		}
 	})
-	eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
 	g := sim.Guilds()[0]
 	sim.Dispatch(g.ID, "MESSAGE_CREATE", map[string]any{"id": "1", "channel_id": fmt.Sprint(g.Channels[0]), "guild_id": fmt.Sprint(g.ID),
 		"content": "x", "author": map[string]any{"id": "1", "username": "u"}})
-	eventually(t, 5*time.Second, "the message", func() bool { return h.sink.count(0, "MESSAGE_CREATE") == 1 })
+	testkit.Eventually(t, 5*time.Second, "the message", func() bool { return h.sink.count(0, "MESSAGE_CREATE") == 1 })
 	if n := h.sink.count(0, "GUILD_CREATE"); n != 0 {
 		t.Errorf("%d GUILD_CREATEs reached the sink despite the hook", n)
 	}

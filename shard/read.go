@@ -11,7 +11,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/internal/ctxsleep"
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 )
 
 // header is the part of every payload dd routes on.

@@ -15,8 +15,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/identify"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 	"github.com/ddhq/dd/store"
 )
 
@@ -91,17 +92,6 @@ func (m *memSink) checkNoGaps(t *testing.T) {
 	defer m.mu.Unlock()
 	if len(m.gaps) > 0 {
 		t.Fatalf("events lost: %v", m.gaps)
-	}
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -193,7 +183,7 @@ func TestShardsGetReadyAndTheirGuildsWithEachCompression(t *testing.T) {
 			h := startShards(t, sim, 3, []int{0, 1, 2}, func(c *ManagerConfig) { c.Template.Compress = compress })
 			for id := 0; id < 3; id++ {
 				want := guildsOn(sim, id, 3)
-				eventually(t, 5*time.Second, fmt.Sprintf("shard %d's %d guilds", id, want), func() bool {
+				testkit.Eventually(t, 5*time.Second, fmt.Sprintf("shard %d's %d guilds", id, want), func() bool {
 					return h.sink.count(id, "GUILD_CREATE") == want && h.sink.count(id, "READY") == 1
 				})
 				if st := h.mgr.Shard(id).State(); st != StateReady {
@@ -217,7 +207,7 @@ func TestShardsGetReadyAndTheirGuildsWithEachCompression(t *testing.T) {
 				sim.Dispatch(g.ID, "MESSAGE_CREATE", map[string]any{"id": fmt.Sprint(5000 + i), "channel_id": fmt.Sprint(g.Channels[0]),
 					"guild_id": fmt.Sprint(g.ID), "content": "after", "author": map[string]any{"id": "1", "username": "u"}})
 			}
-			eventually(t, 5*time.Second, "321 messages", func() bool { return h.sink.count(shard, "") == before+321 })
+			testkit.Eventually(t, 5*time.Second, "321 messages", func() bool { return h.sink.count(shard, "") == before+321 })
 			h.sink.mu.Lock()
 			if got := len(h.sink.events[shard][before+300].Raw); got < len(huge) {
 				t.Errorf("the large payload arrived with %d bytes", got)
@@ -235,7 +225,7 @@ func TestShardsGetReadyAndTheirGuildsWithEachCompression(t *testing.T) {
 func TestDroppedConnectionsResumeAndLoseNothing(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 8})
 	h := startShards(t, sim, 2, []int{0, 1}, nil)
-	eventually(t, 5*time.Second, "both shards ready", func() bool {
+	testkit.Eventually(t, 5*time.Second, "both shards ready", func() bool {
 		return h.mgr.Shard(0).State() == StateReady && h.mgr.Shard(1).State() == StateReady
 	})
 	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 3000})
@@ -252,7 +242,7 @@ func TestDroppedConnectionsResumeAndLoseNothing(t *testing.T) {
 		if len(sess) != 1 {
 			t.Fatalf("shard %d has %d sessions", id, len(sess))
 		}
-		eventually(t, 5*time.Second, "every event of shard "+fmt.Sprint(id), func() bool {
+		testkit.Eventually(t, 5*time.Second, "every event of shard "+fmt.Sprint(id), func() bool {
 			for _, info := range sim.Sessions() {
 				if info.ID == sess[0] {
 					return info.Connected && h.sink.last(id) == info.Seq
@@ -281,7 +271,7 @@ func TestReconnectAndInvalidSessionAreHandledAsDiscordSays(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 4})
 	h := startShards(t, sim, 1, []int{0}, typingIntents)
 	ready := func() bool { return h.mgr.Shard(0).State() == StateReady }
-	eventually(t, 5*time.Second, "ready", ready)
+	testkit.Eventually(t, 5*time.Second, "ready", ready)
 	id := sim.ShardSessionIDs(0, 1)[0]
 	dispatchN := func(n int) {
 		g := sim.Guilds()[0]
@@ -293,14 +283,14 @@ func TestReconnectAndInvalidSessionAreHandledAsDiscordSays(t *testing.T) {
 	// op 7: resume.
 	sim.ReconnectSession(id)
 	dispatchN(20)
-	eventually(t, 5*time.Second, "resume after op 7", func() bool { return len(sim.GatewayStats().Resumes) == 1 && ready() })
+	testkit.Eventually(t, 5*time.Second, "resume after op 7", func() bool { return len(sim.GatewayStats().Resumes) == 1 && ready() })
 	// op 9 d:true: resume.
 	sim.InvalidateSession(id, true)
 	dispatchN(20)
-	eventually(t, 5*time.Second, "resume after op 9 true", func() bool { return len(sim.GatewayStats().Resumes) == 2 && ready() })
+	testkit.Eventually(t, 5*time.Second, "resume after op 9 true", func() bool { return len(sim.GatewayStats().Resumes) == 2 && ready() })
 	// op 9 d:false: a new session.
 	sim.InvalidateSession(id, false)
-	eventually(t, 10*time.Second, "identify after op 9 false", func() bool {
+	testkit.Eventually(t, 10*time.Second, "identify after op 9 false", func() bool {
 		ids := sim.ShardSessionIDs(0, 1)
 		return len(ids) == 1 && ids[0] != id && ready()
 	})
@@ -316,11 +306,11 @@ func TestReconnectAndInvalidSessionAreHandledAsDiscordSays(t *testing.T) {
 func TestZombieConnectionIsDroppedAndResumed(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 2, HeartbeatInterval: 150 * time.Millisecond})
 	h := startShards(t, sim, 1, []int{0}, nil)
-	eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
-	eventually(t, 5*time.Second, "a heartbeat round trip", func() bool { return h.mgr.Shard(0).RTT() > 0 })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "a heartbeat round trip", func() bool { return h.mgr.Shard(0).RTT() > 0 })
 	id := sim.ShardSessionIDs(0, 1)[0]
 	sim.SetHeartbeatAck(id, false)
-	eventually(t, 5*time.Second, "resume after zombie", func() bool {
+	testkit.Eventually(t, 5*time.Second, "resume after zombie", func() bool {
 		for _, r := range sim.GatewayStats().Resumes {
 			if r.OK && r.SessionID == id {
 				return true
@@ -369,7 +359,7 @@ func TestIdentifiesArePacedPerConcurrencyBucket(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 16, MaxConcurrency: 2, IdentifyWindow: window})
 	start := time.Now()
 	h := startShards(t, sim, 6, []int{0, 1, 2, 3, 4, 5}, nil)
-	eventually(t, 10*time.Second, "six shards ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "six shards ready", func() bool {
 		for _, s := range h.mgr.Shards() {
 			if s.State() != StateReady {
 				return false
@@ -404,23 +394,23 @@ func TestRestartResumesStoredSessions(t *testing.T) {
 	sink.store = sessions
 	withStore := func(c *ManagerConfig) { c.Template.Sink = sink; c.Sessions = sessions; typingIntents(c) }
 	h := startShards(t, sim, 2, []int{0, 1}, withStore)
-	eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(1).State() == StateReady && h.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(1).State() == StateReady && h.mgr.Shard(0).State() == StateReady })
 	if err := h.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "two resumable client closes (4000) at the simulator", func() bool {
+	testkit.Eventually(t, 2*time.Second, "two resumable client closes (4000) at the simulator", func() bool {
 		return sim.GatewayStats().CloseCodesReceived[discord.ResumableCloseCode] == 2
 	})
 	g := sim.Guilds()[0]
 	sim.Dispatch(g.ID, "TYPING_START", typing(g, 1))
 
 	h2 := startShards(t, sim, 2, []int{0, 1}, withStore)
-	eventually(t, 5*time.Second, "resumed", func() bool { return h2.mgr.Shard(1).State() == StateReady && h2.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "resumed", func() bool { return h2.mgr.Shard(1).State() == StateReady && h2.mgr.Shard(0).State() == StateReady })
 	stats := sim.GatewayStats()
 	if len(stats.Identifies) != 2 || len(stats.Resumes) != 2 {
 		t.Fatalf("after restart: %d identifies (want 2 in all), %d resumes (want 2)", len(stats.Identifies), len(stats.Resumes))
 	}
-	eventually(t, 5*time.Second, "the event sent while down", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the event sent while down", func() bool {
 		return sink.count(discordsim.ShardFor(g.ID, 2), "TYPING_START") == 1
 	})
 	sink.checkNoGaps(t)
@@ -430,13 +420,13 @@ func TestRestartResumesStoredSessions(t *testing.T) {
 func TestSinkFailureResumesFromLastDurableSequence(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 2})
 	h := startShards(t, sim, 1, []int{0}, typingIntents)
-	eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
 	h.sink.failAt.Store(h.sink.last(0) + 5)
 	g := sim.Guilds()[0]
 	for i := 0; i < 50; i++ {
 		sim.Dispatch(g.ID, "TYPING_START", typing(g, i))
 	}
-	eventually(t, 5*time.Second, "all 50 events after the failure", func() bool { return h.sink.count(0, "TYPING_START") == 50 })
+	testkit.Eventually(t, 5*time.Second, "all 50 events after the failure", func() bool { return h.sink.count(0, "TYPING_START") == 50 })
 	h.sink.checkNoGaps(t)
 	if r := sim.GatewayStats().Resumes; len(r) != 1 || !r[0].OK {
 		t.Fatalf("want one successful resume after the failed persist, got %+v", r)
@@ -448,7 +438,7 @@ func TestCommandsKeepTheSendLimitAndSizeLimit(t *testing.T) {
 	h := startShards(t, sim, 1, []int{0}, func(c *ManagerConfig) {
 		c.Template.SendLimit, c.Template.SendWindow, c.Template.SendReserve = 20, time.Second, 3
 	})
-	eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return h.mgr.Shard(0).State() == StateReady })
 	sh := h.mgr.Shard(0)
 	big := json.RawMessage(fmt.Sprintf(`{"op":3,"d":{"status":"online","afk":false,"since":null,"activities":[{"name":"%0*d","type":0}]}}`, 4100, 0))
 	if err := sh.SendRaw(context.Background(), big); !errors.Is(err, ErrPayloadTooLarge) {
@@ -505,8 +495,8 @@ func TestShardsWaitingLongerThanAHeartbeatForTheirTurnStartOnTime(t *testing.T) 
 		ids[i] = i
 	}
 	h := startShards(t, sim, shards, ids, nil)
-	eventually(t, 30*time.Second, "every shard ready", func() bool { return h.mgr.Ready() })
-	eventually(t, 10*time.Second, "every guild", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every shard ready", func() bool { return h.mgr.Ready() })
+	testkit.Eventually(t, 10*time.Second, "every guild", func() bool {
 		n := 0
 		for id := range shards {
 			n += h.sink.count(id, "GUILD_CREATE")
@@ -533,7 +523,7 @@ func TestShardsWaitingLongerThanAHeartbeatForTheirTurnStartOnTime(t *testing.T) 
 func TestGatewayConnectionCarriesTheUserAgent(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 2, RequireUserAgent: true})
 	h := startShards(t, sim, 1, []int{0}, nil)
-	eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
+	testkit.Eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
 	if st := sim.GatewayStats(); st.Connections != 1 || st.CloseCodesSent[4002] != 0 {
 		t.Fatalf("%d connections, %d closes with 4002; want 1 and 0", st.Connections, st.CloseCodesSent[4002])
 	}
@@ -545,8 +535,8 @@ func TestGatewayConnectionCarriesTheUserAgent(t *testing.T) {
 func TestDispatchesNumberedFromZeroAreDeliveredAndResumed(t *testing.T) {
 	sim := startSim(t, discordsim.Config{Guilds: 3, SequenceFromZero: true})
 	h := startShards(t, sim, 1, []int{0}, typingIntents)
-	eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
-	eventually(t, 5*time.Second, "READY and 3 GUILD_CREATEs", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the shard ready", func() bool { return h.mgr.Ready() })
+	testkit.Eventually(t, 5*time.Second, "READY and 3 GUILD_CREATEs", func() bool {
 		return h.sink.count(0, "READY") == 1 && h.sink.count(0, "GUILD_CREATE") == 3
 	})
 	h.sink.mu.Lock()
@@ -555,13 +545,13 @@ func TestDispatchesNumberedFromZeroAreDeliveredAndResumed(t *testing.T) {
 	if first.Type != "READY" || first.Seq != 0 {
 		t.Fatalf("first event %s with seq %d; the server sent READY with 0", first.Type, first.Seq)
 	}
-	eventually(t, 5*time.Second, "the session stored at seq 3", func() bool { return h.mgr.Shard(0).Session().Seq == 3 })
+	testkit.Eventually(t, 5*time.Second, "the session stored at seq 3", func() bool { return h.mgr.Shard(0).Session().Seq == 3 })
 	g := sim.Guilds()[0]
 	sim.DropShard(0, 1)
 	for i := range 5 {
 		sim.Dispatch(g.ID, "TYPING_START", typing(g, i))
 	}
-	eventually(t, 5*time.Second, "the 5 events after the drop", func() bool { return h.sink.count(0, "TYPING_START") == 5 })
+	testkit.Eventually(t, 5*time.Second, "the 5 events after the drop", func() bool { return h.sink.count(0, "TYPING_START") == 5 })
 	h.sink.checkNoGaps(t)
 	if st := sim.GatewayStats(); len(st.Identifies) != 1 || len(st.Resumes) == 0 {
 		t.Fatalf("%d identifies, %d resumes; want 1 and a resume", len(st.Identifies), len(st.Resumes))

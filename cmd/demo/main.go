@@ -22,9 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 func main() { os.Exit(run()) }

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 func main() {

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // MembersOptions configures RunMembers. Zero values take the defaults in brackets. A guild's member

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 func TestPercentileByNearestRank(t *testing.T) {

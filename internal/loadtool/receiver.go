@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 )
 
 // Receiver is the bot's event endpoint for a load run: it checks Authorization and the envelope (README,

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddhq/dd/internal/testkit"
 )
 
 const testToken = "sim-token"
@@ -68,17 +70,6 @@ func connectShard(t testing.TB, s *Server, shard, num, intents int) (*testClient
 		}
 	}
 	return c, r
-}
-
-// eventually waits up to 2s for cond (the server finishes a connection after the client saw it end).
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func guildIDsOfShard(s *Server, shard, num int) []string {
@@ -223,7 +214,7 @@ func TestTransportCompressionRoundTripsManyMessagesWithOneContext(t *testing.T) 
 			if err := c.err(); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "sent_seq catches up", func() bool { return int64(len(s.EventKeysSent(r.SessionID))) == c.lastSeq })
+			testkit.Eventually(t, 2*time.Second, "sent_seq catches up", func() bool { return int64(len(s.EventKeysSent(r.SessionID))) == c.lastSeq })
 			if got := s.EventKeysSent(r.SessionID); len(got) < n || !slices.Equal(got[len(got)-n:], keys) {
 				t.Fatalf("EventKeysSent does not end with the dispatched keys")
 			}
@@ -519,7 +510,7 @@ func TestSessionStartBudgetIsSpentByIdentifyNotResumeAndExhaustionResetsTheToken
 	if st.BudgetExhaustions != 1 || st.Identifies[len(st.Identifies)-1].Outcome != IdentifyBudgetExhausted {
 		t.Fatalf("stats: %d exhaustions, last identify %+v", st.BudgetExhaustions, st.Identifies[len(st.Identifies)-1])
 	}
-	eventually(t, "the token reset ends every session", func() bool { return len(s.Sessions()) == 0 })
+	testkit.Eventually(t, 2*time.Second, "the token reset ends every session", func() bool { return len(s.Sessions()) == 0 })
 }
 
 func TestHeartbeatIsAckedWithOp11(t *testing.T) {
@@ -611,7 +602,7 @@ func TestResumeAfterDropReplaysExactlyTheMissedEventsInOrderThenResumed(t *testi
 	for i := 0; i < 7; i++ {
 		missed = append(missed, s.Dispatch(guild, "MESSAGE_CREATE", map[string]any{"id": "missed-" + strconv.Itoa(i)}))
 	}
-	eventually(t, "the server notices the drop", func() bool { return !s.Sessions()[0].Connected })
+	testkit.Eventually(t, 2*time.Second, "the server notices the drop", func() bool { return !s.Sessions()[0].Connected })
 	if info := s.Sessions()[0]; info.Seq != seen+7 {
 		t.Fatalf("session while disconnected: %+v; want seq %d", info, seen+7)
 	}
@@ -632,7 +623,7 @@ func TestResumeAfterDropReplaysExactlyTheMissedEventsInOrderThenResumed(t *testi
 	}
 	live := s.Dispatch(guild, "MESSAGE_CREATE", map[string]any{"id": "live"})
 	c2.expect(0, "MESSAGE_CREATE")
-	eventually(t, "sent_seq catches up", func() bool { return len(s.EventKeysSent(r.SessionID)) == int(seen)+9 })
+	testkit.Eventually(t, 2*time.Second, "sent_seq catches up", func() bool { return len(s.EventKeysSent(r.SessionID)) == int(seen)+9 })
 	keys := s.EventKeysSent(r.SessionID)
 	if len(keys) != int(seen)+9 || !slices.Equal(keys[seen:seen+7], missed) || keys[len(keys)-1] != live {
 		t.Fatalf("EventKeysSent %v: want the missed keys %v at seq %d.. and %s last", keys, missed, seen+1, live)
@@ -701,7 +692,7 @@ func TestResumeWindowExpires(t *testing.T) {
 	c, r := connectShard(t, s, 0, 1, IntentGuilds)
 	c.drop()
 	time.Sleep(350 * time.Millisecond)
-	eventually(t, "the session expires", func() bool { return len(s.Sessions()) == 0 })
+	testkit.Eventually(t, 2*time.Second, "the session expires", func() bool { return len(s.Sessions()) == 0 })
 	c2 := dial(t, s)
 	c2.expectHello()
 	c2.resume(testToken, r.SessionID, c.lastSeq)
@@ -737,7 +728,7 @@ func TestResumeRejections(t *testing.T) {
 		if code := c2.waitClose(3 * time.Second); code != 4007 {
 			t.Fatalf("closed with %d, want 4007", code)
 		}
-		eventually(t, "a 4007 close ends the session", func() bool { return len(s.Sessions()) == 0 })
+		testkit.Eventually(t, 2*time.Second, "a 4007 close ends the session", func() bool { return len(s.Sessions()) == 0 })
 	})
 }
 
@@ -810,7 +801,7 @@ func TestAdminOp1AndCloseWithCode(t *testing.T) {
 	if code := c.waitClose(2 * time.Second); code != 4009 {
 		t.Fatalf("closed with %d, want 4009", code)
 	}
-	eventually(t, "a 4009 close ends the session", func() bool { return len(s.Sessions()) == 0 })
+	testkit.Eventually(t, 2*time.Second, "a 4009 close ends the session", func() bool { return len(s.Sessions()) == 0 })
 }
 
 func TestDispatchReachesConcurrentSessionsOfDifferentShardCounts(t *testing.T) {
@@ -828,7 +819,7 @@ func TestDispatchReachesConcurrentSessionsOfDifferentShardCounts(t *testing.T) {
 		t.Fatalf("shard %d of 2 got %v for a guild of shard %d", 1-k, p, k)
 	case <-time.After(100 * time.Millisecond):
 	}
-	eventually(t, "sent_seq catches up", func() bool { return int64(len(s.EventKeysSent(rb.SessionID))) >= *p.S })
+	testkit.Eventually(t, 2*time.Second, "sent_seq catches up", func() bool { return int64(len(s.EventKeysSent(rb.SessionID))) >= *p.S })
 	if keys := s.EventKeysSent(rb.SessionID); keys[*p.S-1] != key {
 		t.Fatalf("key of seq %d is %s, want %s", *p.S, keys[*p.S-1], key)
 	}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 )
 
 // Receiver records deliveries. Its zero value is not usable; call New.

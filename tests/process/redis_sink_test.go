@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"context"
@@ -14,8 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/internal/redistest"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // redisEvent is one stream entry as a discord.js bot decodes it.
@@ -100,8 +101,8 @@ func TestRedisSinkLosesAndRepeatsNothingAcrossRedisAndDDKills(t *testing.T) {
 	p := startDD(t, dir, env, "--role=gateway")
 	addr := p.waitListening(t, 1)["gateway"]
 	logs := watchLog(p)
-	waitUntil(t, 15*time.Second, "4 shards connected", shardsReady)
-	waitUntil(t, 10*time.Second, "dd ready", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
+	testkit.Eventually(t, 15*time.Second, "4 shards connected", shardsReady)
+	testkit.Eventually(t, 10*time.Second, "dd ready", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
 
 	done := make(chan struct{})
 	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 4000, Total: 16000, Done: done})
@@ -110,14 +111,14 @@ func TestRedisSinkLosesAndRepeatsNothingAcrossRedisAndDDKills(t *testing.T) {
 
 	// 1. Redis killed, then back with its data.
 	srv.Kill()
-	waitUntil(t, 5*time.Second, "/readyz 503 naming Redis", func() bool {
+	testkit.Eventually(t, 5*time.Second, "/readyz 503 naming Redis", func() bool {
 		code, body := get(t, "http://"+addr+"/readyz")
 		return code == 503 && strings.Contains(body, "Redis")
 	})
 	time.Sleep(time.Second)
 	srv.Start()
-	waitUntil(t, 10*time.Second, "/readyz 200 with Redis back", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
-	waitUntil(t, 5*time.Second, "the recovery in the log", func() bool { return logs.saw("Redis takes events again") })
+	testkit.Eventually(t, 10*time.Second, "/readyz 200 with Redis back", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
+	testkit.Eventually(t, 5*time.Second, "the recovery in the log", func() bool { return logs.saw("Redis takes events again") })
 	down, back := logs.count("Redis does not take events"), logs.count("Redis takes events again")
 	if down != 1 || back != 1 {
 		t.Errorf("the log says Redis is down %d times and back %d times over one outage, want once each", down, back)

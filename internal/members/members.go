@@ -24,7 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/discord"
-	"github.com/ddhq/dd/rawjson"
+	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/store"
 )

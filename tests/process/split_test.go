@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"encoding/json"
@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // freeAddr returns a loopback address nothing listens on: a split role must keep its address across its
@@ -88,7 +89,7 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 		return s
 	}
 	wantMembers := int64(guilds * (members + 1)) // the bot is a member too
-	waitUntil(t, 30*time.Second, "every guild and member in the cache", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every guild and member in the cache", func() bool {
 		s := stats()
 		return s.Guilds == guilds && s.UnavailableGuilds == 0 && s.Members == wantMembers
 	})
@@ -120,8 +121,8 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 	gw = start("gateway", gwEnv)
 	<-done
 
-	waitUntil(t, 30*time.Second, "every join in the cache", func() bool { return stats().Members == wantMembers+joins })
-	waitUntil(t, 30*time.Second, "every event at the bot", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every join in the cache", func() bool { return stats().Members == wantMembers+joins })
+	testkit.Eventually(t, 30*time.Second, "every event at the bot", func() bool {
 		for _, s := range sim.Sessions() {
 			if all, _ := bot.Complete(s.Shard, s.Seq); !all {
 				return false

@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"io"
@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
-	"github.com/ddhq/dd/discordsim"
 	"github.com/ddhq/dd/internal/diskspace"
+	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/internal/tmpfstest"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // logWatch keeps the messages of a dd process's log lines (after waitListening), for tests that look
@@ -99,9 +100,9 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	p := startDD(t, dir, env, "--role=gateway")
 	base := "http://" + p.waitListening(t, 1)["gateway"]
 	logs := watchLog(p)
-	waitUntil(t, 15*time.Second, "2 shards connected", connected)
+	testkit.Eventually(t, 15*time.Second, "2 shards connected", connected)
 	ready := func() bool { code, _ := get(t, base+"/readyz"); return code == 200 }
-	waitUntil(t, 10*time.Second, "/readyz 200", ready)
+	testkit.Eventually(t, 10*time.Second, "/readyz 200", ready)
 	diskFull := func(v string) func() bool {
 		return func() bool {
 			_, body := get(t, base+"/metrics")
@@ -114,13 +115,13 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	resumesBefore := resumes()
 	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 1000})
 	start := time.Now()
-	waitUntil(t, 90*time.Second, "dd_disk_full 1", diskFull("1"))
+	testkit.Eventually(t, 90*time.Second, "dd_disk_full 1", diskFull("1"))
 	full := time.Since(start)
 	code, body := get(t, base+"/readyz")
 	if code != 503 || !strings.Contains(body, "store.path") || !strings.Contains(body, "free") {
 		t.Errorf("/readyz while the disk is full: %d %s; want 503 naming store.path and what to free", code, body)
 	}
-	waitUntil(t, 5*time.Second, `the log line "disk space low"`, func() bool { return logs.saw("disk space low") })
+	testkit.Eventually(t, 5*time.Second, `the log line "disk space low"`, func() bool { return logs.saw("disk space low") })
 	resumesAtFull := resumes()
 	time.Sleep(5 * time.Second) // the firehose goes on; dd must hold, its shards waiting for space
 	stop()
@@ -139,10 +140,10 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "dd_disk_full 0 after freeing 5 MB", diskFull("0"))
-	waitUntil(t, 10*time.Second, `the log line "disk space back"`, func() bool { return logs.saw("disk space back") })
+	testkit.Eventually(t, 10*time.Second, "dd_disk_full 0 after freeing 5 MB", diskFull("0"))
+	testkit.Eventually(t, 10*time.Second, `the log line "disk space back"`, func() bool { return logs.saw("disk space back") })
 	bot.SetDown(false)
-	waitUntil(t, 60*time.Second, "every event at the bot", func() bool {
+	testkit.Eventually(t, 60*time.Second, "every event at the bot", func() bool {
 		for _, s := range sim.Sessions() {
 			if all, _ := bot.Complete(s.Shard, s.Seq); !all {
 				return false
@@ -150,7 +151,7 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 		}
 		return len(sim.Sessions()) == 2
 	})
-	waitUntil(t, 30*time.Second, "/readyz 200 again", ready)
+	testkit.Eventually(t, 30*time.Second, "/readyz 200 again", ready)
 	bs := bot.Stats()
 	t.Logf("bot received %d events, %d duplicates", bs.Events, bs.Duplicates)
 	if bs.Duplicates != 0 {
@@ -183,16 +184,16 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	p = startDD(t, dir, env, "--role=gateway")
 	base = "http://" + p.waitListening(t, 1)["gateway"]
 	logs = watchLog(p)
-	waitUntil(t, 10*time.Second, "dd_disk_full 1 on a disk with 4 MB free", diskFull("1"))
+	testkit.Eventually(t, 10*time.Second, "dd_disk_full 1 on a disk with 4 MB free", diskFull("1"))
 	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "store.path") {
 		t.Errorf("/readyz after starting on a low disk: %d %s; want 503 naming store.path", code, body)
 	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "dd_disk_full 0", diskFull("0"))
-	waitUntil(t, 20*time.Second, "2 shards resumed", connected)
-	waitUntil(t, 20*time.Second, "/readyz 200", ready)
+	testkit.Eventually(t, 10*time.Second, "dd_disk_full 0", diskFull("0"))
+	testkit.Eventually(t, 20*time.Second, "2 shards resumed", connected)
+	testkit.Eventually(t, 20*time.Second, "/readyz 200", ready)
 	if n := len(sim.GatewayStats().Identifies); n != 2 {
 		t.Errorf("%d identifies; want the first 2 only (a full disk must not cost sessions)", n)
 	}

@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"path/filepath"
@@ -7,20 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddhq/dd/botsim"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/botsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // A dd restarted after SIGTERM, and after SIGKILL in the middle of a firehose, resumes its sessions:
 // zero identifies spent, and the bot gets every event.
@@ -48,7 +38,7 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 	}
 	p := startDD(t, dir, env, "--role=gateway")
 	p.waitListening(t, 1)
-	waitUntil(t, 15*time.Second, "4 shards connected", shardsReady)
+	testkit.Eventually(t, 15*time.Second, "4 shards connected", shardsReady)
 
 	// 1. Clean restart.
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -56,7 +46,7 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.log.String())
 	}
 	p = startDD(t, dir, env, "--role=gateway")
-	waitUntil(t, 15*time.Second, "4 shards resumed", shardsReady)
+	testkit.Eventually(t, 15*time.Second, "4 shards resumed", shardsReady)
 
 	// 2. SIGKILL while events pour in, then restart.
 	done := make(chan struct{})
@@ -70,7 +60,7 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // events keep coming for the dropped sessions
 	p = startDD(t, dir, env, "--role=gateway")
 	<-done
-	waitUntil(t, 30*time.Second, "every event at the bot", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every event at the bot", func() bool {
 		sessions := sim.Sessions()
 		if len(sessions) != 4 {
 			return false

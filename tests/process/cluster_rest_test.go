@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/cluster/clustertest"
-	"github.com/ddhq/dd/discordsim"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 // Issue #13's figure, with real processes: two `dd --role=rest` of one token on a NATS server (in this

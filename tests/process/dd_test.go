@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	ddBinary = filepath.Join(dir, "dd")
-	if out, err := exec.Command("go", "build", "-o", ddBinary, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", ddBinary, "github.com/ddhq/dd").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
 		os.Exit(1)
 	}
