@@ -2,7 +2,6 @@ package roles
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/delivery"
-	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/internal/filter"
@@ -340,153 +338,15 @@ func (g *gatewayRole) countReady() int {
 
 func (g *gatewayRole) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /{$}", g.handleDiscordeno)
-	mux.HandleFunc("POST /shards/{id}/send", g.handleShardSend)
+	cmds := shardCommands{shards: g.shardSet, log: g.log}
+	mux.HandleFunc("POST /{$}", cmds.handleDiscordeno)
+	mux.HandleFunc("POST /shards/{id}/send", cmds.handleShardSend)
 	mux.HandleFunc("GET /status", g.handleStatus)
 	mux.HandleFunc("POST /reshard", g.handleReshard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
 	})
 	return mux
-}
-
-const maxCommandBody = 64 << 10
-
-func (g *gatewayRole) manager(w http.ResponseWriter) *shard.Manager {
-	cur := g.cur.Load()
-	if cur == nil {
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "shards are not started yet")
-		return nil
-	}
-	return cur.mgr
-}
-
-// sendCommand sends one {op,d} payload to a shard and answers for it.
-func (g *gatewayRole) sendCommand(w http.ResponseWriter, r *http.Request, m *shard.Manager, id int, payload json.RawMessage) bool {
-	s := m.Shard(id)
-	if s == nil {
-		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("shard %d does not run in this process", id))
-		return false
-	}
-	var cmd struct {
-		Op *int            `json:"op"`
-		D  json.RawMessage `json:"d"`
-	}
-	if err := json.Unmarshal(payload, &cmd); err != nil || cmd.Op == nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
-		return false
-	}
-	// Discord closes the shard (4001, 4002) on a command it does not take: checked here, answered 400.
-	if err := discord.CheckCommand(*cmd.Op, cmd.D); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
-		return false
-	}
-	compact, err := json.Marshal(map[string]any{"op": *cmd.Op, "d": cmd.D})
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "payload d is not valid JSON")
-		return false
-	}
-	err = s.SendRaw(r.Context(), compact)
-	switch {
-	case errors.Is(err, shard.ErrPayloadTooLarge):
-		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, err.Error())
-	case errors.Is(err, shard.ErrNotConnected):
-		httpapi.WriteError(w, http.StatusServiceUnavailable, err.Error())
-	case err != nil:
-		httpapi.WriteError(w, http.StatusBadGateway, err.Error())
-	default:
-		return true
-	}
-	return false
-}
-
-// handleDiscordeno serves the messages of Discordeno's big-bot template.
-func (g *gatewayRole) handleDiscordeno(w http.ResponseWriter, r *http.Request) {
-	var msg struct {
-		Type    string          `json:"type"`
-		ShardID *int            `json:"shardId"`
-		GuildID json.Number     `json:"guildId"`
-		Payload json.RawMessage `json:"payload"`
-	}
-	if err := decodeBody(w, r, maxCommandBody, &msg); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
-		return
-	}
-	m := g.manager(w)
-	if m == nil {
-		return
-	}
-	switch msg.Type {
-	case "ShardPayload":
-		if msg.ShardID == nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "ShardPayload needs shardId")
-			return
-		}
-		if g.sendCommand(w, r, m, *msg.ShardID, msg.Payload) {
-			w.WriteHeader(http.StatusNoContent)
-		}
-	case "EditShardsPresence":
-		if err := discord.CheckCommand(discord.OpPresenceUpdate, msg.Payload); err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "EditShardsPresence needs payload, a presence: "+err.Error())
-			return
-		}
-		cmd, _ := json.Marshal(map[string]any{"op": discord.OpPresenceUpdate, "d": msg.Payload})
-		failed := 0
-		for _, s := range m.Shards() {
-			if err := s.SendRaw(r.Context(), cmd); err != nil {
-				failed++
-				g.log.Warn("presence not sent", zap.Int("shard", s.ID()), zap.Error(err))
-			}
-		}
-		if failed > 0 {
-			httpapi.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("presence not sent to %d of %d shards", failed, len(m.Shards())))
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	case "ShardInfoFromGuild":
-		gid, err := strconv.ParseUint(msg.GuildID.String(), 10, 64)
-		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "ShardInfoFromGuild needs guildId, a snowflake")
-			return
-		}
-		id := m.ShardForGuild(gid)
-		s := m.Shard(id)
-		if s == nil {
-			httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("guild %d is on shard %d, which does not run in this process", gid, id))
-			return
-		}
-		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"shardId": id, "rtt": s.RTT().Milliseconds()})
-	default:
-		httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("unknown message type %q (ShardPayload, EditShardsPresence, ShardInfoFromGuild)", msg.Type))
-	}
-}
-
-func (g *gatewayRole) handleShardSend(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.Atoi(r.PathValue("id"))
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "shard id must be a number")
-		return
-	}
-	body, err := readLimited(w, r, maxCommandBody)
-	if err != nil {
-		return
-	}
-	m := g.manager(w)
-	if m == nil {
-		return
-	}
-	if g.sendCommand(w, r, m, id, body) {
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
-	var raw json.RawMessage
-	if err := decodeBody(w, r, n, &raw); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
-		return nil, err
-	}
-	return raw, nil
 }
 
 // ShardStatus is one shard in GET /status.
@@ -602,4 +462,12 @@ func (g *gatewayRole) startMemberRequests(ctx context.Context) (stop func(), err
 		})
 	}()
 	return func() { <-done }, nil
+}
+
+// shardSet is the running shard set, nil before the shards start.
+func (g *gatewayRole) shardSet() ShardSet {
+	if cur := g.cur.Load(); cur != nil {
+		return cur.mgr
+	}
+	return nil
 }
