@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/internal/ctxsleep"
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/queue"
 )
 
@@ -220,7 +220,7 @@ func (d *Deliverer) encode(shard int, recs []queue.Record) (body []byte, ids []s
 		if i > 0 {
 			body = append(body, ',')
 		}
-		body = AppendEnvelope(body, shard, r.Payload)
+		body = httpapi.AppendEnvelope(body, shard, r.Payload)
 		ids[i] = r.ID
 	}
 	if d.o.BatchMax > 1 {
@@ -229,14 +229,10 @@ func (d *Deliverer) encode(shard int, recs []queue.Record) (body []byte, ids []s
 	return body, ids
 }
 
-// AppendEnvelope appends Discordeno's big-bot envelope {"shardId":N,"payload":<payload>} to b, the
-// payload's bytes copied as they are.
+// AppendEnvelope appends Discordeno's big-bot envelope {"shardId":N,"payload":<payload>} to b (see
+// httpapi.AppendEnvelope, where every receiver's decoder lives beside it).
 func AppendEnvelope(b []byte, shard int, payload []byte) []byte {
-	b = append(b, `{"shardId":`...)
-	b = strconv.AppendInt(b, int64(shard), 10)
-	b = append(b, `,"payload":`...)
-	b = append(b, payload...)
-	return append(b, '}')
+	return httpapi.AppendEnvelope(b, shard, payload)
 }
 
 // post sends one attempt. On failure reason is the metric label.

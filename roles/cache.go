@@ -174,12 +174,6 @@ func (r *cacheRole) handleMembers(w http.ResponseWriter, req *http.Request) {
 	serveRead(w, b, err, func() string { return fmt.Sprintf("guild %d", g) })
 }
 
-// eventEnvelope is what event delivery POSTs: {"shardId": N, "payload": {...}}.
-type eventEnvelope struct {
-	ShardID *int            `json:"shardId"`
-	Payload json.RawMessage `json:"payload"`
-}
-
 // handleEvents applies events sent by the gateway's cache feed (one envelope or an array of them) and
 // answers 2xx only once they are stored, so that the gateway retries what was not.
 func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
@@ -188,29 +182,19 @@ func (r *cacheRole) handleEvents(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes or unreadable: %v", maxEventsBody, err))
 		return
 	}
-	var envs []eventEnvelope
-	i := 0
-	for i < len(body) && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t') {
-		i++
+	// Checked whole before anything is applied: the envelope's decoder does not look inside payloads.
+	if !json.Valid(body) {
+		httpapi.WriteError(w, http.StatusBadRequest, `body must be {"shardId":N,"payload":{...}} or an array of them: not valid JSON`)
+		return
 	}
-	if i < len(body) && body[i] == '[' {
-		err = json.Unmarshal(body, &envs)
-	} else {
-		var one eventEnvelope
-		err = json.Unmarshal(body, &one)
-		envs = append(envs, one)
-	}
+	envs, err := httpapi.DecodeEnvelopes(body)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, `body must be {"shardId":N,"payload":{...}} or an array of them: `+err.Error())
 		return
 	}
-	payloads := make([][]byte, 0, len(envs))
+	payloads := make([][]byte, len(envs))
 	for n, e := range envs {
-		if e.ShardID == nil || len(e.Payload) == 0 || e.Payload[0] != '{' {
-			httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("event %d needs shardId and a payload object", n))
-			return
-		}
-		payloads = append(payloads, e.Payload)
+		payloads[n] = e.Payload
 	}
 	err = r.cache.Apply(payloads...)
 	r.storeHealth.observe(err)

@@ -1,9 +1,10 @@
 // Package httpapi holds what every dd HTTP API shares with the others: the JSON error body
-// {"code":0,"message":"..."}, the constant-time check of a shared secret, and refusing a request without
-// reading its body.
+// {"code":0,"message":"..."}, the constant-time check of a shared secret, refusing a request without
+// reading its body, and the event envelope {"shardId":N,"payload":{...}} that delivery encodes and every
+// receiver (the cache role, the bot simulator) decodes.
 //
 // It is not a router or a middleware kit: each package serves its own routes. It is not for Discord's
-// error bodies either (the simulator writes Discord's codes), nor for the delivery envelope.
+// error bodies either (the simulator writes Discord's codes).
 package httpapi
 
 import (
