@@ -103,7 +103,15 @@ func Run(ctx context.Context, o Options) error {
 		background = append(background, ids.run, func(ctx context.Context) error { rest.WatchUpstream(ctx); return nil })
 	}
 	var gw *gatewayRole
-	if o.Role.Runs(config.RoleGateway) {
+	var cgw *clusterGateway // cluster mode (cluster.nats_url): the gateway of roles/cluster_gateway.go
+	if o.Role.Runs(config.RoleGateway) && cfg.Cluster.NATSURL != "" {
+		var err error
+		if cgw, err = newClusterGateway(cfg, reg, log, identifyWin); err != nil {
+			return err
+		}
+		add(config.RoleGateway, cfg.Gateway.Listener, cgw, cgw.ready)
+		background = append(background, cgw.run)
+	} else if o.Role.Runs(config.RoleGateway) {
 		var err error
 		gw, err = newGateway(cfg, st, reg, log, identifyWin, o.Role.Runs(config.RoleCache))
 		if err != nil {
@@ -119,6 +127,9 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		add(config.RoleCache, cfg.Cache.Listener, cr, cr.ready)
+		if cgw != nil {
+			cgw.cacheApply = cr.cache.Apply // --role=all in cluster mode: the cache follows the stream
+		}
 		if gw != nil {
 			cr.following = gw.cacheQueue
 			// --role=all: the cache follows the gateway's queue in-process, stopped before the queue closes.

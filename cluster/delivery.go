@@ -1,0 +1,470 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Delivery to events.urls in cluster mode (PRODUCT.md §4 and §7): the bot gets what it gets from one
+// machine, POST to urls[shard % len] with the events secret, body the envelope {"shardId":N,"payload":...}
+// as it is in the stream (or, with BatchMax > 1, a JSON array of up to BatchMax envelopes of one shard,
+// with X-DD-Event-Ids listing their ids), X-DD-Event-Id the event's Nats-Msg-Id, acknowledged only after
+// the bot's 2xx, retried with backoff for as long as it takes.
+//
+// How one shard's events stay in order with several processes able to deliver: each shard has one
+// durable pull consumer of the stream, "bot-<shard>" (ConsumerName), filtered on the shard's
+// subjects, with AckPolicy All and MaxAckPending = BatchMax. The server then lets out at most one
+// batch of the shard at a time, to whichever process pulls first; the next batch only after the last
+// event of this one is acknowledged (which acknowledges the batch), or after AckWait when its holder went
+// silent, when the server gives the same events again, first. So two processes never deliver different
+// batches of one shard at once, whoever pulls: the order is the server's, not a lease's. The holder of a
+// batch tells the server it is still at it (InProgress, every AckWait/4) while the bot keeps failing, and
+// gives the batch up (without acknowledging it) when it could not have told the server for AckWait/2,
+// so that the server's redelivery to another process does not race a late POST of its own.
+//
+// Which process pulls a shard's consumer: the one that runs the shard (ShardDelivery is started and
+// stopped with it), so that a deployment pulls each shard once and a dead process's shards are
+// delivered by their new owners. A handover may leave the old owner's last pull request open a moment:
+// what the server sends to it then is given back at once (Nak) and goes to the new owner.
+//
+// Redelivery happens under the same X-DD-Event-Id (the Nats-Msg-Id), so a bot that remembers ids drops
+// copies. One case of order remains (see the package doc): an event the stream stored after later
+// ones of its session (a stream leader lost between two publishes of one batch, on a NATS cluster) is
+// delivered where the stream holds it, after them.
+
+// DeliveryConfig configures a Delivery. URLs is required.
+type DeliveryConfig struct {
+	URLs   []string // events.urls: shard N goes to URLs[N % len(URLs)]
+	Secret string   // events.secret, sent as Authorization; omitted when empty
+	// BatchMax is the most events of one shard per POST (events.batch_max). 1 (default) sends one
+	// envelope per POST, more a JSON array (even of one).
+	BatchMax int
+	// AckWait is how long the server waits for a batch's holder before it gives the batch to another
+	// process. Default 10 s (cluster.lease_ttl is the natural value: how long a silent process is
+	// presumed alive).
+	AckWait time.Duration
+	// Timeout bounds one POST. Default 10 s.
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 100 ms and 10 s.
+	MinBackoff, MaxBackoff time.Duration
+	// PullWait is how long one pull waits for an event before it is sent again. Default 5 s.
+	PullWait   time.Duration
+	Client     *http.Client
+	Log        *zap.Logger
+	Registerer prometheus.Registerer // nil registers nothing
+}
+
+// Delivery delivers the stream's events to the bot, one ShardDelivery per shard this process runs.
+type Delivery struct {
+	c      *Conn
+	cfg    DeliveryConfig
+	stream jetstream.Stream
+	client *http.Client
+	shown  []string
+	log    *zap.Logger
+
+	delivered prometheus.Counter
+	failed    *prometheus.CounterVec
+
+	mu      sync.Mutex
+	running map[int]*deliveryRun
+	wg      sync.WaitGroup
+}
+
+type deliveryRun struct{ cancel context.CancelFunc }
+
+// NewDelivery checks cfg and finds the event stream (NewEventSink creates it).
+func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("cluster: delivery needs at least one URL (events.urls)")
+	}
+	shown := make([]string, len(cfg.URLs))
+	for i, u := range cfg.URLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("cluster: events.urls: entry %d is not an http(s) URL", i)
+		}
+		shown[i] = p.Redacted()
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = 1
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
+	}
+	if cfg.PullWait <= 0 {
+		cfg.PullWait = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = c.log
+	}
+	client := cfg.Client
+	if client == nil {
+		client = &http.Client{
+			Transport: &http.Transport{
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConnsPerHost: 256,
+				IdleConnTimeout:     90 * time.Second,
+				ForceAttemptHTTP2:   true,
+			},
+			// A redirect would turn the POST into a GET without the events; it counts as a failure.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := c.js.Stream(rctx, StreamName(c.name))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: delivery: stream %s: %w", StreamName(c.name), err)
+	}
+	d := &Delivery{c: c, cfg: cfg, stream: stream, client: client, shown: shown, log: cfg.Log.Named("delivery"),
+		running: map[int]*deliveryRun{},
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_delivery_delivered_events_total",
+			Help: "Events the bot acknowledged with a 2xx."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dd_delivery_failed_attempts_total",
+			Help: "POSTs to the bot that failed and will be retried, by reason (status_5xx, status_4xx, status_other, timeout, network)."},
+			[]string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		for _, col := range []prometheus.Collector{d.delivered, d.failed} {
+			if err := cfg.Registerer.Register(col); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return d, nil
+}
+
+// ConsumerName is the durable consumer that delivers shard id's events to the bot: "bot-<id>".
+func ConsumerName(shardID int) string { return "bot-" + strconv.Itoa(shardID) }
+
+// consumer creates (or finds) the shard's durable consumer.
+func (d *Delivery) consumer(ctx context.Context, shardID int) (jetstream.Consumer, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return d.stream.CreateOrUpdateConsumer(rctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(shardID),
+		Description:   "dd: delivery of shard " + strconv.Itoa(shardID) + "'s events to events.urls",
+		FilterSubject: d.c.name + ".events." + strconv.Itoa(shardID) + ".>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       d.cfg.AckWait,
+		MaxAckPending: d.cfg.BatchMax,
+		MaxDeliver:    -1,
+	})
+}
+
+// Start delivers shard id's events until the returned stop is called (or Close). Starting a shard
+// already delivered here stops the earlier run first. stop gives a batch being posted up,
+// unacknowledged (the next holder delivers it again under the same ids), and does not wait.
+func (d *Delivery) Start(shardID int) (stop func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.running == nil {
+		return func() {} // closed
+	}
+	if run, ok := d.running[shardID]; ok {
+		run.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	run := &deliveryRun{cancel: cancel}
+	d.running[shardID] = run
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.run(ctx, shardID)
+	}()
+	return func() {
+		cancel()
+		d.mu.Lock()
+		if d.running != nil && d.running[shardID] == run {
+			delete(d.running, shardID)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// Delivering lists the shards delivered here.
+func (d *Delivery) Delivering() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ids := make([]int, 0, len(d.running))
+	for id := range d.running {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	return ids
+}
+
+// Close stops every shard's delivery and waits for them.
+func (d *Delivery) Close() {
+	d.mu.Lock()
+	for _, run := range d.running {
+		run.cancel()
+	}
+	d.running = nil
+	d.mu.Unlock()
+	d.wg.Wait()
+}
+
+// run is one shard's delivery loop.
+func (d *Delivery) run(ctx context.Context, shardID int) {
+	var cons jetstream.Consumer
+	for backoff := 250 * time.Millisecond; cons == nil; backoff = min(2*backoff, 5*time.Second) {
+		var err error
+		if cons, err = d.consumer(ctx, shardID); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Warn("delivery consumer not ready; retrying", zap.Int("shard", shardID), zap.Error(err))
+			if sleepCtx(ctx, backoff) != nil {
+				return
+			}
+		}
+	}
+	target := d.cfg.URLs[shardID%len(d.cfg.URLs)]
+	shown := d.shown[shardID%len(d.shown)]
+	for ctx.Err() == nil {
+		msgs, err := pullBatch(ctx, cons, d.cfg.BatchMax, d.cfg.PullWait)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Debug("pull failed; retrying", zap.Int("shard", shardID), zap.Error(err))
+				_ = sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if !d.deliver(ctx, shardID, target, shown, msgs) {
+			continue
+		}
+	}
+}
+
+// pullBatch waits up to wait for the consumer's next event, then takes what else is there at once, up
+// to n in all. Events that arrive once ctx has ended are given back.
+func pullBatch(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range first.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := first.Error(); err != nil && len(msgs) == 0 {
+		return nil, err
+	}
+	if len(msgs) > 0 && n > 1 && ctx.Err() == nil {
+		if more, err := cons.FetchNoWait(n - 1); err == nil {
+			for m := range more.Messages() {
+				msgs = append(msgs, m)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		giveBack(msgs)
+		return nil, ctx.Err()
+	}
+	return msgs, nil
+}
+
+// giveBack returns events to the server for another holder, at once.
+func giveBack(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+// holder keeps a batch's events held at the server while the bot is being asked: InProgress every
+// AckWait/4 while connected; held reports false once the server may have given up on this holder.
+type holder struct {
+	c       *Conn
+	msgs    []jetstream.Msg
+	ackWait time.Duration
+	last    time.Time // the last InProgress sent while connected (or the pull)
+	next    time.Time
+}
+
+func newHolder(c *Conn, msgs []jetstream.Msg, ackWait time.Duration) *holder {
+	now := time.Now()
+	return &holder{c: c, msgs: msgs, ackWait: ackWait, last: now, next: now.Add(ackWait / 4)}
+}
+
+func (h *holder) held() bool {
+	now := time.Now()
+	if now.After(h.next) && h.c.nc.IsConnected() {
+		for _, m := range h.msgs {
+			_ = m.InProgress()
+		}
+		h.last, h.next = now, now.Add(h.ackWait/4)
+	}
+	return now.Sub(h.last) < h.ackWait/2
+}
+
+// deliver posts a batch until the bot takes it and acknowledges it; false when it was given up.
+func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown string, msgs []jetstream.Msg) bool {
+	body, ids := d.encode(msgs)
+	h := newHolder(d.c, msgs, d.cfg.AckWait)
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if !h.held() {
+			d.log.Warn("batch given up: the server could not be told it is still being delivered; another process delivers it again",
+				zap.Int("shard", shardID), zap.Int("events", len(msgs)), zap.NamedError("last_error", lastErr))
+			return false
+		}
+		reason, err := d.post(ctx, target, body, ids)
+		if err == nil {
+			if attempt > 0 {
+				d.log.Info("delivering events to the bot works again", zap.Int("shard", shardID), zap.String("url", shown), zap.Int("attempts", attempt+1))
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			giveBack(msgs)
+			return false
+		}
+		lastErr = err
+		d.failed.WithLabelValues(reason).Inc()
+		if attempt == 0 || attempt%20 == 0 {
+			d.log.Warn("delivering events to the bot failed; retrying (events wait in the stream)", zap.Int("shard", shardID),
+				zap.String("url", shown), zap.Int("attempt", attempt+1), zap.Error(err))
+		}
+		if sleepHeld(ctx, d.backoff(attempt), h) != nil {
+			giveBack(msgs)
+			return false
+		}
+	}
+	// AckAll: the last event acknowledges the batch. Confirmed, so that a lost acknowledgement is known;
+	// if it is lost the server gives the batch again (the same ids).
+	actx, cancel := context.WithTimeout(context.Background(), d.cfg.AckWait/2)
+	err := msgs[len(msgs)-1].DoubleAck(actx)
+	cancel()
+	if err != nil {
+		d.log.Warn("acknowledging delivered events failed; they will be delivered again", zap.Int("shard", shardID), zap.Error(err))
+	}
+	d.delivered.Add(float64(len(msgs)))
+	return true
+}
+
+// sleepHeld sleeps d, keeping the batch held meanwhile.
+func sleepHeld(ctx context.Context, d time.Duration, h *holder) error {
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		if err := sleepCtx(ctx, min(left, h.ackWait/8)); err != nil {
+			return err
+		}
+		h.held()
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// encode builds the POST body from the stream's envelopes.
+func (d *Delivery) encode(msgs []jetstream.Msg) (body []byte, ids []string) {
+	size := 2
+	for _, m := range msgs {
+		size += len(m.Data()) + 1
+	}
+	body = make([]byte, 0, size)
+	ids = make([]string, len(msgs))
+	if d.cfg.BatchMax > 1 {
+		body = append(body, '[')
+	}
+	for i, m := range msgs {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, m.Data()...)
+		ids[i] = m.Headers().Get(jetstream.MsgIDHeader)
+	}
+	if d.cfg.BatchMax > 1 {
+		body = append(body, ']')
+	}
+	return body, ids
+}
+
+// post sends one attempt; on failure reason is the metric label.
+func (d *Delivery) post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return "request", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if d.cfg.Secret != "" {
+		req.Header.Set("Authorization", d.cfg.Secret)
+	}
+	req.Header.Set("X-DD-Event-Id", ids[0])
+	if d.cfg.BatchMax > 1 {
+		req.Header.Set("X-DD-Event-Ids", strings.Join(ids, ","))
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "timeout", fmt.Errorf("no answer within %s: %w", d.cfg.Timeout, err)
+		}
+		return "network", err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return "", nil
+	case resp.StatusCode >= 500:
+		reason = "status_5xx"
+	case resp.StatusCode >= 400:
+		reason = "status_4xx"
+	default:
+		reason = "status_other"
+	}
+	return reason, fmt.Errorf("bot answered %s", resp.Status)
+}
+
+func (d *Delivery) backoff(attempt int) time.Duration {
+	b := d.cfg.MaxBackoff
+	if attempt < 30 {
+		b = min(d.cfg.MaxBackoff, d.cfg.MinBackoff<<attempt)
+	}
+	return b/2 + rand.N(b/2+1)
+}
