@@ -31,6 +31,18 @@ func (c *Config) validateCluster(role Role, bad func(key, format string, args ..
 	if k.Replicas != 1 && k.Replicas != 3 {
 		bad("cluster.replicas", "must be 1 (one NATS server) or 3 (a NATS cluster), got %d", k.Replicas)
 	}
+	if role.Runs(RoleGateway) {
+		// What the gateway of cluster mode does not do yet: refused rather than silently ignored.
+		if c.Events.Sink == "redis" {
+			bad("events.sink", "\"redis\" is not available in cluster mode yet: use \"http\" (events.urls, delivered from the NATS stream) or read the stream %s_EVENTS directly", strings.ToUpper(k.Name))
+		}
+		if c.Cache.RequestMembers != "off" && c.Cache.RequestMembers != "none" && c.Cache.RequestMembers != "" {
+			bad("cache.request_members", "%q is not available in cluster mode yet: set it to \"off\"", c.Cache.RequestMembers)
+		}
+		if c.Gateway.Clusters > 1 {
+			bad("gateway.clusters", "%d: in cluster mode the gateway processes share the shards through NATS; leave clusters at 1 (or give each process first_shard/last_shard)", c.Gateway.Clusters)
+		}
+	}
 	if role.Runs(RoleRest) {
 		if k.AdvertiseURL == "" {
 			bad("cluster.advertise_url", "must be set for --role=%s in cluster mode: how the other dd rest processes reach this one's rest.listen, e.g. \"http://10.0.0.5:8000\"", role)

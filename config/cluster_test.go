@@ -1,0 +1,68 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const clusterTOML = "[discord]\ntoken = \"test-token-0123456789\"\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\n"
+
+func TestClusterKeysDecodeWithTheirDefaults(t *testing.T) {
+	cfg, err := load(t, clusterTOML, nil, RoleGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.Cluster
+	if k.NATSURL != "nats://127.0.0.1:4222" || k.Name != "dd" || k.Instance != "" || k.LeaseTTL != 10*time.Second || k.Replicas != 1 {
+		t.Fatalf("cluster defaults wrong: %+v", k)
+	}
+	cfg, err = load(t, clusterTOML, []string{"DD_CLUSTER__LEASE_TTL=3s", "DD_CLUSTER__NAME=bot2", "DD_CLUSTER__REPLICAS=3"}, RoleGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.LeaseTTL != 3*time.Second || cfg.Cluster.Name != "bot2" || cfg.Cluster.Replicas != 3 {
+		t.Fatalf("cluster values from the environment wrong: %+v", cfg.Cluster)
+	}
+}
+
+// TestClusterGatewayRefusesWhatItDoesNotDoYet: the gateway of cluster mode has no Redis sink, no member
+// requests of its own and no split by cluster_id; a config asking for one is refused, naming the key,
+// rather than run without it. The same keys are fine without cluster mode, or for a role without a
+// gateway.
+func TestClusterGatewayRefusesWhatItDoesNotDoYet(t *testing.T) {
+	cases := map[string]string{
+		"events.sink":           "[events]\nsink = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n",
+		"cache.request_members": "[cache]\nrequest_members = \"all\"\n[gateway]\nintents = [\"Guilds\", \"GuildMembers\"]\n",
+		"gateway.clusters":      "[gateway]\nclusters = 2\ncluster_id = 1\n",
+		"cluster.lease_ttl":     "[cluster]\nlease_ttl = \"1s\"\n",
+		"cluster.replicas":      "[cluster]\nreplicas = 2\n",
+		"cluster.name":          "[cluster]\nname = \"a.b\"\n",
+	}
+	for key, extra := range cases {
+		toml := clusterTOML
+		if strings.HasPrefix(extra, "[cluster]") {
+			toml = strings.Replace(clusterTOML, "[cluster]\n", extra, 1)
+		} else {
+			toml += extra
+		}
+		for _, role := range []Role{RoleGateway, RoleAll} {
+			if role == RoleAll && strings.HasPrefix(key, "cluster.") {
+				continue
+			}
+			_, err := load(t, toml, []string{"DD_CLUSTER__ADVERTISE_URL=http://127.0.0.1:8000"}, role)
+			if err == nil || !strings.Contains(err.Error(), key) {
+				t.Errorf("--role=%s with %q: want an error naming %s, got %v", role, extra, key, err)
+			}
+		}
+		if strings.HasPrefix(key, "cluster.") {
+			continue
+		}
+		if _, err := load(t, "[discord]\ntoken = \"test-token-0123456789\"\n"+extra, nil, RoleGateway); err != nil {
+			t.Errorf("without cluster mode %q is fine, got %v", extra, err)
+		}
+		if _, err := load(t, toml, nil, RoleCache); err != nil && strings.Contains(err.Error(), key) {
+			t.Errorf("--role=cache in cluster mode: %s refused: %v", key, err)
+		}
+	}
+}
