@@ -34,8 +34,16 @@ node_tests() {
   (cd tests/node && npm ci --no-audit --no-fund --loglevel=error && node --test)
 }
 
+# The TypeScript example's Go test (examples/nats-ts) compiles and runs it: its packages come first.
+examples_npm() {
+  (cd examples/nats-ts && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 step "gofmt" check_gofmt
 step "go vet" go vet ./...
+if command -v npm >/dev/null 2>&1; then
+  step "npm ci for examples/nats-ts" examples_npm
+fi
 step "go test -race" go test -race -count=1 -timeout 15m ./...
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   step "node clients (tests/node: Discordeno proxy mode and discord.js against dd)" node_tests
