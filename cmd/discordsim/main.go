@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,24 @@ func run(args []string) int {
 		urlFile     = fs.String("url-file", "", "write the simulator's base URL to this file once listening")
 		guildsFile  = fs.String("guilds-file", "", "write the guilds' IDs and member counts to this file (JSON) once listening, before -url-file")
 	)
+	type routeLimit struct {
+		key    string
+		limit  int
+		window time.Duration
+	}
+	var routeLimits []routeLimit
+	fs.Func("route-limit", "`ROUTE=LIMIT/WINDOW`: a bucket's limit per window, e.g. \"GET /channels/{channel_id}=1000000/1s\" (a route key, bucket name or hash; repeatable)",
+		func(v string) error {
+			key, spec, ok := strings.Cut(v, "=")
+			lim, win, ok2 := strings.Cut(spec, "/")
+			n, err := strconv.Atoi(lim)
+			d, err2 := time.ParseDuration(win)
+			if !ok || !ok2 || err != nil || err2 != nil || n < 1 || d <= 0 {
+				return fmt.Errorf("want ROUTE=LIMIT/WINDOW (e.g. \"GET /channels/{channel_id}=5/5s\"), got %q", v)
+			}
+			routeLimits = append(routeLimits, routeLimit{key, n, d})
+			return nil
+		})
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: discordsim [flags]\n\nRuns dd's strict Discord simulator.\n\n")
 		fs.PrintDefaults()
@@ -57,6 +76,12 @@ func run(args []string) int {
 		HeartbeatInterval: *heartbeat, ResumeWindow: *resumeWin, GlobalRateLimit: *global,
 		RESTLatency: *latency, PrivilegedIntents: *privileged,
 	})
+	for _, r := range routeLimits {
+		if err := sim.SetRouteLimit(r.key, r.limit, r.window); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
 	if err := sim.Start(*addr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

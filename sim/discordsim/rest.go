@@ -18,6 +18,8 @@ package discordsim
 //	POST /_sim/rest/shared429             {"route": "<route key or empty>", "resource": "<major id or empty>",
 //	                                       "count": N, "retry_after": <seconds>}
 //	POST /_sim/rest/upload-limit          {"bytes": N}
+//	POST /_sim/rest/latency               {"latency_ns": D}: SetRESTLatency, from the next answer on
+//	POST /_sim/rest/omit-headers          {"headers": ["X-RateLimit-Remaining", ...]}: OmitRateLimitHeaders
 //
 
 // Route keys are "METHOD /pattern", e.g. "POST /channels/{channel_id}/messages"; see DefaultRouteLimits.
@@ -55,6 +57,8 @@ type restState struct {
 	limiters    []*restLimiter // one per token; the last one for requests without a bot token
 	uploadLimit atomic.Int64
 	idSeq       atomic.Uint64
+	latency     atomic.Int64             // nanoseconds added to every answer (Config.RESTLatency, SetRESTLatency)
+	omit        atomic.Pointer[[]string] // X-RateLimit-* headers left out of answers (OmitRateLimitHeaders)
 
 	forcedMu sync.Mutex
 	forced   []forcedShared
@@ -115,6 +119,7 @@ func newRESTState(s *Server) *restState {
 		rs.limiters = append(rs.limiters, newRESTLimiter(s.cfg.GlobalRateLimit))
 	}
 	rs.uploadLimit.Store(DefaultUploadLimit)
+	rs.latency.Store(int64(s.cfg.RESTLatency))
 	rs.stats.byRoute = make([]atomic.Int64, len(rs.table.routes)+1)
 	rs.stats.byToken = make([]atomic.Int64, len(s.cfg.Tokens))
 	return rs
@@ -217,7 +222,7 @@ func (rs *restState) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rs.countUserAgent(rec.UserAgent)
 	rs.record(&rec)
 
-	if d := rs.s.cfg.RESTLatency; d > 0 {
+	if d := time.Duration(rs.latency.Load()); d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -311,6 +316,11 @@ func (rs *restState) dispatch(c *restReq, ip string, now int64, rec *RecordedReq
 		return
 	}
 	setBucketHeaders(c.w.Header(), v)
+	if omit := rs.omit.Load(); omit != nil {
+		for _, k := range *omit {
+			c.w.Header().Del(k)
+		}
+	}
 	if c.exists() {
 		rt.handle(c)
 	}
@@ -594,6 +604,29 @@ func (s *Server) ForceShared429(routeKey string, resource uint64, n int, retryAf
 // bodies get 413 with code 40005.
 func (s *Server) SetUploadLimit(n int64) { s.rest.uploadLimit.Store(n) }
 
+// SetRESTLatency changes the time added to every REST answer (Config.RESTLatency) while the simulator
+// runs: answers sent from now on wait d; requests are still admitted and counted on arrival.
+func (s *Server) SetRESTLatency(d time.Duration) { s.rest.latency.Store(int64(max(d, 0))) }
+
+// OmitRateLimitHeaders leaves the named headers out of successful answers from now on, to model an
+// upstream (a proxy in front of Discord, a test server) that does not send all of Discord's
+// X-RateLimit-* set; nil sends them all again, as Discord does. 429 answers keep every header.
+func (s *Server) OmitRateLimitHeaders(headers []string) error {
+	if len(headers) == 0 {
+		s.rest.omit.Store(nil)
+		return nil
+	}
+	canon := make([]string, len(headers))
+	for i, h := range headers {
+		if !strings.HasPrefix(strings.ToLower(h), "x-ratelimit-") {
+			return fmt.Errorf("discordsim: %q is not an X-RateLimit-* header", h)
+		}
+		canon[i] = http.CanonicalHeaderKey(h)
+	}
+	s.rest.omit.Store(&canon)
+	return nil
+}
+
 // serveAdmin serves /_sim/rest/ (see the top of this file).
 func (rs *restState) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	s := rs.s
@@ -605,6 +638,8 @@ func (rs *restState) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		Count      int         `json:"count"`
 		RetryAfter float64     `json:"retry_after"`
 		Bytes      int64       `json:"bytes"`
+		LatencyNs  int64       `json:"latency_ns"`
+		Headers    []string    `json:"headers"`
 	}
 	if r.Method == http.MethodPost && r.ContentLength != 0 {
 		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
@@ -656,6 +691,15 @@ func (rs *restState) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		s.SetUploadLimit(in.Bytes)
 		reply(nil)
+	case "POST latency":
+		if in.LatencyNs < 0 {
+			reply(errors.New("latency_ns must be >= 0"))
+			return
+		}
+		s.SetRESTLatency(time.Duration(in.LatencyNs))
+		reply(nil)
+	case "POST omit-headers":
+		reply(s.OmitRateLimitHeaders(in.Headers))
 	default:
 		writeError(w, http.StatusNotFound, 0, "404: Not Found")
 	}

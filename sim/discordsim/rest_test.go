@@ -241,6 +241,38 @@ func TestLatencyIsAddedToEveryResponse(t *testing.T) {
 	}
 }
 
+func TestLatencyAndOmittedHeadersChangeWhileRunning(t *testing.T) {
+	s := startREST(t, Config{})
+	ch := "/api/v10/channels/" + channelOf(s, 0, 0)
+	timed := func() (reply, time.Duration) {
+		start := time.Now()
+		r := call(t, s, "GET", ch, "").want(t, 200)
+		return r, time.Since(start)
+	}
+	if r, d := timed(); d >= 150*time.Millisecond || r.Header.Get("X-RateLimit-Remaining") == "" {
+		t.Fatalf("before any change: answered in %v with X-RateLimit-Remaining %q, want at once and the header",
+			d, r.Header.Get("X-RateLimit-Remaining"))
+	}
+	call(t, s, "POST", "/_sim/rest/latency", `{"latency_ns": 150000000}`).want(t, 204)
+	call(t, s, "POST", "/_sim/rest/omit-headers", `{"headers": ["x-ratelimit-remaining"]}`).want(t, 204)
+	r, d := timed()
+	if d < 150*time.Millisecond {
+		t.Fatalf("after POST /_sim/rest/latency 150ms: answered in %v, want at least 150ms", d)
+	}
+	if v, ok := r.Header["X-Ratelimit-Remaining"]; ok || r.Header.Get("X-RateLimit-Limit") == "" {
+		t.Fatalf("after omitting X-RateLimit-Remaining: it is %q (sent: %v) and X-RateLimit-Limit %q; want only the one left out",
+			v, ok, r.Header.Get("X-RateLimit-Limit"))
+	}
+	call(t, s, "POST", "/_sim/rest/omit-headers", `{"headers": ["Content-Type"]}`).want(t, 400)
+	call(t, s, "POST", "/_sim/rest/latency", `{"latency_ns": -1}`).want(t, 400)
+	call(t, s, "POST", "/_sim/rest/latency", `{"latency_ns": 0}`).want(t, 204)
+	call(t, s, "POST", "/_sim/rest/omit-headers", `{"headers": []}`).want(t, 204)
+	if r, d := timed(); d >= 150*time.Millisecond || r.Header.Get("X-RateLimit-Remaining") == "" {
+		t.Fatalf("after undoing both: answered in %v with X-RateLimit-Remaining %q, want at once and the header",
+			d, r.Header.Get("X-RateLimit-Remaining"))
+	}
+}
+
 func TestRequestLogKeepsTheMostRecentInOrder(t *testing.T) {
 	rs := New(Config{}).rest
 	for i := range RequestLogSize + 5 {
