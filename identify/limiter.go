@@ -35,3 +35,12 @@ type SessionStartLimit struct {
 	ResetAfter     time.Duration `json:"-"`
 	MaxConcurrency int           `json:"max_concurrency"`
 }
+
+// Window is Discord's identify window: one IDENTIFY per max_concurrency bucket per 5 s.
+const Window = 5 * time.Second
+
+// Margin is the margin kept over an identify window: 5 % (250 ms of Discord's 5 s), and at least 50 ms,
+// the receipt jitter seen on a loaded machine. Discord judges the identify's receipt, not our send.
+func Margin(window time.Duration) time.Duration {
+	return max(window/20, 50*time.Millisecond)
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/gateway"
 	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/sim/discordsim"
 )
@@ -129,7 +130,7 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 	startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r2"),
 		"DD_REST__LISTEN="+rest.addrs[config.RoleRest])...)
 	testkit.Eventually(t, 5*time.Second, "the restarted rest role to learn the target", func() bool {
-		req, _ := http.NewRequest("GET", restURL+reshardCoordinatorPath, nil)
+		req, _ := http.NewRequest("GET", restURL+gateway.CoordinatorPath, nil)
 		req.Header.Set("Authorization", "rest-secret-0123456789")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

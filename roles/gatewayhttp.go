@@ -166,4 +166,3 @@ func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error
 	}
 	return raw, nil
 }
-

@@ -23,12 +23,13 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/gateway"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/sim/discordsim"
-	"github.com/ddhq/dd/store"
 )
 
 // Tokens and secrets of 16 characters at least, as the config requires of real ones.
@@ -172,11 +173,11 @@ func TestCoordinatorRefusesAndGatewaysIgnoreAnInvalidTarget(t *testing.T) {
 	rest := startDD(t, config.RoleRest, "DD_DISCORD__TOKEN="+hardToken, "DD_DISCORD__API_URL="+sim.APIURL(),
 		"DD_REST__SECRET="+hardRestSec, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))
 	restURL := "http://" + rest.addrs[config.RoleRest]
-	code, body := call(t, "POST", restURL+reshardCoordinatorPath, hardRestSec, `{"total_shards":40000000}`)
+	code, body := call(t, "POST", restURL+gateway.CoordinatorPath, hardRestSec, `{"total_shards":40000000}`)
 	if code != http.StatusBadRequest || !strings.Contains(body, "at most 65536") {
 		t.Errorf("coordinator took 40,000,000 shards: %d %s", code, body)
 	}
-	if _, body := call(t, "GET", restURL+reshardCoordinatorPath, hardRestSec, ""); !strings.Contains(body, `"total_shards":0`) {
+	if _, body := call(t, "GET", restURL+gateway.CoordinatorPath, hardRestSec, ""); !strings.Contains(body, `"total_shards":0`) {
 		t.Errorf("the coordinator stored a refused count: %s", body)
 	}
 
@@ -184,7 +185,7 @@ func TestCoordinatorRefusesAndGatewaysIgnoreAnInvalidTarget(t *testing.T) {
 	target, _ := url.Parse(restURL)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	front := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == reshardCoordinatorPath {
+		if r.URL.Path == gateway.CoordinatorPath {
 			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"total_shards": 40000000})
 			return
 		}
@@ -225,8 +226,8 @@ func TestUnauthenticatedRequestsAreAnsweredWithoutReadingTheirBody(t *testing.T)
 	rest, gw, cache := dd.addrs[config.RoleRest], dd.addrs[config.RoleGateway], dd.addrs[config.RoleCache]
 	for _, c := range []struct{ addr, path string }{
 		{rest, "/api/v10/channels/1/messages"},
-		{rest, reshardCoordinatorPath},
-		{rest, identifyQueuePath + "acquire"},
+		{rest, gateway.CoordinatorPath},
+		{rest, identify.QueuePath + "acquire"},
 		{gw, "/"},
 		{gw, "/shards/0/send"},
 		{gw, "/reshard"},
@@ -447,7 +448,7 @@ func TestIdentifyQueueAuthenticatesBeforeAskingDiscord(t *testing.T) {
 	sim := hardSim(t, 1, 1)
 	addr := startRestRole(t, sim, "DD_DISCORD__TOKEN="+hardToken, "DD_REST__SECRET="+hardRestSec)
 	for _, secret := range []string{"", "wrong-secret-0123456789"} {
-		if code, body := call(t, "POST", "http://"+addr+identifyQueuePath+"acquire", secret, `{"shard_id":0}`); code != http.StatusUnauthorized {
+		if code, body := call(t, "POST", "http://"+addr+identify.QueuePath+"acquire", secret, `{"shard_id":0}`); code != http.StatusUnauthorized {
 			t.Errorf("identify acquire with secret %q: %d %s; want 401", secret, code, body)
 		}
 	}
@@ -464,7 +465,7 @@ func TestIdentifyQueueAuthenticatesBeforeAskingDiscord(t *testing.T) {
 	if n := gatewayBot(); n != 0 {
 		t.Fatalf("unauthenticated requests made dd call /gateway/bot %d times", n)
 	}
-	call(t, "POST", "http://"+addr+identifyQueuePath+"acquire", hardRestSec, `{"shard_id":0}`)
+	call(t, "POST", "http://"+addr+identify.QueuePath+"acquire", hardRestSec, `{"shard_id":0}`)
 	testkit.Eventually(t, 5*time.Second, "/gateway/bot after an authenticated request", func() bool { return gatewayBot() == 1 })
 }
 
@@ -615,7 +616,8 @@ func TestStatusCountsGuildsAfterARestart(t *testing.T) {
 }
 
 // BenchmarkGatewayReadyz1000Shards is /readyz's gateway check over 1,000 shards, in its costliest case
-// (every shard disconnected without a session: each state and session is read).
+// (every shard disconnected without a session: each state and session is read). The store's checks
+// before it are two atomic loads.
 func BenchmarkGatewayReadyz1000Shards(b *testing.B) {
 	ids := make([]int, 1000)
 	for i := range ids {
@@ -626,16 +628,9 @@ func BenchmarkGatewayReadyz1000Shards(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := &gatewayRole{}
-	g.cur.Store(&generation{total: 1000, ids: ids, mgr: mgr})
-	st, err := store.Open(store.Options{Path: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	g.st = st
+	shards := mgr.Shards()
 	for b.Loop() {
-		if g.ready() == nil {
+		if shardsDown(shards) == nil {
 			b.Fatal("ready with every shard down")
 		}
 	}

@@ -1,10 +1,6 @@
 package roles
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/ddhq/dd/internal/httpapi"
@@ -22,23 +18,11 @@ func requireSecret(secret string, next http.Handler) http.Handler {
 	})
 }
 
-// decodeBody decodes a JSON body of at most limit bytes into v. Anything after the value but white space
-// is an error: a body is one value, not a stream.
+// decodeBody decodes a JSON body of at most limit bytes into v (httpapi.DecodeBody).
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("unexpected data after the JSON value (at byte %d)", dec.InputOffset())
-	}
-	return nil
+	return httpapi.DecodeBody(w, r, limit, v)
 }
 
-// unauthorized answers 401 without reading the request's body. Go's server would otherwise read up to
-// 256 KiB of an unread body before it sends the answer (so that the connection can be reused): a stranger
-// could hold the handler with a body sent slowly. The connection is closed after the answer instead.
-func unauthorized(w http.ResponseWriter, r *http.Request) {
-	httpapi.DropUnreadBody(w, r)
-	httpapi.WriteError(w, http.StatusUnauthorized, "missing or wrong Authorization")
-}
+// unauthorized answers 401 without reading the request's body (httpapi.Unauthorized): a stranger
+// sending a body slowly holds nothing.
+func unauthorized(w http.ResponseWriter, r *http.Request) { httpapi.Unauthorized(w, r) }

@@ -46,13 +46,18 @@ func (g *gatewayRole) ready() error {
 			return fmt.Errorf("events wait in the queue: %w", err)
 		}
 	}
-	cur := g.cur.Load()
+	cur := g.gw.Current()
 	if cur == nil {
 		return errors.New("shards are not started yet (waiting for Discord's /gateway/bot)")
 	}
+	return shardsDown(cur.Manager().Shards())
+}
+
+// shardsDown says how many shards are neither connected nor between two attempts to resume.
+func shardsDown(shards []*shard.Shard) error {
 	down, first := 0, -1
 	var firstState shard.State
-	for _, s := range cur.mgr.Shards() {
+	for _, s := range shards {
 		switch st := s.State(); st {
 		case shard.StateReady, shard.StateResuming:
 			continue
@@ -69,7 +74,7 @@ func (g *gatewayRole) ready() error {
 		}
 	}
 	if down > 0 {
-		return fmt.Errorf("%d of %d shards are not connected (shard %d is %s)", down, len(cur.ids), first, firstState)
+		return fmt.Errorf("%d of %d shards are not connected (shard %d is %s)", down, len(shards), first, firstState)
 	}
 	return nil
 }

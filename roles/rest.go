@@ -3,7 +3,10 @@ package roles
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,9 +16,43 @@ import (
 	"github.com/ddhq/dd/cluster"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/gateway"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/ratelimit"
 	"github.com/ddhq/dd/restproxy"
+	"github.com/ddhq/dd/shard"
 )
+
+// identifyLimits reads the bot's identify limits from Discord for the identify queue the rest role
+// serves; a refused token is fatal.
+func identifyLimits(cfg *config.Config) func(ctx context.Context) (identify.SessionStartLimit, bool, error) {
+	client := &http.Client{Timeout: 15 * time.Second}
+	return func(ctx context.Context) (identify.SessionStartLimit, bool, error) {
+		info, err := shard.FetchGatewayBot(ctx, client, cfg.Discord.APIURL, cfg.Discord.APIVersion, "Bot "+cfg.Discord.Token)
+		if he, ok := errors.AsType[*shard.HTTPError](err); ok && he.Status == http.StatusUnauthorized {
+			return identify.SessionStartLimit{}, false, &FatalError{Err: err,
+				Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
+		}
+		return info.SessionStartLimit, true, err
+	}
+}
+
+// restRoutes serves the identify queue and the reshard coordinator that split gateway processes share
+// beside the rest role's API. The identify queue authenticates first: its first request makes the rest
+// role ask Discord for /gateway/bot, which no stranger may cause.
+func restRoutes(secret string, ids *identify.Server, coord *gateway.CoordinatorServer, api http.Handler) http.Handler {
+	queue := requireSecret(secret, ids)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, identify.QueuePath):
+			queue.ServeHTTP(w, r)
+		case r.URL.Path == gateway.CoordinatorPath:
+			coord.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
+}
 
 // newRest builds the rest role's handler from the config.
 func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*restproxy.Proxy, error) {

@@ -1,6 +1,7 @@
 // Package roles is dd's thin wiring: it reads the config, builds the packages a role needs, connects them
-// and serves their HTTP APIs. Logic lives in the packages (shard, queue, ratelimit, store); a role only
-// assembles them, so the same pieces can be embedded by another Go program without a role.
+// and serves their HTTP APIs. Logic lives in the packages (gateway, shard, identify, queue, delivery,
+// cache, ratelimit, restproxy, store); a role only assembles them, so the same pieces can be embedded by
+// another Go program without a role.
 package roles
 
 import (
@@ -19,6 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/gateway"
+	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/store"
 )
@@ -88,7 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	var background []func(context.Context) error
 	identifyWin := o.IdentifyWindow
 	if identifyWin == 0 {
-		identifyWin = identifyWindow
+		identifyWin = identify.Window
 	}
 	if o.Role.Runs(config.RoleRest) {
 		rest, err := newRest(cfg, reg, log)
@@ -96,11 +99,10 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		defer rest.Close()
-		ids := newIdentifyService(cfg, identifyWin, log)
-		coord := &reshardCoordinator{secret: cfg.Rest.Secret, maxConcurrency: ids.maxConcurrency, log: log.Named("reshard-coordinator")}
-		ids.observe = rest.ObserveUpstream
-		add(config.RoleRest, cfg.Rest.Listener, withIdentifyQueue(cfg.Rest.Secret, ids, withReshardCoordinator(coord, rest)), rest.Ready)
-		background = append(background, ids.run, func(ctx context.Context) error { rest.WatchUpstream(ctx); return nil })
+		ids := identify.NewServer(cfg.Rest.Secret, identifyWin, identifyLimits(cfg), rest.ObserveUpstream, log.Named("identify"))
+		coord := &gateway.CoordinatorServer{Secret: cfg.Rest.Secret, MaxConcurrency: ids.MaxConcurrency, Logger: log.Named("reshard-coordinator")}
+		add(config.RoleRest, cfg.Rest.Listener, restRoutes(cfg.Rest.Secret, ids, coord, rest), rest.Ready)
+		background = append(background, ids.Run, func(ctx context.Context) error { rest.WatchUpstream(ctx); return nil })
 	}
 	var gw *gatewayRole
 	var cgw *clusterGateway // cluster mode (cluster.nats_url): the gateway of roles/cluster_gateway.go

@@ -10,6 +10,9 @@ package httpapi
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 )
@@ -43,4 +46,23 @@ func DropUnreadBody(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Connection", "close")
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// Unauthorized answers 401 without reading the request's body (see DropUnreadBody).
+func Unauthorized(w http.ResponseWriter, r *http.Request) {
+	DropUnreadBody(w, r)
+	WriteError(w, http.StatusUnauthorized, "missing or wrong Authorization")
+}
+
+// DecodeBody decodes a JSON body of at most limit bytes into v. Anything after the value but white space
+// is an error: a body is one value, not a stream.
+func DecodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("unexpected data after the JSON value (at byte %d)", dec.InputOffset())
+	}
+	return nil
 }
