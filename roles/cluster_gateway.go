@@ -18,10 +18,10 @@ import (
 	"github.com/ddhq/dd/cluster"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/gateway"
 	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/internal/filter"
 	"github.com/ddhq/dd/internal/httpapi"
-	"github.com/ddhq/dd/reshard"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -146,7 +146,7 @@ func (g *clusterGateway) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := reshard.CheckCount(total, 0); err != nil {
+	if err := gateway.CheckCount(total, 0); err != nil {
 		return &FatalError{Err: err, Hint: "set gateway.total_shards to a count dd can run (0 takes Discord's recommendation)"}
 	}
 	var ids []int
