@@ -356,34 +356,7 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// ---- 3. the HTTP server's own errors ----
-
-// A handler's panic (or an accept error) is logged by net/http through ErrorLog: it must reach dd's log at
-// Warn, under a logger at the production level (info).
-func TestHTTPServerErrorsAreLoggedAtWarn(t *testing.T) {
-	core, logs := observer.New(zapcore.InfoLevel)
-	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic("handler bug") })
-	s := newRoleServer(config.RoleGateway, config.Listener{Listen: "127.0.0.1:0", MaxConnections: 8}, api,
-		prometheus.NewRegistry(), zap.New(core))
-	if err := s.listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = s.serve() }()
-	defer s.close()
-	if resp, err := http.Get("http://" + s.addr() + "/boom"); err == nil {
-		resp.Body.Close()
-	}
-	testkit.Eventually(t, 2*time.Second, "the panic in the log", func() bool {
-		return logs.FilterMessageSnippet("handler bug").Len() > 0
-	})
-	for _, e := range logs.FilterMessageSnippet("handler bug").All() {
-		if e.Level < zapcore.WarnLevel {
-			t.Errorf("the server's error was logged at %s, want warn or above", e.Level)
-		}
-	}
-}
-
-// ---- 4. gateway commands ----
+// ---- 4. gateway commands (3, the HTTP server's own errors: internal/httpapi) ----
 
 // Only the commands a bot may send, with d of the documented shape, reach Discord; anything else is a
 // 400 that says why, and no shard is closed by Discord for it.
@@ -545,14 +518,13 @@ func TestCacheReadyzFollowsItsQueue(t *testing.T) {
 	}
 	cr := &cacheRole{following: c}
 	s := newRoleServer(config.RoleCache, config.Listener{Listen: "127.0.0.1:0", MaxConnections: 8}, http.NotFoundHandler(),
-		prometheus.NewRegistry(), zap.NewNop())
-	s.check = cr.ready
-	if err := s.listen(); err != nil {
+		prometheus.NewRegistry(), zap.NewNop(), cr.ready)
+	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = s.serve() }()
-	defer s.close()
-	s.ready.Store(true)
+	go func() { _ = s.Serve() }()
+	defer s.Close()
+	s.SetReady(true)
 	recs := make([]queue.Record, cacheReadyLag+1)
 	for i := range recs {
 		recs[i] = queue.Record{Shard: 0, Payload: []byte(`{"op":0,"t":"TYPING_START","s":1,"d":{}}`)}
@@ -560,7 +532,7 @@ func TestCacheReadyzFollowsItsQueue(t *testing.T) {
 	if err := q.Append(context.Background(), recs); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := readyz(t, s.addr()); code != http.StatusServiceUnavailable || !strings.Contains(body, "events behind") {
+	if code, body := readyz(t, s.Addr()); code != http.StatusServiceUnavailable || !strings.Contains(body, "events behind") {
 		t.Errorf("cache %d events behind: %d %s; want 503", len(recs), code, body)
 	}
 	got, err := c.Read(0, 10)
@@ -568,7 +540,7 @@ func TestCacheReadyzFollowsItsQueue(t *testing.T) {
 		t.Fatalf("reading the queue: %v", err)
 	}
 	c.Ack(0, got[len(got)-1].Seq)
-	if code, body := readyz(t, s.addr()); code != http.StatusOK {
+	if code, body := readyz(t, s.Addr()); code != http.StatusOK {
 		t.Errorf("cache %d events behind: %d %s; want 200", cacheReadyLag+1-len(got), code, body)
 	}
 }

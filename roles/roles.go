@@ -6,17 +6,12 @@ package roles
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
@@ -81,11 +76,9 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
-	var servers []*roleServer
+	var servers []roleServer
 	add := func(r config.Role, l config.Listener, h http.Handler, ready func() error) {
-		s := newRoleServer(r, l, h, reg, log)
-		s.check = ready
-		servers = append(servers, s)
+		servers = append(servers, roleServer{r, newRoleServer(r, l, h, reg, log, ready)})
 	}
 	// background work of the roles (shards, delivery, the identify queue), run once the listeners are up.
 	var background []func(context.Context) error
@@ -141,19 +134,19 @@ func Run(ctx context.Context, o Options) error {
 
 	addrs := map[config.Role]string{}
 	for _, s := range servers {
-		if err := s.listen(); err != nil {
+		if err := s.Listen(); err != nil {
 			for _, started := range servers {
-				started.close()
+				started.Close()
 			}
 			return err
 		}
-		addrs[s.role] = s.addr()
+		addrs[s.role] = s.Addr()
 	}
 	errc := make(chan error, len(servers)+len(background))
 	for _, s := range servers {
-		go func() { errc <- s.serve() }()
-		s.ready.Store(true)
-		log.Info("listening", zap.String("role", string(s.role)), zap.String("addr", s.addr()))
+		go func() { errc <- s.Serve() }()
+		s.SetReady(true)
+		log.Info("listening", zap.String("role", string(s.role)), zap.String("addr", s.Addr()))
 	}
 	if o.Ready != nil {
 		o.Ready(addrs)
@@ -181,13 +174,13 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range servers {
-		s.ready.Store(false)
+		s.SetReady(false)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.http.Shutdown(sctx); err != nil {
+			if err := s.Shutdown(sctx); err != nil {
 				log.Warn("listener did not drain in time", zap.String("role", string(s.role)), zap.Error(err))
-				s.close()
+				s.Close()
 			}
 		}()
 	}
@@ -205,124 +198,24 @@ func Run(ctx context.Context, o Options) error {
 	return runErr
 }
 
-// roleServer is one role's HTTP listener: health, readiness and metrics without auth, the role's API
-// behind it.
+// The limits every role's listener puts on a client (README, "Every role"); variables so that tests can
+// shorten them.
+var (
+	// idleTimeout closes a keep-alive connection that sent no new request for this long, so that idle
+	// clients do not hold connection slots.
+	idleTimeout = 120 * time.Second
+	// A request body must arrive at bodyMinRate on average after the first bodyGrace.
+	bodyGrace   = 10 * time.Second
+	bodyMinRate = int64(16 << 10) // bytes per second
+)
+
+// roleServer is one role's listener: health, readiness and metrics without auth, the role's API behind.
 type roleServer struct {
-	role     config.Role
-	cfg      config.Listener
-	http     *http.Server
-	overflow *http.Server // answers the connections past cfg.MaxConnections (see limitListener)
-	listener *limitListener
-	ready    atomic.Bool
-	// check, when set, says why the role is not ready though it listens (shards down, Discord
-	// unreachable, the cache behind its queue). It must be cheap: probes call it every few seconds.
-	check   func() error
-	refused prometheus.Counter
-	log     *zap.Logger
-	lastLog atomic.Int64 // unix nanoseconds of the last "connections over the cap" line
+	role config.Role
+	*httpapi.Server
 }
 
-func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *prometheus.Registry, log *zap.Logger) *roleServer {
-	s := &roleServer{role: role, cfg: l, log: log.Named("http").With(zap.String("role", string(role)))}
-	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_http_connections_refused_total",
-		Help: "Connections past the listener's max_connections (answered 503 or closed).", ConstLabels: prometheus.Labels{"role": string(role)}})
-	reg.MustRegister(s.refused)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", api)
-	// The server's own errors (accept errors, handler panics, broken requests) at Warn: the logger's
-	// level is info at least, and zap.NewStdLog would write them at Info.
-	errLog, _ := zap.NewStdLogAt(s.log, zap.WarnLevel)
-	s.http = &http.Server{
-		Handler:           ownPathsThenAPI(mux, api),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-	}
-	s.overflow = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Connection", "close")
-			switch r.URL.Path {
-			case "/healthz", "/readyz":
-				mux.ServeHTTP(w, r)
-			default:
-				httpapi.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many connections: %s.max_connections (%d) are open; try again", role, l.MaxConnections))
-			}
-		}),
-		ReadHeaderTimeout: 2 * time.Second,
-		IdleTimeout:       time.Second,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          errLog,
-	}
-	s.overflow.SetKeepAlivesEnabled(false)
-	return s
-}
-
-func (s *roleServer) readyz(w http.ResponseWriter, r *http.Request) {
-	if !s.ready.Load() {
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "not ready")
-		return
-	}
-	if s.check != nil {
-		if err := s.check(); err != nil {
-			httpapi.WriteError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-			return
-		}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready"})
-}
-
-// overCap counts a connection past max_connections, and says so in the log at most every 10 s.
-func (s *roleServer) overCap() {
-	s.refused.Inc()
-	now := time.Now().UnixNano()
-	if last := s.lastLog.Load(); now-last > int64(10*time.Second) && s.lastLog.CompareAndSwap(last, now) {
-		s.log.Warn("connections over the cap are refused with 503", zap.Int("max_connections", s.cfg.MaxConnections))
-	}
-}
-
-// ownPathsThenAPI sends the role's own endpoints to mux and everything else straight to the role's API,
-// so that the API sees request paths exactly as sent (ServeMux would clean "/a/../b" and redirect to it,
-// turning a traversal attempt into a request).
-func ownPathsThenAPI(mux, api http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz", "/metrics":
-			mux.ServeHTTP(w, r)
-		default:
-			api.ServeHTTP(w, withBodyDeadline(w, r))
-		}
-	})
-}
-
-func (s *roleServer) listen() error {
-	l, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("%s.listen %s: %w", s.role, s.cfg.Listen, err)
-	}
-	s.listener = newLimitListener(l, max(s.cfg.MaxConnections, 1), s.overCap)
-	return nil
-}
-
-func (s *roleServer) addr() string { return s.listener.Addr().String() }
-
-func (s *roleServer) serve() error {
-	go func() { _ = s.overflow.Serve(s.listener.overflow) }()
-	defer s.overflow.Close()
-	if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("%s listener: %w", s.role, err)
-	}
-	return nil
-}
-
-func (s *roleServer) close() {
-	if s.listener != nil {
-		_ = s.http.Close()
-		_ = s.overflow.Close()
-	}
+func newRoleServer(role config.Role, l config.Listener, api http.Handler, reg *prometheus.Registry, log *zap.Logger, ready func() error) *httpapi.Server {
+	return httpapi.NewServer(httpapi.ServerOptions{Name: string(role), Listen: l.Listen, MaxConnections: l.MaxConnections,
+		API: api, Ready: ready, Registry: reg, Logger: log, IdleTimeout: idleTimeout, BodyGrace: bodyGrace, BodyMinRate: bodyMinRate})
 }

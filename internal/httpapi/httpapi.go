@@ -1,7 +1,9 @@
-// Package httpapi holds what every dd HTTP API shares with the others: the JSON error body
-// {"code":0,"message":"..."}, the constant-time check of a shared secret, refusing a request without
-// reading its body, and the event envelope {"shardId":N,"payload":{...}} that delivery encodes and every
-// receiver (the cache role, the bot simulator) decodes.
+// Package httpapi holds what every dd HTTP API shares with the others: the listener each role serves on
+// (Server: /healthz, /readyz and /metrics without auth, a connection cap answered with 503, request
+// bodies that must keep arriving), the JSON error body {"code":0,"message":"..."}, the constant-time
+// check of a shared secret, refusing a request without reading its body, strict JSON bodies, and the
+// event envelope {"shardId":N,"payload":{...}} that delivery encodes and every receiver (the cache role,
+// the bot simulator) decodes.
 //
 // It is not a router or a middleware kit: each package serves its own routes. It is not for Discord's
 // error bodies either (the simulator writes Discord's codes).

@@ -1,4 +1,4 @@
-package roles
+package httpapi
 
 import (
 	"errors"
@@ -12,35 +12,22 @@ import (
 	"time"
 )
 
-// The limits every role's listener puts on a client (README, "Every role").
-var (
-	// idleTimeout closes a keep-alive connection that sent no new request for this long, so that idle
-	// clients do not hold connection slots.
-	idleTimeout = 120 * time.Second
-	// A request body must arrive at bodyMinRate on average after the first bodyGrace: a 100 MiB upload
-	// may take 100 minutes, a body sent one byte a second is cut after about 10 s. (A whole-request
-	// ReadTimeout would have to be long enough for the largest upload, and would then let a trickle hold
-	// a handler as long.)
-	bodyGrace   = 10 * time.Second
-	bodyMinRate = int64(16 << 10) // bytes per second
-	// overflowConns bounds the connections past max_connections that are still answered (health
-	// checks, and a 503 for the rest); beyond it they are closed at once.
-	overflowConns = int64(64)
-)
+// overflowConns bounds the connections past max_connections that are still answered (health checks,
+// and a 503 for the rest); beyond it they are closed at once.
+const overflowConns = 64
 
-// errBodyTooSlow is the error a handler's body read returns when the body fell under bodyMinRate.
-var errBodyTooSlow = fmt.Errorf("the request body arrived slower than %d bytes a second: %w", bodyMinRate, os.ErrDeadlineExceeded)
-
-// withBodyDeadline gives r's body a read deadline that moves with the bytes received (bodyGrace plus
-// bodyMinRate), and clears it once the body is read, so that a handler's later wait (the REST proxy
-// waiting for Discord) is not cut.
-func withBodyDeadline(w http.ResponseWriter, r *http.Request) *http.Request {
+// withBodyDeadline gives r's body a read deadline that moves with the bytes received (grace, then
+// minRate bytes a second), and clears it once the body is read, so that a handler's later wait (the REST
+// proxy waiting for Discord) is not cut. A 100 MiB upload at 16 KiB/s may take 100 minutes, a body sent
+// one byte a second is cut after about the grace. (A whole-request ReadTimeout would have to be long
+// enough for the largest upload, and would then let a trickle hold a handler as long.)
+func withBodyDeadline(w http.ResponseWriter, r *http.Request, grace time.Duration, minRate int64) *http.Request {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return r
 	}
 	rc := http.NewResponseController(w)
-	b := &deadlineBody{ReadCloser: r.Body, rc: rc, start: time.Now()}
-	b.set = b.start.Add(bodyGrace)
+	b := &deadlineBody{ReadCloser: r.Body, rc: rc, start: time.Now(), grace: grace, minRate: minRate}
+	b.set = b.start.Add(grace)
 	if rc.SetReadDeadline(b.set) != nil {
 		return r
 	}
@@ -50,11 +37,13 @@ func withBodyDeadline(w http.ResponseWriter, r *http.Request) *http.Request {
 
 type deadlineBody struct {
 	io.ReadCloser
-	rc    *http.ResponseController
-	start time.Time
-	read  int64
-	set   time.Time // the deadline in force
-	done  bool
+	rc      *http.ResponseController
+	grace   time.Duration
+	minRate int64
+	start   time.Time
+	read    int64
+	set     time.Time // the deadline in force
+	done    bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
@@ -68,10 +57,10 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		b.done = true
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return n, errBodyTooSlow
+		return n, fmt.Errorf("the request body arrived slower than %d bytes a second: %w", b.minRate, os.ErrDeadlineExceeded)
 	case err == nil:
 		// Moved in steps of a second at least: a deadline per small read would cost more than it guards.
-		if d := b.start.Add(bodyGrace + time.Duration(b.read*int64(time.Second)/bodyMinRate)); d.Sub(b.set) >= time.Second {
+		if d := b.start.Add(b.grace + time.Duration(b.read*int64(time.Second)/b.minRate)); d.Sub(b.set) >= time.Second {
 			b.set = d
 			_ = b.rc.SetReadDeadline(d)
 		}
