@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,13 +84,17 @@ type Delivery struct {
 
 	delivered prometheus.Counter
 	failed    *prometheus.CounterVec
+	count     atomic.Int64
 
 	mu      sync.Mutex
 	running map[int]*deliveryRun
 	wg      sync.WaitGroup
 }
 
-type deliveryRun struct{ cancel context.CancelFunc }
+type deliveryRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
 
 // NewDelivery checks cfg and finds the event stream (NewEventSink creates it).
 func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, error) {
@@ -179,9 +186,10 @@ func (d *Delivery) consumer(ctx context.Context, shardID int) (jetstream.Consume
 	})
 }
 
-// Start delivers shard id's events until the returned stop is called (or Close). Starting a shard
-// already delivered here stops the earlier run first. stop gives a batch being posted up,
-// unacknowledged (the next holder delivers it again under the same ids), and does not wait.
+// Start delivers shard id's events until the returned stop is called (or Close). Only the shard's owner
+// may deliver it (see puller). Starting a shard already delivered here stops the earlier run first. stop
+// gives a batch being posted up, unacknowledged (the next holder delivers it again under the same ids),
+// and returns once the run ended.
 func (d *Delivery) Start(shardID int) (stop func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -192,11 +200,12 @@ func (d *Delivery) Start(shardID int) (stop func()) {
 		run.cancel()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &deliveryRun{cancel: cancel}
+	run := &deliveryRun{cancel: cancel, done: make(chan struct{})}
 	d.running[shardID] = run
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer close(run.done)
 		d.run(ctx, shardID)
 	}()
 	return func() {
@@ -206,8 +215,17 @@ func (d *Delivery) Start(shardID int) (stop func()) {
 			delete(d.running, shardID)
 		}
 		d.mu.Unlock()
+		// Wait until the pull is closed and what it held given back, so that the shard's next holder
+		// (after the lease is released) finds nothing out but what the server knows of.
+		select {
+		case <-run.done:
+		case <-time.After(d.cfg.AckWait):
+		}
 	}
 }
+
+// Delivered counts the events the bot acknowledged (copies included).
+func (d *Delivery) Delivered() int64 { return d.count.Load() }
 
 // Delivering lists the shards delivered here.
 func (d *Delivery) Delivering() []int {
@@ -247,10 +265,12 @@ func (d *Delivery) run(ctx context.Context, shardID int) {
 			}
 		}
 	}
+	p := &puller{c: d.c, cons: cons, n: d.cfg.BatchMax, ackWait: d.cfg.AckWait, wait: d.cfg.PullWait, log: d.log.With(zap.Int("shard", shardID))}
+	defer p.close()
 	target := d.cfg.URLs[shardID%len(d.cfg.URLs)]
 	shown := d.shown[shardID%len(d.shown)]
 	for ctx.Err() == nil {
-		msgs, err := pullBatch(ctx, cons, d.cfg.BatchMax, d.cfg.PullWait)
+		msgs, err := p.next(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Debug("pull failed; retrying", zap.Int("shard", shardID), zap.Error(err))
@@ -258,41 +278,162 @@ func (d *Delivery) run(ctx context.Context, shardID int) {
 			}
 			continue
 		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if !d.deliver(ctx, shardID, target, shown, msgs) {
-			continue
+		if ok, acked := d.deliver(ctx, shardID, target, shown, msgs, p.held()); !ok || !acked {
+			p.reset() // given up or not acknowledged: the server gives the batch again; gather it first
 		}
 	}
 }
 
-// pullBatch waits up to wait for the consumer's next event, then takes what else is there at once, up
-// to n in all. Events that arrive once ctx has ended are given back.
-func pullBatch(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
-	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+// puller reads a consumer in batches for the one process that may read it (the shard's owner, or a
+// cache process its own consumer). With MaxAckPending above 1, events could be overtaken by later ones
+// when some sat unacknowledged elsewhere: a previous holder's batch (given back, or not when it died),
+// an event lost on its way to a pull, an acknowledgement lost. The server gives those again first, but
+// only once given back or once AckWait ran out, and meanwhile lets later events out. So a puller begins
+// (and begins again after any trouble) by gathering: it pulls until it got as many events given again
+// as the consumer had out when it began, or until AckWait (and a quarter) ran out, holding what it got
+// meanwhile; it then hands them out in stream order, before anything pulled later.
+type puller struct {
+	c       *Conn
+	cons    jetstream.Consumer
+	n       int
+	ackWait time.Duration
+	wait    time.Duration
+	log     *zap.Logger
+
+	it      jetstream.MessagesContext
+	settled bool
+	queue   []jetstream.Msg // gathered, in stream order, not handed out yet
+}
+
+// held is what the puller holds besides the batch it handed out (to keep held at the server too).
+func (p *puller) held() []jetstream.Msg { return p.queue }
+
+func (p *puller) open() error {
+	if p.it != nil {
+		return nil
+	}
+	it, err := p.cons.Messages(jetstream.PullMaxMessages(p.n), jetstream.PullExpiry(p.wait))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var msgs []jetstream.Msg
-	for m := range first.Messages() {
-		msgs = append(msgs, m)
+	p.it = it
+	return nil
+}
+
+// gather is the beginning described on puller.
+func (p *puller) gather(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	info, err := p.cons.Info(rctx)
+	cancel()
+	if err != nil {
+		return err
 	}
-	if err := first.Error(); err != nil && len(msgs) == 0 {
-		return nil, err
+	if err := p.open(); err != nil {
+		return err
 	}
-	if len(msgs) > 0 && n > 1 && ctx.Err() == nil {
-		if more, err := cons.FetchNoWait(n - 1); err == nil {
-			for m := range more.Messages() {
-				msgs = append(msgs, m)
+	out := info.NumAckPending
+	if out == 0 {
+		p.settled = true
+		return nil
+	}
+	p.log.Info("events of this consumer are out; gathering them before anything later", zap.Int("events", out), zap.Duration("ack_wait", p.ackWait))
+	started := time.Now()
+	h := newHolder(p.c, nil, p.ackWait)
+	again := 0
+	deadline := started.Add(p.ackWait + p.ackWait/4)
+	for again < out && time.Now().Before(deadline) {
+		m, err := p.it.Next(jetstream.NextMaxWait(min(p.ackWait/8, time.Until(deadline)+time.Millisecond)))
+		if ctx.Err() != nil {
+			if err == nil {
+				p.queue = append(p.queue, m)
+			}
+			giveBack(p.queue)
+			p.queue = nil
+			return ctx.Err()
+		}
+		if err == nil {
+			p.queue = append(p.queue, m)
+			h.msgs = p.queue
+			if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+				again++
 			}
 		}
+		h.held()
 	}
-	if ctx.Err() != nil {
-		giveBack(msgs)
-		return nil, ctx.Err()
+	slices.SortFunc(p.queue, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
+	p.log.Info("gathered", zap.Int("events", len(p.queue)), zap.Int("given_again", again), zap.Duration("took", time.Since(started)))
+	p.settled = true
+	return nil
+}
+
+func streamSeq(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
+
+// next returns the next batch: gathered events first, else it waits for the consumer's next event and
+// takes what else has arrived, up to n in all.
+func (p *puller) next(ctx context.Context) ([]jetstream.Msg, error) {
+	if !p.settled {
+		if err := p.gather(ctx); err != nil {
+			if ctx.Err() == nil {
+				p.reset()
+			}
+			return nil, err
+		}
+	}
+	if len(p.queue) > 0 {
+		k := min(p.n, len(p.queue))
+		batch := p.queue[:k:k]
+		p.queue = p.queue[k:]
+		return batch, nil
+	}
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	first, err := p.it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		if ctx.Err() == nil {
+			p.reset() // the pull is broken: begin again
+		}
+		return nil, err
+	}
+	msgs := []jetstream.Msg{first}
+	for len(msgs) < p.n {
+		m, err := p.it.Next(jetstream.NextMaxWait(time.Millisecond))
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, m)
 	}
 	return msgs, nil
+}
+
+// reset drops the pull after trouble (what it held is given back); the next pull gathers first.
+func (p *puller) reset() {
+	p.close()
+	p.settled = false
+}
+
+// close ends the pull and gives back what it had received but not handed out.
+func (p *puller) close() {
+	giveBack(p.queue)
+	p.queue = nil
+	if p.it == nil {
+		return
+	}
+	p.it.Drain()
+	for {
+		m, err := p.it.Next(jetstream.NextMaxWait(10 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		_ = m.Nak()
+	}
+	p.it = nil
 }
 
 // giveBack returns events to the server for another holder, at once.
@@ -328,16 +469,16 @@ func (h *holder) held() bool {
 	return now.Sub(h.last) < h.ackWait/2
 }
 
-// deliver posts a batch until the bot takes it and acknowledges it; false when it was given up.
-func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown string, msgs []jetstream.Msg) bool {
+// deliver posts a batch until the bot takes it (ok) and acknowledges it to the server (acked).
+func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown string, msgs, alsoHeld []jetstream.Msg) (ok, acked bool) {
 	body, ids := d.encode(msgs)
-	h := newHolder(d.c, msgs, d.cfg.AckWait)
+	h := newHolder(d.c, append(msgs[:len(msgs):len(msgs)], alsoHeld...), d.cfg.AckWait)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if !h.held() {
 			d.log.Warn("batch given up: the server could not be told it is still being delivered; another process delivers it again",
 				zap.Int("shard", shardID), zap.Int("events", len(msgs)), zap.NamedError("last_error", lastErr))
-			return false
+			return false, false
 		}
 		reason, err := d.post(ctx, target, body, ids)
 		if err == nil {
@@ -348,7 +489,7 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 		}
 		if ctx.Err() != nil {
 			giveBack(msgs)
-			return false
+			return false, false
 		}
 		lastErr = err
 		d.failed.WithLabelValues(reason).Inc()
@@ -358,7 +499,7 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 		}
 		if sleepHeld(ctx, d.backoff(attempt), h) != nil {
 			giveBack(msgs)
-			return false
+			return false, false
 		}
 	}
 	// AckAll: the last event acknowledges the batch. Confirmed, so that a lost acknowledgement is known;
@@ -370,7 +511,8 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 		d.log.Warn("acknowledging delivered events failed; they will be delivered again", zap.Int("shard", shardID), zap.Error(err))
 	}
 	d.delivered.Add(float64(len(msgs)))
-	return true
+	d.count.Add(int64(len(msgs)))
+	return true, err == nil
 }
 
 // sleepHeld sleeps d, keeping the batch held meanwhile.

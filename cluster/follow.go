@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,7 +64,7 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 				DeliverPolicy: jetstream.DeliverAllPolicy,
 				AckPolicy:     jetstream.AckAllPolicy,
 				AckWait:       cfg.AckWait,
-				MaxAckPending: 2 * cfg.Batch,
+				MaxAckPending: cfg.Batch,
 				MaxDeliver:    -1,
 			})
 		}
@@ -80,10 +79,12 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 			}
 		}
 	}
+	p := &puller{c: c, cons: cons, n: cfg.Batch, ackWait: cfg.AckWait, wait: cfg.PullWait, log: log}
+	defer p.close()
 	for ctx.Err() == nil {
-		msgs, err := pullBatch(ctx, cons, cfg.Batch, cfg.PullWait)
-		if err != nil || len(msgs) == 0 {
-			if err != nil && ctx.Err() == nil {
+		msgs, err := p.next(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
 				log.Debug("pull failed; retrying", zap.Error(err))
 				_ = sleepCtx(ctx, time.Second)
 			}
@@ -91,11 +92,11 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 		}
 		payloads := make([][]byte, 0, len(msgs))
 		for _, m := range msgs {
-			if p := rawjson.Field(m.Data(), "payload"); len(p) > 0 {
-				payloads = append(payloads, p)
+			if pl := rawjson.Field(m.Data(), "payload"); len(pl) > 0 {
+				payloads = append(payloads, pl)
 			}
 		}
-		h := newHolder(c, msgs, cfg.AckWait)
+		h := newHolder(c, append(msgs[:len(msgs):len(msgs)], p.held()...), cfg.AckWait)
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 			err := apply(payloads)
 			if err == nil {
@@ -108,8 +109,9 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 			}
 		}
 		actx, cancel := context.WithTimeout(context.Background(), cfg.AckWait/2)
-		if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil {
 			log.Warn("acknowledging applied events failed; they will be applied again", zap.Error(err))
+			p.reset()
 		}
 		cancel()
 	}
