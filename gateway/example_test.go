@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"time"
 
@@ -47,10 +46,7 @@ func ExampleGateway() {
 	gw, err := gateway.New(gateway.Config{
 		Shard:       shard.Config{Token: token, Intents: discord.IntentGuilds, APIVersion: 10},
 		TotalShards: 1, Queue: q, Store: st, Sessions: shard.NewSessionStore(st),
-		GatewayBot: func(ctx context.Context) (*shard.GatewayBot, error) {
-			info, err := shard.FetchGatewayBot(ctx, http.DefaultClient, sim.APIURL(), 10, "Bot "+token)
-			return &info, err
-		},
+		GatewayBot:     gateway.GatewayBotFrom(sim.APIURL(), 10, "Bot "+token, nil),
 		IdentifyWindow: 100 * time.Millisecond, // the simulator's; Discord's is 5 s
 	})
 	if err != nil {

@@ -3,7 +3,6 @@ package roles
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/ddhq/dd/delivery"
 	"github.com/ddhq/dd/gateway"
 	"github.com/ddhq/dd/identify"
-	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/internal/members"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
@@ -67,6 +65,11 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 	}
 	gc := cfg.Gateway
 	split := gc.Clusters > 1 && cfg.Rest.URL != ""
+	// /gateway/bot through the rest role when rest.url is set.
+	apiURL, auth := cfg.Discord.APIURL, "Bot "+cfg.Discord.Token
+	if cfg.Rest.URL != "" {
+		apiURL, auth = strings.TrimRight(cfg.Rest.URL, "/")+"/api", cfg.Rest.Secret
+	}
 	var limiter identify.Limiter // nil: a Local one from /gateway/bot's limits
 	var coord gateway.Coordinator
 	if cfg.Rest.URL != "" {
@@ -81,7 +84,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		Shard: shard.Config{Token: cfg.Discord.Token, Intents: int(gc.Intents), APIVersion: cfg.Discord.APIVersion,
 			Compress: gc.Compress, LargeThreshold: gc.LargeThreshold},
 		TotalShards: gc.TotalShards, Shards: func(total int) []int { return shardRange(gc, total) }, Processes: gc.Clusters,
-		Queue: q, Store: st, Sessions: shard.NewSessionStore(st), GatewayBot: g.fetchGatewayBot,
+		Queue: q, Store: st, Sessions: shard.NewSessionStore(st), GatewayBot: gateway.GatewayBotFrom(apiURL, cfg.Discord.APIVersion, auth, log),
 		Identify: limiter, IdentifyWindow: identifyWin,
 		Filter: gateway.Filter{Drop: cfg.Events.Drop, DedupMessageUpdates: gc.DedupMessageUpdates,
 			DropKnownGuildCreates: gc.DropKnownGuildCreates, LoadingGuildEvent: gc.LoadingGuildEvent},
@@ -168,32 +171,6 @@ func (g *gatewayRole) run(ctx context.Context) error {
 		return &FatalError{Err: fe.Err, Hint: fe.Hint}
 	}
 	return err
-}
-
-// fetchGatewayBot asks for /gateway/bot, through the rest role when rest.url is set. Network trouble is
-// retried with backoff; a refused token is fatal. It returns nil, nil when ctx ends first.
-func (g *gatewayRole) fetchGatewayBot(ctx context.Context) (*shard.GatewayBot, error) {
-	apiURL, auth := g.cfg.Discord.APIURL, "Bot "+g.cfg.Discord.Token
-	if g.cfg.Rest.URL != "" {
-		apiURL, auth = g.cfg.Rest.URL+"/api", g.cfg.Rest.Secret
-	}
-	client := &http.Client{Timeout: 15 * time.Second}
-	backoff := time.Second
-	for {
-		info, err := shard.FetchGatewayBot(ctx, client, apiURL, g.cfg.Discord.APIVersion, auth)
-		if err == nil {
-			return &info, nil
-		}
-		if he, ok := errors.AsType[*shard.HTTPError](err); ok && he.Status == http.StatusUnauthorized {
-			return nil, &FatalError{Err: fmt.Errorf("GET /gateway/bot: %w", err),
-				Hint: "Discord refused the token: set discord.token to the bot token from the developer portal"}
-		}
-		g.log.Warn("cannot get the gateway URL yet; retrying", zap.Error(err), zap.Duration("after", backoff))
-		if ctxsleep.Sleep(ctx, backoff) != nil {
-			return nil, nil
-		}
-		backoff = min(backoff*2, time.Minute)
-	}
 }
 
 // observe hands dd's member requests what they follow: what the queue gets (a duplicate GUILD_CREATE
