@@ -1,0 +1,421 @@
+// Package clusterproc tests cluster mode (PRODUCT.md §7, issue #12) with real processes: dd gateway
+// processes built from this module, sharing shards through a NATS server with JetStream (in the test
+// process, a separate process from every dd), against the Discord simulator, delivering to a bot
+// endpoint in the test. Processes are killed with SIGKILL: nothing of theirs runs after.
+package clusterproc
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/cluster/clustertest"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
+)
+
+var ddBinary string
+
+const (
+	token        = "sim-token-cluster-0123456789"
+	eventsSecret = "events-secret-0123456789"
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dd-cluster-bin-")
+	if err != nil {
+		panic(err)
+	}
+	ddBinary = filepath.Join(dir, "dd")
+	if out, err := exec.Command("go", "build", "-o", ddBinary, "github.com/ddhq/dd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ddProc is one dd process; its log is kept for failures.
+type ddProc struct {
+	name string
+	addr string // gateway listener
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  strings.Builder
+	done chan struct{}
+}
+
+func startDD(t *testing.T, name, addr string, env []string) *ddProc {
+	t.Helper()
+	cmd := exec.Command(ddBinary, "--role=gateway")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DD_CLUSTER__INSTANCE=" + name, "DD_GATEWAY__LISTEN=" + addr,
+		"DD_STORE__PATH=" + filepath.Join(cmd.Dir, "data")}, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &ddProc{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, p.logText())
+		}
+	})
+	return p
+}
+
+func (p *ddProc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+func (p *ddProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *ddProc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	_ = p.cmd.Wait()
+}
+
+// gwStatus is what the test reads of GET /status.
+type gwStatus struct {
+	Instance  string `json:"instance"`
+	Processes []struct {
+		Instance string `json:"instance"`
+		Shards   []int  `json:"shards"`
+	} `json:"processes"`
+	Owners []string `json:"owners"`
+	Shards []struct {
+		ID    int    `json:"id"`
+		State string `json:"state"`
+	} `json:"shards"`
+}
+
+var client = &http.Client{Timeout: 2 * time.Second}
+
+func status(addr string) (gwStatus, error) {
+	var st gwStatus
+	resp, err := client.Get("http://" + addr + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func readyz(addr string) int {
+	resp, err := client.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// readySplit reads each process's ready shards: the count each runs ready, and whether every shard of
+// total runs ready in exactly one of them.
+func readySplit(ps []*ddProc, total int) (counts []int, all bool) {
+	seen := map[int]int{}
+	for _, p := range ps {
+		st, err := status(p.addr)
+		if err != nil {
+			return nil, false
+		}
+		n := 0
+		for _, s := range st.Shards {
+			if s.State == "ready" {
+				n++
+				seen[s.ID]++
+			}
+		}
+		counts = append(counts, n)
+	}
+	if len(seen) != total {
+		return counts, false
+	}
+	for _, n := range seen {
+		if n != 1 {
+			return counts, false
+		}
+	}
+	return counts, true
+}
+
+func evenly(counts []int, each int) bool {
+	for _, n := range counts {
+		if n != each {
+			return false
+		}
+	}
+	return len(counts) > 0
+}
+
+// bot records every delivered event with the X-DD-Event-Id it came under (events.batch_max 1: one
+// event per POST).
+type bot struct {
+	mu       sync.Mutex
+	arrivals map[int][]int64            // shard -> sequences in arrival order
+	ids      map[string]map[string]bool // "<shard>/<seq>" -> ids
+	problems []string
+	count    int
+}
+
+func newBot(t *testing.T) (*bot, string) {
+	b := &bot{arrivals: map[int][]int64{}, ids: map[string]map[string]bool{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var env struct {
+			ShardID *int `json:"shardId"`
+			Payload struct {
+				Op int   `json:"op"`
+				S  int64 `json:"s"`
+			} `json:"payload"`
+		}
+		id := r.Header.Get("X-DD-Event-Id")
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if err := json.Unmarshal(body, &env); err != nil || env.ShardID == nil || env.Payload.Op != 0 || env.Payload.S == 0 || id == "" ||
+			r.Header.Get("Authorization") != eventsSecret {
+			if len(b.problems) < 10 {
+				b.problems = append(b.problems, fmt.Sprintf("bad delivery (id %q, auth %q): %.200s", id, r.Header.Get("Authorization"), body))
+			}
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		b.count++
+		b.arrivals[*env.ShardID] = append(b.arrivals[*env.ShardID], env.Payload.S)
+		k := fmt.Sprintf("%d/%d", *env.ShardID, env.Payload.S)
+		if b.ids[k] == nil {
+			b.ids[k] = map[string]bool{}
+		}
+		b.ids[k][id] = true
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return b, srv.URL
+}
+
+// delivered says whether every sequence the simulator gave each session arrived.
+func (b *bot) delivered(sessions []discordsim.SessionInfo) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range sessions {
+		if int64(len(b.ids)) == 0 && s.Seq > 0 {
+			return false
+		}
+		for seq := int64(1); seq <= s.Seq; seq++ {
+			if b.ids[fmt.Sprintf("%d/%d", s.Shard, seq)] == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// check reports lost events, first arrivals out of order, and events delivered under any id but
+// "<session>-<seq>"; it returns the deliveries that were copies.
+func (b *bot) check(t *testing.T, sessions []discordsim.SessionInfo) (events, copies int) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.problems {
+		t.Error(p)
+	}
+	bySession := map[int]string{}
+	for _, s := range sessions {
+		if prev, ok := bySession[s.Shard]; ok && prev != s.ID {
+			t.Errorf("shard %d has two sessions (%s, %s): an identify the test does not expect", s.Shard, prev, s.ID)
+		}
+		bySession[s.Shard] = s.ID
+		lost := 0
+		for seq := int64(1); seq <= s.Seq; seq++ {
+			ids := b.ids[fmt.Sprintf("%d/%d", s.Shard, seq)]
+			if ids == nil {
+				lost++
+				continue
+			}
+			events++
+			if want := s.ID + "-" + strconv.FormatInt(seq, 10); len(ids) != 1 || !ids[want] {
+				t.Errorf("shard %d event %d came under ids %v; want only %s", s.Shard, seq, ids, want)
+			}
+		}
+		if lost > 0 {
+			t.Errorf("shard %d: %d of %d events never delivered", s.Shard, lost, s.Seq)
+		}
+	}
+	for sh, seqs := range b.arrivals {
+		seen := map[int64]bool{}
+		var high int64
+		for _, s := range seqs {
+			if seen[s] {
+				copies++
+				continue
+			}
+			if s < high {
+				t.Errorf("shard %d: event %d arrived first after %d", sh, s, high)
+			}
+			seen[s] = true
+			high = max(high, s)
+		}
+	}
+	return events, copies
+}
+
+// TestGatewayProcessesSurviveAKill is issue #12's figure with real processes: three `dd --role=gateway`
+// of one deployment share 12 shards (4/4/4) under a firehose; one is SIGKILLed. Its shards must be READY
+// again on the other two within 2 x lease_ttl, with no identify; every event the simulator dispatched
+// reaches the bot, in order per shard, copies only under the same X-DD-Event-Id. The killed process
+// comes back under its name: the shards rebalance to 4/4/4 by handover, again with no identify.
+//
+// Proportions: lease_ttl 3 s against Discord's 5 s identify window (dd's own, the simulator's too) and
+// 41.25 s heartbeat; max_concurrency 16, so that the 12 first identifies need not wait for the window.
+func TestGatewayProcessesSurviveAKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three dd processes, a kill and a restart: about 40 s")
+	}
+	const (
+		total = 12
+		ttl   = 3 * time.Second
+	)
+	nats := clustertest.Server(t)
+	sim := discordsim.New(discordsim.Config{Guilds: 48, MaxConcurrency: 16, Tokens: []string{token}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	b, botURL := newBot(t)
+	env := []string{
+		"DD_DISCORD__TOKEN=" + sim.Config().Tokens[0], "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
+		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
+		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
+		"DD_CLUSTER__NATS_URL=" + nats.ClientURL(), "DD_CLUSTER__LEASE_TTL=" + ttl.String(),
+	}
+	ports := clustertest.FreePorts(t, 3)
+	names := []string{"gw-a", "gw-b", "gw-c"}
+	var ps []*ddProc
+	for i, name := range names {
+		ps = append(ps, startDD(t, name, fmt.Sprintf("127.0.0.1:%d", ports[i]), env))
+	}
+	took := testkit.Eventually(t, 60*time.Second, "12 shards ready, 4/4/4", func() bool {
+		for _, p := range ps {
+			if p.exited() {
+				t.Fatalf("%s exited", p.name)
+			}
+		}
+		c, all := readySplit(ps, total)
+		return all && evenly(c, 4)
+	})
+	ids0 := len(sim.GatewayStats().Identifies)
+	t.Logf("three processes: 12 shards ready 4/4/4 %s after the start, %d identifies", took.Round(time.Millisecond), ids0)
+	for _, p := range ps {
+		if code := readyz(p.addr); code != http.StatusOK {
+			t.Errorf("%s: /readyz %d with its shards ready", p.name, code)
+		}
+	}
+	st, err := status(ps[1].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Processes) != 3 || len(st.Owners) != total {
+		t.Errorf("/status of %s shows processes %+v, owners %v; want 3 processes and the owner of each of 12 shards", ps[1].name, st.Processes, st.Owners)
+	}
+
+	stopFirehose := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600})
+	defer stopFirehose()
+	time.Sleep(2 * time.Second)
+
+	victim := ps[0]
+	vst, err := status(victim.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumes0 := len(sim.GatewayStats().Resumes)
+	killedAt := time.Now()
+	victim.kill()
+	t.Logf("SIGKILLed %s, which ran %d shards", victim.name, len(vst.Shards))
+	rest := ps[1:]
+	took = testkit.Eventually(t, 6*ttl, "the killed process's shards ready on the other two", func() bool {
+		_, all := readySplit(rest, total)
+		return all
+	})
+	counts, _ := readySplit(rest, total)
+	t.Logf("its shards READY again on the other two %s after the kill (lease_ttl %s, 2 x lease_ttl %s), split %v",
+		took.Round(time.Millisecond), ttl, 2*ttl, counts)
+	if took > 2*ttl {
+		t.Errorf("takeover took %s; want within 2 x lease_ttl = %s", took, 2*ttl)
+	}
+	if n := len(sim.GatewayStats().Identifies); n != ids0 {
+		t.Errorf("%d identifies during the takeover; want 0", n-ids0)
+	}
+	if r := len(sim.GatewayStats().Resumes) - resumes0; r < len(vst.Shards) {
+		t.Errorf("%d resumes for the %d shards taken over", r, len(vst.Shards))
+	}
+	_ = killedAt
+
+	time.Sleep(time.Second)
+	restartedAt := time.Now()
+	ps[0] = startDD(t, victim.name, victim.addr, env)
+	took = testkit.Eventually(t, 12*ttl, "shards rebalanced 4/4/4", func() bool {
+		c, all := readySplit(ps, total)
+		return all && evenly(c, 4)
+	})
+	t.Logf("%s restarted: shards rebalanced 4/4/4 %s after its start", victim.name, took.Round(time.Millisecond))
+	if n := len(sim.GatewayStats().Identifies); n != ids0 {
+		t.Errorf("%d identifies during the rebalance; want 0 (handovers resume)", n-ids0)
+	}
+	_ = restartedAt
+	time.Sleep(time.Second)
+	stopFirehose()
+
+	sessions := sim.Sessions()
+	drained := testkit.Eventually(t, 60*time.Second, "every event the simulator dispatched delivered to the bot", func() bool { return b.delivered(sessions) })
+	events, copies := b.check(t, sessions)
+	sort.Slice(sessions, func(i, j int) bool { return sessions[i].Shard < sessions[j].Shard })
+	t.Logf("bot: %d events of %d sessions delivered (drained %s after the firehose stopped), every one under its own X-DD-Event-Id; %d copies (redeliveries under the same id)",
+		events, len(sessions), drained.Round(time.Millisecond), copies)
+	if n := len(sim.GatewayStats().Identifies); n != total {
+		t.Logf("identifies in all: %d for %d shards (the start: processes that join while others already hold shards hand them over)", n, total)
+	}
+}
