@@ -10,7 +10,7 @@ import (
 // restFlags are the rest scenario's flags (issue #9's REST sequence).
 type restFlags struct {
 	callers, channels, global int
-	clientIdle                int
+	clientIdle, fastCallers   int
 	fast, slow, latency       time.Duration
 	window                    time.Duration
 	hotUsed, omitRemaining    bool
@@ -24,6 +24,7 @@ func (r *restFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.slow, "slow", 5*time.Second, "rest: the slow phase (every caller on one channel, upstream answering in -latency)")
 	fs.DurationVar(&r.latency, "latency", 50*time.Millisecond, "rest: the upstream's latency in the slow phase")
 	fs.DurationVar(&r.window, "window", time.Second, "rest: the bucket's window (X-RateLimit-Reset-After); its limit is 1,000,000")
+	fs.IntVar(&r.fastCallers, "fast-callers", 0, "rest: callers of the fast phase (default -callers)")
 	fs.IntVar(&r.clientIdle, "client-idle", 0, "rest: the callers' idle connections to dd (MaxIdleConnsPerHost; default 2 × callers, Go's default is 2)")
 	fs.BoolVar(&r.hotUsed, "hot-used", false, "rest: the slow phase's channel is one the fast phase used (default: a new one)")
 	fs.BoolVar(&r.omitRemaining, "omit-remaining", false, "rest: the upstream leaves X-RateLimit-Remaining out")
@@ -32,5 +33,5 @@ func (r *restFlags) register(fs *flag.FlagSet) {
 func (r *restFlags) options(bins loadtool.Binaries, env []string, dir string, keep bool, logf func(string, ...any)) loadtool.RESTOptions {
 	return loadtool.RESTOptions{Binaries: bins, Callers: r.callers, FastChannels: r.channels, Global: r.global,
 		Fast: r.fast, Slow: r.slow, Latency: r.latency, Window: r.window, HotUsed: r.hotUsed,
-		OmitRemaining: r.omitRemaining, ClientIdle: r.clientIdle, Env: env, Dir: dir, Keep: keep, Logf: logf}
+		OmitRemaining: r.omitRemaining, ClientIdle: r.clientIdle, FastCallers: r.fastCallers, Env: env, Dir: dir, Keep: keep, Logf: logf}
 }

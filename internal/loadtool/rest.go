@@ -28,6 +28,9 @@ type RESTOptions struct {
 	Latency  time.Duration // the upstream's REST latency in phase 2 [50ms]
 	// FastChannels is how many channels phase 1 spreads over [Callers].
 	FastChannels int
+	// FastCallers is how many callers phase 1 runs [Callers]; fewer leave dd a smaller pool of upstream
+	// connections than phase 2 needs.
+	FastCallers int
 	// HotUsed puts phase 2 on a channel phase 1 used (caller 0's); otherwise on one it never touched.
 	HotUsed bool
 	// Window is the route bucket's window, so its X-RateLimit-Reset-After [1s]; its limit is 1,000,000.
@@ -62,6 +65,9 @@ func (o *RESTOptions) defaults() {
 	if o.FastChannels <= 0 {
 		o.FastChannels = o.Callers
 	}
+	if o.FastCallers <= 0 {
+		o.FastCallers = o.Callers
+	}
 	if o.Window <= 0 {
 		o.Window = time.Second
 	}
@@ -82,6 +88,7 @@ const restRouteLimit = "GET /channels/{channel_id}"
 // RESTPhase is what one phase of a rest run measured.
 type RESTPhase struct {
 	Name      string  `json:"name"`
+	Callers   int     `json:"callers"`
 	Channels  int     `json:"channels"`
 	LatencyMs float64 `json:"upstream_latency_ms"`
 	Seconds   float64 `json:"seconds"`
@@ -108,6 +115,12 @@ type RESTPhase struct {
 	// the run started (TIME_WAIT on dd's side; the kernel keeps them 60 s).
 	UpstreamOpen   int `json:"upstream_conns_open"`
 	UpstreamClosed int `json:"upstream_conns_closed"`
+	// CPU used over the phase, in cores: dd, the simulator and this process (the callers); and the
+	// machine's load average (1 minute) at its end, since other work shares the cores.
+	DDCores   float64 `json:"dd_cores"`
+	SimCores  float64 `json:"sim_cores"`
+	ToolCores float64 `json:"tool_cores"`
+	LoadAvg   float64 `json:"loadavg_1m"`
 	// PerQuarter is the rate in each 250 ms of the phase.
 	PerQuarter []float64 `json:"per_250ms"`
 }
@@ -198,13 +211,24 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		MaxIdleConnsPerHost: o.ClientIdle, MaxIdleConns: 2 * o.ClientIdle}}
 	defer client.CloseIdleConnections()
 	var sent atomic.Int64
-	phase := func(name string, d time.Duration, nch int, latency time.Duration, channel func(caller int) uint64) (RESTPhase, error) {
-		p := RESTPhase{Name: name, Channels: nch, LatencyMs: float64(latency) / float64(time.Millisecond)}
+	pids := []int{dd.pid(), sim.pid(), os.Getpid()}
+	cpu := func() []float64 {
+		out := make([]float64, len(pids))
+		for i, pid := range pids {
+			if s, err := ReadProc(pid); err == nil {
+				out[i] = s.CPUSeconds
+			}
+		}
+		return out
+	}
+	phase := func(name string, d time.Duration, callers, nch int, latency time.Duration, channel func(caller int) uint64) (RESTPhase, error) {
+		p := RESTPhase{Name: name, Callers: callers, Channels: nch, LatencyMs: float64(latency) / float64(time.Millisecond)}
 		before, err := restWaits(base)
 		if err != nil {
 			return p, err
 		}
-		o.Logf("phase %s: %d callers on %d channel(s), upstream latency %v, for %v", name, o.Callers, nch, latency, d)
+		cpu0 := cpu()
+		o.Logf("phase %s: %d callers on %d channel(s), upstream latency %v, for %v", name, callers, nch, latency, d)
 		start := time.Now()
 		until := start.Add(d)
 		var (
@@ -215,7 +239,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 			first atomic.Value
 			wg    sync.WaitGroup
 		)
-		for c := range o.Callers {
+		for c := range callers {
 			wg.Go(func() {
 				var mine, myEnds []time.Duration
 				path := base + "/api/v10/channels/" + strconv.FormatUint(channel(c), 10)
@@ -252,6 +276,10 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		if ctx.Err() != nil {
 			return p, ctx.Err()
 		}
+		cpu1 := cpu()
+		p.DDCores, p.SimCores, p.ToolCores = round3((cpu1[0]-cpu0[0])/took.Seconds()), round3((cpu1[1]-cpu0[1])/took.Seconds()),
+			round3((cpu1[2]-cpu0[2])/took.Seconds())
+		p.LoadAvg = loadAvg()
 		after, err := restWaits(base)
 		if err != nil {
 			return p, err
@@ -263,7 +291,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		}
 		p.PerSecond = float64(p.Requests) / p.Seconds
 		if latency > 0 {
-			p.Ideal = float64(o.Callers) / latency.Seconds()
+			p.Ideal = float64(callers) / latency.Seconds()
 			p.Ratio = round3(p.PerSecond / p.Ideal)
 		}
 		quarters := make([]float64, int(math.Ceil(took.Seconds()*4)))
@@ -287,7 +315,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		return p, nil
 	}
 
-	fast, err := phase("fast", o.Fast, o.FastChannels, 0, func(c int) uint64 { return channels[c%o.FastChannels] })
+	fast, err := phase("fast", o.Fast, o.FastCallers, o.FastChannels, 0, func(c int) uint64 { return channels[c%o.FastChannels] })
 	if err != nil {
 		return res, err
 	}
@@ -300,7 +328,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 	if o.HotUsed {
 		hot = channels[0]
 	}
-	slow, err := phase("slow", o.Slow, 1, o.Latency, func(int) uint64 { return hot })
+	slow, err := phase("slow", o.Slow, o.Callers, 1, o.Latency, func(int) uint64 { return hot })
 	if err != nil {
 		return res, err
 	}
@@ -318,6 +346,16 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 	res.SimRequests, res.Sim429 = st.Requests, st.RateLimitedUser+st.RateLimitedGlobal+st.RateLimitedShared
 	res.Sent = sent.Load()
 	return res, nil
+}
+
+// loadAvg is the machine's 1-minute load average (0 when /proc/loadavg cannot be read).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
+	return f
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
@@ -536,8 +574,8 @@ func (r RESTResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "rest: %d callers (%d idle connections kept), --role=rest, bucket 1,000,000 per %.1fs (X-RateLimit-Remaining %s), global %d/s; slow phase on %s\n",
 		r.Callers, r.ClientIdle, r.WindowS, remaining, r.Global, hot)
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "  %-5s %2d channel(s), upstream %3.0f ms: %6d requests in %.2fs = %6.0f/s (first second %.0f/s)",
-			p.Name, p.Channels, p.LatencyMs, p.Requests, p.Seconds, p.PerSecond, p.FirstSecond)
+		fmt.Fprintf(w, "  %-5s %2d callers on %2d channel(s), upstream %3.0f ms: %6d requests in %.2fs = %6.0f/s (first second %.0f/s)",
+			p.Name, p.Callers, p.Channels, p.LatencyMs, p.Requests, p.Seconds, p.PerSecond, p.FirstSecond)
 		if p.Ideal > 0 {
 			fmt.Fprintf(w, " ÷ ideal %.0f/s = %.3f", p.Ideal, p.Ratio)
 		}
@@ -548,6 +586,7 @@ func (r RESTResult) Print(w io.Writer) {
 		for i, v := range p.PerQuarter {
 			q[i] = strconv.FormatFloat(v, 'f', 0, 64)
 		}
+		fmt.Fprintf(w, "        CPU in cores: dd %.2f, simulator %.2f, callers %.2f; load average %.2f\n", p.DDCores, p.SimCores, p.ToolCores, p.LoadAvg)
 		fmt.Fprintf(w, "        dd's connections to the upstream: %d open, %d closed so far; per 250 ms (as /s): %s\n",
 			p.UpstreamOpen, p.UpstreamClosed, strings.Join(q, " "))
 	}
