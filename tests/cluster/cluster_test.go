@@ -372,7 +372,6 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumes0 := len(sim.GatewayStats().Resumes)
-	killedAt := time.Now()
 	victim.kill()
 	t.Logf("SIGKILLed %s, which ran %d shards", victim.name, len(vst.Shards))
 	rest := ps[1:]
@@ -392,10 +391,8 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	if r := len(sim.GatewayStats().Resumes) - resumes0; r < len(vst.Shards) {
 		t.Errorf("%d resumes for the %d shards taken over", r, len(vst.Shards))
 	}
-	_ = killedAt
 
 	time.Sleep(time.Second)
-	restartedAt := time.Now()
 	ps[0] = startDD(t, victim.name, victim.addr, env)
 	took = testkit.Eventually(t, 12*ttl, "shards rebalanced 4/4/4", func() bool {
 		c, all := readySplit(ps, total)
@@ -405,7 +402,6 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	if n := len(sim.GatewayStats().Identifies); n != ids0 {
 		t.Errorf("%d identifies during the rebalance; want 0 (handovers resume)", n-ids0)
 	}
-	_ = restartedAt
 	time.Sleep(time.Second)
 	stopFirehose()
 
@@ -417,5 +413,95 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 		events, len(sessions), drained.Round(time.Millisecond), copies)
 	if n := len(sim.GatewayStats().Identifies); n != total {
 		t.Logf("identifies in all: %d for %d shards (the start: processes that join while others already hold shards hand them over)", n, total)
+	}
+}
+
+// TestGatewayWithNATSUnreachable cuts a gateway process off from NATS (a partition: the proxy between
+// them goes silent, no reset) for 15 s under a firehose. /readyz answers 503 within a lease_ttl or so
+// and meanwhile; the shards stop reading (their leases ended) rather than lose events; when NATS is
+// reachable again the process takes its shards back and resumes them: no identify, every event
+// delivered, in order, under its own id.
+func TestGatewayWithNATSUnreachable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 15 s partition: about 40 s")
+	}
+	const (
+		total = 4
+		ttl   = 3 * time.Second
+		cut   = 15 * time.Second
+	)
+	nats := clustertest.Server(t)
+	proxy := clustertest.NewProxy(t, strings.TrimPrefix(nats.ClientURL(), "nats://"))
+	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 16, Tokens: []string{token}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	b, botURL := newBot(t)
+	env := []string{
+		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
+		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
+		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
+		"DD_CLUSTER__NATS_URL=" + proxy.URL(), "DD_CLUSTER__LEASE_TTL=" + ttl.String(),
+	}
+	port := clustertest.FreePorts(t, 1)[0]
+	p := startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", port), env)
+	ps := []*ddProc{p}
+	testkit.Eventually(t, 60*time.Second, "4 shards ready", func() bool {
+		if p.exited() {
+			t.Fatalf("%s exited", p.name)
+		}
+		_, all := readySplit(ps, total)
+		return all
+	})
+	ids0 := len(sim.GatewayStats().Identifies)
+	stopFirehose := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 400})
+	defer stopFirehose()
+	time.Sleep(2 * time.Second)
+
+	cutAt := time.Now()
+	proxy.Block()
+	notReady := testkit.Eventually(t, 3*ttl, "/readyz 503 while NATS is unreachable", func() bool { return readyz(p.addr) == http.StatusServiceUnavailable })
+	stopped := testkit.Eventually(t, 3*ttl, "every shard's Discord connection closed", func() bool {
+		for _, s := range sim.Sessions() {
+			if s.Connected {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("NATS cut off: /readyz 503 %s later, every shard stopped reading %s later (lease_ttl %s)", notReady.Round(time.Millisecond),
+		(notReady + stopped).Round(time.Millisecond), ttl)
+	var ok200 int
+	for time.Since(cutAt) < cut {
+		if readyz(p.addr) == http.StatusOK {
+			ok200++
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if ok200 > 0 {
+		t.Errorf("/readyz answered 200 %d times while NATS was unreachable", ok200)
+	}
+	var behind int64
+	for _, s := range sim.Sessions() {
+		behind += s.Seq - s.SentSeq
+	}
+	proxy.Unblock()
+	back := time.Now()
+	took := testkit.Eventually(t, 60*time.Second, "4 shards ready again and /readyz 200", func() bool {
+		_, all := readySplit(ps, total)
+		return all && readyz(p.addr) == http.StatusOK
+	})
+	t.Logf("NATS reachable again after %s (%d events waited at the simulator): shards ready and /readyz 200 %s later",
+		back.Sub(cutAt).Round(time.Millisecond), behind, took.Round(time.Millisecond))
+	time.Sleep(time.Second)
+	stopFirehose()
+	sessions := sim.Sessions()
+	testkit.Eventually(t, 60*time.Second, "every event delivered", func() bool { return b.delivered(sessions) })
+	events, copies := b.check(t, sessions)
+	t.Logf("bot: %d events of %d sessions, every one under its own id, in order; %d copies", events, len(sessions), copies)
+	if n := len(sim.GatewayStats().Identifies); n != ids0 {
+		t.Errorf("%d identifies across the partition; want 0", n-ids0)
 	}
 }
