@@ -102,7 +102,10 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.Timeout(o.Timeout),
+		// Each connection attempt (dial and handshake) gets nats.go's default 2 s, not Timeout: after a
+		// partition, an attempt that reached a proxy or a half-open route waits for nothing for that long
+		// before the next one, and a gateway waits for it to read its shards again.
+		nats.Timeout(min(o.Timeout, 2*time.Second)),
 		// A server that stops answering (a partition rather than a closed socket) is noticed within
 		// about 10 s; leases do not wait for that, they count their own deadline.
 		nats.PingInterval(5 * time.Second),
