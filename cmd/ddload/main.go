@@ -6,6 +6,7 @@
 //	go run ./cmd/ddload -scenario firehose -shards 4 -rate 20000 -duration 10s -batch-max 100
 //	go run ./cmd/ddload -scenario shards -shards 1000 -max-concurrency 250 -guilds-per-shard 4 -heartbeat 10s -baseline-shards 200
 //	go run ./cmd/ddload -scenario members -shards 2 -guilds 100 -members-per-guild 1000 -large-guilds 1 -large-members 100000
+//	go run ./cmd/ddload -scenario rest -callers 64 -fast 2s -slow 5s -latency 50ms
 //
 // The scenarios live in internal/loadtool, so a Go test can run them too.
 package main
@@ -34,8 +35,11 @@ type envList []string
 
 func (e *envList) String() string { return strings.Join(*e, ",") }
 func (e *envList) Set(v string) error {
-	if !strings.HasPrefix(v, "DD_") || !strings.Contains(v, "=") {
-		return fmt.Errorf("want DD_KEY=value, got %q", v)
+	// Go's runtime variables too: GODEBUG=gctrace=1 puts the live heap after each collection in dd's log.
+	ok := strings.HasPrefix(v, "DD_") || strings.HasPrefix(v, "GODEBUG=") || strings.HasPrefix(v, "GOGC=") ||
+		strings.HasPrefix(v, "GOMEMLIMIT=")
+	if !ok || !strings.Contains(v, "=") {
+		return fmt.Errorf("want DD_KEY=value (or GODEBUG, GOGC, GOMEMLIMIT), got %q", v)
 	}
 	*e = append(*e, v)
 	return nil
@@ -44,7 +48,7 @@ func (e *envList) Set(v string) error {
 func run(args []string) int {
 	fs := flag.NewFlagSet("ddload", flag.ContinueOnError)
 	var (
-		scenario = fs.String("scenario", "", "firehose | shards | members")
+		scenario = fs.String("scenario", "", "firehose | shards | members | rest")
 		ddBin    = fs.String("dd", "", "dd binary (default: built from -repo into a temporary directory)")
 		simBin   = fs.String("sim", "", "discordsim binary (default: built from -repo into a temporary directory)")
 		repo     = fs.String("repo", ".", "the dd module to build when -dd or -sim is not given")
@@ -66,6 +70,8 @@ func run(args []string) int {
 		window    = fs.Duration("identify-window", 5*time.Second, "shards: the simulator's identify window (dd's is Discord's 5s)")
 		settle    = fs.Duration("settle", 30*time.Second, "shards: idle time after startup before RSS and idle CPU are read")
 		baseline  = fs.Int("baseline-shards", 0, "shards: also run with this many shards and report the RSS slope per shard")
+		compress  = fs.String("compress", "", "shards: dd's gateway.compress, zstd-stream | zlib-stream | none (default: dd's)")
+		fill      = fs.Int("fill-events", 0, "shards: MESSAGE_CREATEs per shard after startup, before the settle (80 fill a 32 KiB window)")
 
 		perGuild     = fs.Int("members-per-guild", 1000, "members: members of each of -guilds (the bot included)")
 		largeGuilds  = fs.Int("large-guilds", 1, "members: more guilds, of -large-members each (-1: none)")
@@ -74,8 +80,11 @@ func run(args []string) int {
 		slice        = fs.Duration("slice", 500*time.Millisecond, "members: how long each turn of readers lasts")
 		completeTO   = fs.Duration("complete-timeout", 0, "members: bound on the wait for every list (default: the pace's minimum + 3m)")
 		env          envList
+
+		rest restFlags
 	)
-	fs.Var(&env, "env", "an extra DD_KEY=value for dd (repeatable)")
+	rest.register(fs)
+	fs.Var(&env, "env", "an extra DD_KEY=value (or GODEBUG=, GOGC=, GOMEMLIMIT=) for dd (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards|members [flags]\n\n"+
 			"Starts the Discord simulator and dd as separate processes, with a bot receiver in this one, and\n"+
@@ -88,8 +97,8 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if *scenario != "firehose" && *scenario != "shards" && *scenario != "members" {
-		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose, shards or members, got %q\n", *scenario)
+	if *scenario != "firehose" && *scenario != "shards" && *scenario != "members" && *scenario != "rest" {
+		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose, shards, members or rest, got %q\n", *scenario)
 		return 2
 	}
 	var clientCounts []int
@@ -152,7 +161,7 @@ func run(args []string) int {
 		var r loadtool.ShardsResult
 		r, err = loadtool.RunShards(ctx, loadtool.ShardsOptions{Binaries: bins, Shards: *shards, MaxConcurrency: *maxConc,
 			GuildsPerShard: *perShard, Heartbeat: *heartbeat, IdentifyWindow: *window, Settle: *settle,
-			BaselineShards: *baseline, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+			BaselineShards: *baseline, Compress: *compress, FillEvents: *fill, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil {
 			r.Print(human)
@@ -162,6 +171,13 @@ func run(args []string) int {
 		r, err = loadtool.RunMembers(ctx, loadtool.MembersOptions{Binaries: bins, Shards: *shards, Guilds: *guilds,
 			MembersPerGuild: *perGuild, LargeGuilds: *largeGuilds, LargeMembers: *largeMembers, Clients: clientCounts,
 			Slice: *slice, CompleteTimeout: *completeTO, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+		out = r
+		if err == nil {
+			r.Print(human)
+		}
+	case "rest":
+		var r loadtool.RESTResult
+		r, err = loadtool.RunREST(ctx, rest.options(bins, env, *dir, *keep, logf))
 		out = r
 		if err == nil {
 			r.Print(human)

@@ -1,7 +1,9 @@
 package loadtool
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,14 @@ type ShardsOptions struct {
 	// BaselineShards, if above 0, runs the whole scenario a second time with this many shards, so that
 	// RSS per shard can be taken as a slope that removes dd's fixed costs.
 	BaselineShards int
+	// Compress is dd's gateway.compress [dd's default, zstd-stream].
+	Compress string
+	// FillEvents, if above 0, has the simulator send this many MESSAGE_CREATEs per shard (spread over the
+	// guilds at random) once every shard is ready, before the settle: a shard that has run a while has
+	// seen more than its decompressor's window (32 KiB for zlib-stream), and an idle shard's memory
+	// depends on it. 80 a shard is about 50 KB. dd drops them (events.drop) after the shard has read
+	// them, so that the queue's and delivery's garbage from the burst does not hide the shards' memory.
+	FillEvents int
 	// ReadyTimeout bounds the wait for every shard and guild [3 × the identify minimum + 1 min].
 	ReadyTimeout   time.Duration
 	StatusRequests int      // GET /status requests timed after the settle [5]
@@ -89,7 +99,13 @@ type ShardsRun struct {
 	IdleCores     float64 `json:"idle_cpu_cores"` // dd's CPU seconds per second over the settle
 	StartupCPU    float64 `json:"startup_cpu_s"`  // dd's CPU seconds until ready
 	SimRSS        int64   `json:"sim_rss_bytes"`
-	SimIdleCores  float64 `json:"sim_idle_cpu_cores"`
+	Compress      string  `json:"compress"`
+	FillEvents    int64   `json:"fill_events"` // MESSAGE_CREATEs delivered before the settle (FillEvents × shards)
+	// From dd's /metrics after the settle.
+	Goroutines   int64   `json:"goroutines"`
+	HeapInuse    int64   `json:"heap_inuse_bytes"`
+	StackInuse   int64   `json:"stack_inuse_bytes"`
+	SimIdleCores float64 `json:"sim_idle_cpu_cores"`
 
 	StatusMillis    []float64 `json:"status_ms"` // each GET /status, in order
 	StatusMedianMs  float64   `json:"status_median_ms"`
@@ -142,7 +158,7 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 		minimum = time.Duration(buckets-1) * o.IdentifyWindow
 	}
 	run = ShardsRun{Shards: n, MaxConcurrency: o.MaxConcurrency, Guilds: guilds, HeartbeatS: o.Heartbeat.Seconds(),
-		IdentifyMinimum: minimum.Seconds()}
+		IdentifyMinimum: minimum.Seconds(), Compress: cmp.Or(o.Compress, "dd's default")}
 	timeout := o.ReadyTimeout
 	if timeout <= 0 {
 		timeout = 3*time.Duration(buckets)*max(o.IdentifyWindow, 5*time.Second) + time.Minute
@@ -176,7 +192,14 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 		return run, err
 	}
 	defer recv.Close()
-	env := ddEnv(sim, recv, filepath.Join(dir, "store"), n, "Guilds,GuildMessages", o.Env)
+	extra := o.Env
+	if o.Compress != "" {
+		extra = append([]string{"DD_GATEWAY__COMPRESS=" + o.Compress}, extra...)
+	}
+	if o.FillEvents > 0 {
+		extra = append([]string{"DD_EVENTS__DROP=MESSAGE_CREATE"}, extra...)
+	}
+	env := ddEnv(sim, recv, filepath.Join(dir, "store"), n, "Guilds,GuildMessages", extra)
 	start := time.Now()
 	dd, err := startDD(ctx, dir, o.Binaries.DD, "gateway", env, "gateway")
 	if err != nil {
@@ -214,7 +237,21 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 		return run, err
 	}
 	run.RSSStartup, run.StartupCPU = atReady.RSS, atReady.CPUSeconds
-	o.Logf("shards: every shard ready in %.1fs, dd RSS %s; settling %v", run.ReadySeconds, mib(atReady.RSS), o.Settle)
+	o.Logf("shards: every shard ready in %.1fs, dd RSS %s", run.ReadySeconds, mib(atReady.RSS))
+	if o.FillEvents > 0 {
+		if err := fillShards(ctx, sim, dd, procs, int64(o.FillEvents*n)); err != nil {
+			return run, err
+		}
+		run.FillEvents = int64(o.FillEvents * n)
+		if atReady, err = ReadProc(dd.pid()); err != nil {
+			return run, err
+		}
+		if simAtReady, err = ReadProc(sim.pid()); err != nil {
+			return run, err
+		}
+		o.Logf("shards: %d MESSAGE_CREATEs delivered, dd RSS %s", run.FillEvents, mib(atReady.RSS))
+	}
+	o.Logf("shards: settling %v", o.Settle)
 
 	settleStart := time.Now()
 	if err := sleepCtx(ctx, o.Settle); err != nil {
@@ -238,6 +275,13 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 	run.RSSPerShard = float64(settled.RSS) / float64(n)
 	run.IdleCores = (settled.CPUSeconds - atReady.CPUSeconds) / run.SettleSeconds
 	run.SimRSS = simSettled.RSS
+	m, err := dd.metrics()
+	if err != nil {
+		return run, err
+	}
+	run.Goroutines = int64(m.Value("go_goroutines"))
+	run.HeapInuse = int64(m.Value("go_memstats_heap_inuse_bytes"))
+	run.StackInuse = int64(m.Value("go_memstats_stack_inuse_bytes"))
 	run.SimIdleCores = (simSettled.CPUSeconds - simAtReady.CPUSeconds) / run.SettleSeconds
 
 	for i := 0; i < o.StatusRequests; i++ {
@@ -286,4 +330,27 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 	rs := recv.Stats()
 	run.GuildCreates, run.ReceivedEvents, run.ReceiverInvalid = rs.Guilds, rs.Events, rs.Invalid+rs.BadAuth
 	return run, nil
+}
+
+// fillShards has the simulator send total MESSAGE_CREATEs at a pace the machine keeps up with, and waits
+// until dd has read (and dropped) them all.
+func fillShards(ctx context.Context, sim *simProcess, dd *ddProcess, procs []*process, total int64) error {
+	filtered := func() (float64, error) {
+		m, err := dd.metrics()
+		return m.Value("dd_gateway_events_filtered_total"), err
+	}
+	before, err := filtered()
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]any{"rate": 5000, "total": total, "message_create": 1})
+	if err := postJSON(sim.url+"/_sim/gateway/firehose", body); err != nil {
+		return err
+	}
+	timeout := time.Duration(total/1000)*time.Second + time.Minute
+	return waitFor(ctx, fmt.Sprintf("%d MESSAGE_CREATEs read", total), timeout, 250*time.Millisecond, procs,
+		func() (bool, error) {
+			f, err := filtered()
+			return f-before >= float64(total), err
+		})
 }
