@@ -84,9 +84,20 @@ type tokenState struct {
 	majors   map[string][]*bucket // the same buckets by major parameter: a major's are checked and woken together
 	temps    int                  // how many of them are temporary (their route's hash not learned yet)
 	learning map[string]int       // learning requests of routes with an unknown hash, by major parameter
+	hashes   map[string]*hashInfo // what the live buckets of each hash taught (see bucketFor)
 	global   *globalLimiter
+	born     time.Time     // since when this state has seen every request of the token (first use or TakeOver)
+	idleA    time.Duration // Options.IdleAfter
 	lastUsed time.Time
 	dead     bool // reclaimed: look the token up again
+}
+
+// hashInfo is what dd knows of one bucket hash across its major parameters: Discord gives every channel
+// (guild, webhook) of a hash its own budget of the same size.
+type hashInfo struct {
+	buckets   int           // live buckets of the hash (not temporary ones)
+	limit     int           // the last X-RateLimit-Limit seen; 0 until one is
+	windowLen time.Duration // the longest reset-after seen: about the window's length
 }
 
 // routeState is what has been learned about a route key.
@@ -209,7 +220,7 @@ func (l *Limiter) token(identity string) *tokenState {
 			if now := l.clock.Now(); !l.takenOver.IsZero() && now.Sub(l.takenOver) < globalWindow {
 				spent = l.takenOver
 			}
-			ts = l.newToken(spent)
+			ts = l.newToken(spent, l.clock.Now())
 			l.tokens[key] = ts
 		}
 		l.mu.Unlock()
@@ -221,10 +232,10 @@ func (l *Limiter) token(identity string) *tokenState {
 	}
 }
 
-func (l *Limiter) newToken(spent time.Time) *tokenState {
+func (l *Limiter) newToken(spent, now time.Time) *tokenState {
 	return &tokenState{routes: map[string]*routeState{}, buckets: map[bucketKey]*bucket{}, majors: map[string][]*bucket{},
-		learning: map[string]int{},
-		global:   newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) }, spent)}
+		learning: map[string]int{}, hashes: map[string]*hashInfo{}, born: now, idleA: l.o.IdleAfter,
+		global: newGlobalLimiter(l.clock, l.o.GlobalRate, l.o.GlobalMargin, func(d int) { l.waiting.Add(int64(d)) }, spent)}
 }
 
 // TakeOver forgets what the limiter knows of identity's limits, for a process that starts sending with a
@@ -242,7 +253,7 @@ func (l *Limiter) TakeOver(identity string) {
 		old.dead = true
 		old.mu.Unlock()
 	}
-	l.tokens[key] = l.newToken(now)
+	l.tokens[key] = l.newToken(now, now)
 }
 
 // TakeOverAll is TakeOver for every token, those seen so far and those first seen within the next global
@@ -285,10 +296,45 @@ func (ts *tokenState) bucketFor(r Route, now time.Time) *bucket {
 	b := ts.buckets[key]
 	if b == nil {
 		b = &bucket{key: key, owner: ts}
+		if !key.temp {
+			ts.startFresh(b, now)
+		}
 		ts.add(b)
 	}
 	b.lastUsed = now
 	return b
+}
+
+// startFresh gives a new bucket of a known hash (a channel dd has not sent to on a route it knows from
+// other channels) the state of a window that has just rolled: the hash's limit, all of it available,
+// the window pinned by the first answer. Discord gives each major parameter of a hash its own budget of
+// that size, so nothing asks the first requests to wait for one of them to come back; holding them
+// behind one learning request made every caller of a new hot channel wait as long as that one answer
+// took (issue #9).
+//
+// Only budget spent by requests dd did not see can make this wrong: those of a process that sent with
+// the token before this state existed (a dd restart, a cluster leader before TakeOver). Once the token
+// has been in use here for a whole window of the hash they all count in windows that are over; until
+// then, and for a window longer than a reclaimed bucket's idle time, one request learns first as on
+// first sight.
+func (ts *tokenState) startFresh(b *bucket, now time.Time) {
+	hi := ts.hashes[b.key.hash]
+	if hi == nil || hi.limit <= 0 || hi.windowLen <= 0 || now.Sub(ts.born) < hi.windowLen || hi.windowLen > ts.idleA {
+		return
+	}
+	b.state = stateLimited
+	b.limit, b.minSeen, b.windowLen = hi.limit, hi.limit, hi.windowLen
+}
+
+// noteHash records what a bucket's answer taught about its hash. Called with the token's mutex held.
+func (ts *tokenState) noteHash(b *bucket) {
+	if b.key.temp || b.state != stateLimited {
+		return
+	}
+	if hi := ts.hashes[b.key.hash]; hi != nil {
+		hi.limit = b.limit
+		hi.windowLen = max(hi.windowLen, b.windowLen)
+	}
 }
 
 // pump grants every waiter the bucket allows now, and arms a timer for the instant it next allows one
@@ -417,6 +463,9 @@ func (t *Ticket) Done(resp Response) Outcome {
 			}
 		}
 		target.lastUsed = now
+		if h.hasLimit {
+			ts.noteHash(target)
+		}
 	}
 	if target != nil {
 		l.pump(target, now)
@@ -439,10 +488,9 @@ func (ts *tokenState) learn(from *bucket, key bucketKey, now time.Time) *bucket 
 	}
 	if to == nil && from != nil && from.key.temp && from.state == stateUnknown && !from.learning {
 		// Re-key the temporary bucket: its waiters carry over in order.
-		delete(ts.buckets, from.key)
+		ts.remove(from)
 		from.key = key
-		ts.buckets[key] = from
-		ts.temps--
+		ts.add(from)
 		return from
 	}
 	if to == nil {
@@ -521,6 +569,13 @@ func (ts *tokenState) add(b *bucket) {
 	ts.buckets[b.key] = b
 	if b.key.temp {
 		ts.temps++
+	} else {
+		hi := ts.hashes[b.key.hash]
+		if hi == nil {
+			hi = &hashInfo{}
+			ts.hashes[b.key.hash] = hi
+		}
+		hi.buckets++
 	}
 	ts.majors[b.key.major] = append(ts.majors[b.key.major], b)
 }
@@ -530,6 +585,10 @@ func (ts *tokenState) remove(b *bucket) {
 	delete(ts.buckets, b.key)
 	if b.key.temp {
 		ts.temps--
+	} else if hi := ts.hashes[b.key.hash]; hi != nil {
+		if hi.buckets--; hi.buckets <= 0 {
+			delete(ts.hashes, b.key.hash)
+		}
 	}
 	bs := ts.majors[b.key.major]
 	for i, o := range bs {

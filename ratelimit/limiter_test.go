@@ -665,3 +665,62 @@ func TestAnUnknownRouteLearningCountsAgainstItsMajor(t *testing.T) {
 		t.Fatal("the unknown route turned out to have its own bucket: the known route's waiter must go")
 	}
 }
+
+// A channel dd has not sent to yet, on a route whose bucket dd knows from other channels, is a fresh
+// window of a known size: Discord lets its first `limit` requests go at once, so dd does not hold them
+// behind one learning request (issue #9: the callers of a new hot channel waited for that one answer,
+// however slow it was). The next ones wait for answers, then for the reset, as on any known bucket.
+func TestANewChannelOfAKnownBucketDoesNotWaitForALearningRequest(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	a := h.acquire(ctx, msgRoute)
+	<-a.done
+	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.clock.Advance(5 * time.Second) // the token has been in use for a whole window of the bucket
+
+	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
+	var ps []*pendingAcquire
+	for range 6 {
+		ps = append(ps, h.acquire(ctx, other))
+		settle()
+	}
+	if n := granted(ps); n != 5 {
+		t.Fatalf("a new channel of a bucket known to allow 5 per window: %d granted at once, want 5", n)
+	}
+	reset := h.clock.Now().Add(5 * time.Second)
+	done := doneOnes(ps)
+	done[0].tk.Done(Response{Status: 200, Header: h.headers(5, 0, reset, "msg")})
+	if n := granted(ps); n != 5 {
+		t.Fatalf("Discord says 0 left: %d granted, want still 5 until the reset", n)
+	}
+	h.clock.Advance(5 * time.Second)
+	if n := granted(ps); n != 6 {
+		t.Fatalf("at the reset: %d granted, want the 6th", n)
+	}
+}
+
+// Until the token has been in use for a whole window of the bucket, a new channel of it may hold
+// requests dd did not see (a dd process that ran before this one, a cluster leader before a TakeOver):
+// one request learns first, as on first sight.
+func TestANewChannelLearnsFirstWhileTheTokenIsYoungerThanTheWindow(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx := context.Background()
+	a := h.acquire(ctx, msgRoute)
+	<-a.done
+	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.clock.Advance(5*time.Second - time.Millisecond)
+
+	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
+	var ps []*pendingAcquire
+	for range 3 {
+		ps = append(ps, h.acquire(ctx, other))
+		settle()
+	}
+	if n := granted(ps); n != 1 {
+		t.Fatalf("the token is younger than the bucket's 5 s window: %d granted, want 1 learning request", n)
+	}
+	doneOnes(ps)[0].tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	if n := granted(ps); n != 3 {
+		t.Fatalf("after the learning answer (4 left): %d granted, want 3", n)
+	}
+}
