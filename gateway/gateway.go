@@ -102,7 +102,8 @@ type ReshardConfig struct {
 	CoordinatorPoll time.Duration
 }
 
-// FatalError is an error after which running again cannot help; Hint says what to change.
+// FatalError is an error after which running again cannot help (Discord refused the token, no shard
+// to run); Hint says what to change.
 type FatalError struct {
 	Err  error
 	Hint string

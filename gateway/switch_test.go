@@ -18,24 +18,25 @@ import (
 	"github.com/ddhq/dd/store"
 )
 
-func openTestStore(t *testing.T) *store.Store {
+// openQueue opens a queue on a store on disk, both closed after the test.
+func openQueue(t *testing.T) (*store.Store, *queue.Queue) {
 	st, err := store.Open(store.Options{Path: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	q, err := queue.Open(st, queue.Options{})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close(); st.Close() })
+	return st, q
 }
 
 // Events the old set queued that reach the new set only after the switch (a lagging new connection)
 // are dropped for a while after it; other events pass.
 func TestLateDuplicatesAfterTheSwitchAreDropped(t *testing.T) {
-	st := openTestStore(t)
-	q, err := queue.Open(st, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	_, q := openQueue(t)
 	c, _ := q.Consumer("bot")
 	sw := &switcher{q: q, log: zap.NewNop()}
 	old, next := sw.newSink(false, nil, 1), sw.newSink(true, nil, 2)
@@ -80,12 +81,7 @@ func TestLateDuplicatesAfterTheSwitchAreDropped(t *testing.T) {
 // queues must not reach the cache while the member's add still waits on the old shard, however slow the
 // cache is there, or the add would be applied last and the cache would serve the old nick.
 func TestCacheNeverAppliesAGuildsLaterEventFirstAcrossTheSwitch(t *testing.T) {
-	st := openTestStore(t)
-	q, err := queue.Open(st, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	st, q := openQueue(t)
 	bot, _ := q.Consumer("bot")
 	cacheQueue, _ := q.Consumer("cache")
 	c, err := cache.Open(st, cache.Options{})

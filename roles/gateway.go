@@ -2,7 +2,6 @@ package roles
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -166,11 +165,7 @@ func (g *gatewayRole) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { cancel(); stopMembers() }()
-	err = g.gw.Run(ctx)
-	if fe, ok := errors.AsType[*gateway.FatalError](err); ok {
-		return &FatalError{Err: fe.Err, Hint: fe.Hint}
-	}
-	return err
+	return g.gw.Run(ctx)
 }
 
 // observe hands dd's member requests what they follow: what the queue gets (a duplicate GUILD_CREATE

@@ -165,19 +165,7 @@ func TestGatewayAPI(t *testing.T) {
 	bot := newBot(t)
 	dd := startDD(t, config.RoleGateway, gatewayEnv(t, sim, bot)...)
 	base := "http://" + dd.addrs[config.RoleGateway]
-	call := func(method, path, secret, body string) (int, string) {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		if secret != "" {
-			req.Header.Set("Authorization", secret)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	call := func(method, path, secret, body string) (int, string) { return call(t, method, base+path, secret, body) }
 	testkit.Eventually(t, 10*time.Second, "both shards ready", func() bool {
 		_, body := call("GET", "/status", "gw-secret-0123456789", "")
 		return strings.Count(body, `"state":"ready"`) == 2

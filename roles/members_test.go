@@ -3,7 +3,6 @@ package roles
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -61,15 +60,7 @@ func TestBotRequestsMembersThroughDDAndGetsEveryChunk(t *testing.T) {
 	base := "http://" + dd.addrs[config.RoleGateway]
 	call := func(method, path, body string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "gw-secret-0123456789")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return call(t, method, base+path, "gw-secret-0123456789", body)
 	}
 	send := func(shard int, body string) {
 		t.Helper()

@@ -3,7 +3,6 @@ package roles
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -94,15 +93,7 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config, extraEnv ...string)
 
 func (e *reshardEnv) call(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "gw-secret-0123456789")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return call(t, method, e.base+path, "gw-secret-0123456789", body)
 }
 
 func (e *reshardEnv) status(t *testing.T) string {

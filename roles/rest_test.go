@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -59,19 +58,7 @@ func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
 	addr := startRestRole(t, sim, "DD_REST__MAX_WAIT=5s")
 	ch := discordsim.FormatID(sim.Guilds()[0].Channels[0])
 
-	get := func(path, auth string) (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path, auth string) (int, string) { return call(t, "GET", "http://"+addr+path, auth, "") }
 	if code, body := get("/api/v10/channels/"+ch, "rest-role-secret-0123456789"); code != 200 || !strings.Contains(body, ch) {
 		t.Fatalf("GET channel through the rest role: %d %s", code, body)
 	}

@@ -40,14 +40,8 @@ type Options struct {
 }
 
 // FatalError is an error after which retrying cannot help (Discord refused the token, say). main exits 1
-// and prints Hint.
-type FatalError struct {
-	Err  error
-	Hint string
-}
-
-func (e *FatalError) Error() string { return e.Err.Error() }
-func (e *FatalError) Unwrap() error { return e.Err }
+// and prints Hint. It is the pipeline's (a Gateway's Run returns it), so that every role says it alike.
+type FatalError = gateway.FatalError
 
 // Run starts the role's parts and blocks until ctx is cancelled, then shuts down gracefully within
 // shutdown_timeout. It returns nil after a clean shutdown.
