@@ -13,10 +13,10 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
-	"github.com/klauspost/compress/zlib"
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/internal/rawjson"
+	"github.com/ddhq/dd/internal/zlibstream"
 	"github.com/ddhq/dd/internal/zstdstream"
 )
 
@@ -95,7 +95,9 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 		zd := zstdstream.NewReader(feed, 32<<20)
 		payloads, c.zr = zd, zstdCloser{zd}
 	case CompressZlib:
-		payloads = &lazyZlib{src: feed, c: c}
+		// zlibstream packs an idle connection's 32 KiB history and lends it a decoder per message.
+		zr := zlibstream.NewReader(feed, zlibIdle)
+		payloads, c.zr = zr, zlibCloser{zr}
 	}
 	c.objs = rawjson.NewObjectReader(payloads)
 	return c, nil
@@ -196,6 +198,10 @@ func (f *frameFeeder) Read(p []byte) (int, error) {
 	return f.readFrames(p)
 }
 
+// MessageDone reports whether every byte of the messages read so far was read out and the last one
+// has ended (zlibstream stops its decoder there).
+func (f *frameFeeder) MessageDone() bool { return f.r == f.w && !f.inMsg }
+
 func (f *frameFeeder) ReadByte() (byte, error) {
 	if f.r == f.w {
 		if f.buf == nil {
@@ -263,25 +269,13 @@ func wrapClose(err error) error {
 	return err
 }
 
-// lazyZlib creates the zlib reader on first use: zlib.NewReader reads the stream header at once, and that
-// header arrives with the first message.
-type lazyZlib struct {
-	src io.Reader
-	c   *conn
-	zr  io.ReadCloser
-}
+// zlibIdle is how long a zlib-stream connection goes without a message before its decoder's history is
+// packed (about 5 times smaller for JSON) and the decoder itself goes back to a pool.
+const zlibIdle = time.Second
 
-func (z *lazyZlib) Read(p []byte) (int, error) {
-	if z.zr == nil {
-		zr, err := zlib.NewReader(z.src)
-		if err != nil {
-			return 0, err
-		}
-		z.zr = zr
-		z.c.zr = zr
-	}
-	return z.zr.Read(p)
-}
+type zlibCloser struct{ z *zlibstream.Reader }
+
+func (z zlibCloser) Close() error { z.z.Close(); return nil }
 
 type zstdCloser struct{ d *zstdstream.Reader }
 
