@@ -36,6 +36,13 @@ func startDD(t *testing.T, role config.Role, env ...string) *runningDD {
 // startDDWindow is startDD with a shorter identify window, for a simulator configured with one.
 func startDDWindow(t *testing.T, role config.Role, identifyWindow time.Duration, env ...string) *runningDD {
 	t.Helper()
+	return startDDWith(t, role, Options{IdentifyWindow: identifyWindow}, env...)
+}
+
+// startDDWith runs roles.Run in-process with o (its Config, Role and Ready filled here, its Logger the
+// test's when unset) and a config loaded from env with every listener on port 0.
+func startDDWith(t *testing.T, role config.Role, o Options, env ...string) *runningDD {
+	t.Helper()
 	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
 		"DD_SHUTDOWN_TIMEOUT=10s"}, env...)
 	cfg, err := config.Load(config.Source{Environ: env, Role: role})
@@ -45,12 +52,11 @@ func startDDWindow(t *testing.T, role config.Role, identifyWindow time.Duration,
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runningDD{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan map[config.Role]string, 1)
-	// dd's log shows only when the test fails.
-	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	go func() {
-		r.done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test", IdentifyWindow: identifyWindow,
-			Ready: func(a map[config.Role]string) { ready <- a }})
-	}()
+	if o.Logger == nil {
+		o.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)) // dd's log shows only when the test fails
+	}
+	o.Config, o.Role, o.Version, o.Ready = cfg, role, "test", func(a map[config.Role]string) { ready <- a }
+	go func() { r.done <- Run(ctx, o) }()
 	select {
 	case r.addrs = <-ready:
 	case err := <-r.done:

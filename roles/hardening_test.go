@@ -53,32 +53,11 @@ func hardSim(t *testing.T, guilds, maxConcurrency int) *discordsim.Server {
 // startDDObserved is startDDWindow whose log the test can also read.
 func startDDObserved(t *testing.T, role config.Role, env ...string) (*runningDD, *observer.ObservedLogs) {
 	t.Helper()
-	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
-		"DD_SHUTDOWN_TIMEOUT=10s"}, env...)
-	cfg, err := config.Load(config.Source{Environ: env, Role: role})
-	if err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewTee(c, core)
 	})))
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningDD{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan map[config.Role]string, 1)
-	go func() {
-		r.done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test", IdentifyWindow: testIdentifyWindow,
-			Ready: func(a map[config.Role]string) { ready <- a }})
-	}()
-	select {
-	case r.addrs = <-ready:
-	case err := <-r.done:
-		t.Fatalf("dd stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("dd did not start")
-	}
-	t.Cleanup(func() { r.stop(t) })
-	return r, logs
+	return startDDWith(t, role, Options{Logger: log, IdentifyWindow: testIdentifyWindow}, env...), logs
 }
 
 func hardGatewayEnv(t *testing.T, sim *discordsim.Server, extra ...string) []string {

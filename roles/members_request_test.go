@@ -1,7 +1,6 @@
 package roles
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/ddhq/dd/cache"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/internal/members"
@@ -26,29 +22,7 @@ import (
 // startDDMembers is startDD with Discord's 30 s member-request window scaled to window.
 func startDDMembers(t *testing.T, window time.Duration, env ...string) *runningDD {
 	t.Helper()
-	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
-		"DD_SHUTDOWN_TIMEOUT=10s"}, env...)
-	cfg, err := config.Load(config.Source{Environ: env, Role: config.RoleAll})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningDD{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan map[config.Role]string, 1)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	go func() {
-		r.done <- Run(ctx, Options{Config: cfg, Role: config.RoleAll, Logger: log, Version: "test", MemberRequestWindow: window,
-			Ready: func(a map[config.Role]string) { ready <- a }})
-	}()
-	select {
-	case r.addrs = <-ready:
-	case err := <-r.done:
-		t.Fatalf("dd stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("dd did not start")
-	}
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	return startDDWith(t, config.RoleAll, Options{MemberRequestWindow: window}, env...)
 }
 
 // membersSim: guilds of `members` members each (the bot included), the last of `last`, and a member
