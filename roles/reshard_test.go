@@ -101,6 +101,20 @@ func (e *reshardEnv) status(t *testing.T) string {
 	return body
 }
 
+// reshardUnderFirehose starts a firehose of total MESSAGE_CREATEs at rate, asks for a reshard to 4
+// shards lead later, and returns once it switched and the firehose ended.
+func (e *reshardEnv) reshardUnderFirehose(t *testing.T, rate float64, total int64, lead time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	e.sim.StartFirehose(discordsim.FirehoseOptions{Rate: rate, Total: total, MessageCreate: 1, Done: done})
+	time.Sleep(lead)
+	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
+		t.Fatalf("POST /reshard: %d %s", code, body)
+	}
+	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
+	<-done
+}
+
 // checkExactlyOnce verifies that each of the firehose's n MESSAGE_CREATEs reached the bot once, and that
 // each channel's messages arrived in the order they were created.
 func (e *reshardEnv) checkExactlyOnce(t *testing.T, n int) {
@@ -313,14 +327,7 @@ func TestReshardWhileTheBotIsDownKeepsEachGuildInOrder(t *testing.T) {
 	e := startReshardEnv(t, discordsim.Config{Guilds: 40})
 	e.bot.SetDown(true)
 	const total = 4000
-	done := make(chan struct{})
-	e.sim.StartFirehose(discordsim.FirehoseOptions{Rate: 4000, Total: total, MessageCreate: 1, Done: done})
-	time.Sleep(200 * time.Millisecond)
-	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
-		t.Fatalf("POST /reshard: %d %s", code, body)
-	}
-	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
-	<-done
+	e.reshardUnderFirehose(t, 4000, total, 200*time.Millisecond)
 	e.bot.SetDown(false)
 	e.checkExactlyOnce(t, total)
 }
@@ -410,14 +417,7 @@ func TestReshardKeepsEachGuildInOrderAtTheCache(t *testing.T) {
 	cache.slow.Store(true)
 	e := startReshardEnv(t, discordsim.Config{Guilds: 40}, "DD_CACHE__URL="+cache.URL, "DD_CACHE__BATCH_MAX=10")
 	const total = 6000
-	done := make(chan struct{})
-	e.sim.StartFirehose(discordsim.FirehoseOptions{Rate: 3000, Total: total, MessageCreate: 1, Done: done})
-	time.Sleep(300 * time.Millisecond)
-	if code, body := e.call(t, "POST", "/reshard", `{"total_shards": 4}`); code != http.StatusAccepted {
-		t.Fatalf("POST /reshard: %d %s", code, body)
-	}
-	testkit.Eventually(t, 20*time.Second, "the switch", func() bool { return strings.Contains(e.status(t), `"result":"switched"`) })
-	<-done
+	e.reshardUnderFirehose(t, 3000, total, 300*time.Millisecond)
 	cache.slow.Store(false)
 	t.Run("bot", func(t *testing.T) { e.checkExactlyOnce(t, total) })
 	t.Run("cache", func(t *testing.T) {
