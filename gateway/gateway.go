@@ -88,8 +88,9 @@ type Filter struct {
 
 // ReshardConfig configures automatic and coordinated resharding.
 type ReshardConfig struct {
-	// Auto checks every CheckInterval whether the guilds fill Percentage of the shards' capacity (2500
-	// a shard), and reshards (or, with a Coordinator, proposes) to Discord's recommendation when they do.
+	// Auto checks every CheckInterval (0: 8 h) whether the guilds fill Percentage (0: 80) of the shards'
+	// capacity (2500 a shard), and reshards (or, with a Coordinator, proposes) to Discord's
+	// recommendation when they do.
 	Auto          bool
 	CheckInterval time.Duration
 	Percentage    int
@@ -149,6 +150,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Reshard.CoordinatorPoll == 0 {
 		cfg.Reshard.CoordinatorPoll = 2 * time.Second
 	}
+	if cfg.Reshard.CheckInterval == 0 {
+		cfg.Reshard.CheckInterval = 8 * time.Hour
+	}
+	if cfg.Reshard.Percentage == 0 {
+		cfg.Reshard.Percentage = 80
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1), starts: make(chan reshardStart),
 		runDone: make(chan struct{})}
 	g.sw = &switcher{q: cfg.Queue, appended: cfg.Appended, log: g.log}
@@ -163,7 +170,7 @@ func New(cfg Config) (*Gateway, error) {
 
 // Run fetches /gateway/bot, runs the shards until ctx ends, and returns once they have closed
 // resumably (their last events queued). A reshard runs on Run's context. A *FatalError means no shard
-// can run.
+// can run. A Gateway runs once.
 func (g *Gateway) Run(ctx context.Context) error {
 	info, err := g.cfg.GatewayBot(ctx)
 	if err != nil || info == nil {
