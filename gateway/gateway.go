@@ -287,19 +287,3 @@ func (g *Gateway) setStatus(s ReshardStatus) {
 	g.status = s
 	g.statusMu.Unlock()
 }
-
-// onDispatch is every shard's filter step.
-func (g *Gateway) onDispatch(set *Set, s *shard.Shard, ev *shard.Event) bool {
-	g.m.received.Inc()
-	keep, out := set.filter.Keep(s.ID(), ev.Type, ev.Raw)
-	if g.cfg.Observe != nil {
-		cur := g.cur.Load()
-		g.cfg.Observe(s, ev, keep, cur == nil || cur == set)
-	}
-	if !keep {
-		g.m.filtered.Inc()
-		return false
-	}
-	ev.Raw = out
-	return true
-}

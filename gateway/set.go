@@ -96,6 +96,22 @@ func (g *Gateway) startSet(ctx context.Context, total int, ids []int, held bool)
 	return set, nil
 }
 
+// onDispatch is every shard's filter step.
+func (g *Gateway) onDispatch(set *Set, s *shard.Shard, ev *shard.Event) bool {
+	g.m.received.Inc()
+	keep, out := set.filter.Keep(s.ID(), ev.Type, ev.Raw)
+	if g.cfg.Observe != nil {
+		cur := g.cur.Load()
+		g.cfg.Observe(s, ev, keep, cur == nil || cur == set)
+	}
+	if !keep {
+		g.m.filtered.Inc()
+		return false
+	}
+	ev.Raw = out
+	return true
+}
+
 // stop ends the set's sessions at Discord (close 1000: they are not resumed) and waits for its shards.
 func (s *Set) stop() {
 	s.mgr.EndSessionsOnStop()
