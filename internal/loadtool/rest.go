@@ -101,9 +101,10 @@ type RESTPhase struct {
 	Ratio float64 `json:"ratio,omitempty"`
 	// FirstSecond is the rate over the phase's first second.
 	FirstSecond float64 `json:"first_second_per_s"`
-	// dd_rest_queue_wait_seconds over the phase: waits longer than 0.1 s and 1 s, and the upper bound of
+	// dd_rest_queue_wait_seconds over the phase: waits longer than 0.05 s, 0.1 s and 1 s, and the upper bound of
 	// the histogram bucket that holds the slowest wait (+Inf when past the last bound).
 	Waits      int64   `json:"waits"`
+	WaitsOver5 int64   `json:"waits_over_50ms"`
 	WaitsOver  int64   `json:"waits_over_100ms"`
 	WaitsOver1 int64   `json:"waits_over_1s"`
 	SlowestLe  float64 `json:"slowest_wait_le_s"`
@@ -310,7 +311,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 			p.MaxMs = ms(lats[len(lats)-1])
 		}
 		d2 := after.minus(before)
-		p.Waits, p.WaitsOver, p.WaitsOver1, p.SlowestLe = d2.total, d2.over(0.1), d2.over(1), d2.slowest()
+		p.Waits, p.WaitsOver5, p.WaitsOver, p.WaitsOver1, p.SlowestLe = d2.total, d2.over(0.05), d2.over(0.1), d2.over(1), d2.slowest()
 		p.UpstreamOpen, p.UpstreamClosed, _ = upstreamConns(simPort)
 		return p, nil
 	}
@@ -580,8 +581,8 @@ func (r RESTResult) Print(w io.Writer) {
 			fmt.Fprintf(w, " ÷ ideal %.0f/s = %.3f", p.Ideal, p.Ratio)
 		}
 		fmt.Fprintf(w, "; %d errors\n", p.Errors)
-		fmt.Fprintf(w, "        dd_rest_queue_wait_seconds: %d waits, %d over 0.1s, %d over 1s, slowest <= %gs; caller p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-			p.Waits, p.WaitsOver, p.WaitsOver1, p.SlowestLe, p.P50Ms, p.P99Ms, p.MaxMs)
+		fmt.Fprintf(w, "        dd_rest_queue_wait_seconds: %d waits, %d over 0.05s, %d over 0.1s, %d over 1s, slowest <= %gs; caller p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+			p.Waits, p.WaitsOver5, p.WaitsOver, p.WaitsOver1, p.SlowestLe, p.P50Ms, p.P99Ms, p.MaxMs)
 		q := make([]string, len(p.PerQuarter))
 		for i, v := range p.PerQuarter {
 			q[i] = strconv.FormatFloat(v, 'f', 0, 64)
