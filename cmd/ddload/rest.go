@@ -12,7 +12,7 @@ type restFlags struct {
 	callers, channels, global int
 	clientIdle, fastCallers   int
 	fast, slow, latency       time.Duration
-	window                    time.Duration
+	window, firstSlow         time.Duration
 	hotUsed, omitRemaining    bool
 }
 
@@ -26,6 +26,7 @@ func (r *restFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.window, "window", time.Second, "rest: the bucket's window (X-RateLimit-Reset-After); its limit is 1,000,000")
 	fs.IntVar(&r.fastCallers, "fast-callers", 0, "rest: callers of the fast phase (default -callers)")
 	fs.IntVar(&r.clientIdle, "client-idle", 0, "rest: the callers' idle connections to dd (MaxIdleConnsPerHost; default 2 × callers, Go's default is 2)")
+	fs.DurationVar(&r.firstSlow, "first-slow", 0, "rest: added to the slow phase's first answer only (one slow answer upstream)")
 	fs.BoolVar(&r.hotUsed, "hot-used", false, "rest: the slow phase's channel is one the fast phase used (default: a new one)")
 	fs.BoolVar(&r.omitRemaining, "omit-remaining", false, "rest: the upstream leaves X-RateLimit-Remaining out")
 }
@@ -33,5 +34,5 @@ func (r *restFlags) register(fs *flag.FlagSet) {
 func (r *restFlags) options(bins loadtool.Binaries, env []string, dir string, keep bool, logf func(string, ...any)) loadtool.RESTOptions {
 	return loadtool.RESTOptions{Binaries: bins, Callers: r.callers, FastChannels: r.channels, Global: r.global,
 		Fast: r.fast, Slow: r.slow, Latency: r.latency, Window: r.window, HotUsed: r.hotUsed,
-		OmitRemaining: r.omitRemaining, ClientIdle: r.clientIdle, FastCallers: r.fastCallers, Env: env, Dir: dir, Keep: keep, Logf: logf}
+		OmitRemaining: r.omitRemaining, ClientIdle: r.clientIdle, FastCallers: r.fastCallers, FirstSlow: r.firstSlow, Env: env, Dir: dir, Keep: keep, Logf: logf}
 }

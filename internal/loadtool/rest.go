@@ -31,6 +31,8 @@ type RESTOptions struct {
 	// FastCallers is how many callers phase 1 runs [Callers]; fewer leave dd a smaller pool of upstream
 	// connections than phase 2 needs.
 	FastCallers int
+	// FirstSlow is added to the first answer of phase 2 only (one slow answer upstream) [none].
+	FirstSlow time.Duration
 	// HotUsed puts phase 2 on a channel phase 1 used (caller 0's); otherwise on one it never touched.
 	HotUsed bool
 	// Window is the route bucket's window, so its X-RateLimit-Reset-After [1s]; its limit is 1,000,000.
@@ -132,6 +134,7 @@ type RESTResult struct {
 	HotUsed       bool        `json:"hot_channel_used_before"`
 	WindowS       float64     `json:"window_s"`
 	OmitRemaining bool        `json:"omit_remaining"`
+	FirstSlowMs   float64     `json:"first_slow_ms,omitempty"`
 	Global        int         `json:"global"`
 	ClientIdle    int         `json:"client_idle_conns"`
 	Phases        []RESTPhase `json:"phases"`
@@ -154,7 +157,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		return res, err
 	}
 	res.Callers, res.HotUsed, res.WindowS, res.OmitRemaining, res.Global = o.Callers, o.HotUsed, o.Window.Seconds(), o.OmitRemaining, o.Global
-	res.ClientIdle = o.ClientIdle
+	res.ClientIdle, res.FirstSlowMs = o.ClientIdle, ms(o.FirstSlow)
 	dir, cleanup, err := runDir(o.Dir, "rest")
 	if err != nil {
 		return res, err
@@ -321,7 +324,7 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 		return res, err
 	}
 	res.Phases = append(res.Phases, fast)
-	body, _ := json.Marshal(map[string]any{"latency_ns": int64(o.Latency)})
+	body, _ := json.Marshal(map[string]any{"latency_ns": int64(o.Latency), "next_extra_ns": int64(o.FirstSlow)})
 	if err := postJSON(sim.url+"/_sim/rest/latency", body); err != nil {
 		return res, err
 	}
@@ -572,8 +575,12 @@ func (r RESTResult) Print(w io.Writer) {
 	if r.OmitRemaining {
 		remaining = "left out"
 	}
-	fmt.Fprintf(w, "rest: %d callers (%d idle connections kept), --role=rest, bucket 1,000,000 per %.1fs (X-RateLimit-Remaining %s), global %d/s; slow phase on %s\n",
+	fmt.Fprintf(w, "rest: %d callers (%d idle connections kept), --role=rest, bucket 1,000,000 per %.1fs (X-RateLimit-Remaining %s), global %d/s; slow phase on %s",
 		r.Callers, r.ClientIdle, r.WindowS, remaining, r.Global, hot)
+	if r.FirstSlowMs > 0 {
+		fmt.Fprintf(w, ", its first answer %.0f ms slower", r.FirstSlowMs)
+	}
+	fmt.Fprintln(w)
 	for _, p := range r.Phases {
 		fmt.Fprintf(w, "  %-5s %2d callers on %2d channel(s), upstream %3.0f ms: %6d requests in %.2fs = %6.0f/s (first second %.0f/s)",
 			p.Name, p.Callers, p.Channels, p.LatencyMs, p.Requests, p.Seconds, p.PerSecond, p.FirstSecond)

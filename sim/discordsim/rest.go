@@ -18,7 +18,8 @@ package discordsim
 //	POST /_sim/rest/shared429             {"route": "<route key or empty>", "resource": "<major id or empty>",
 //	                                       "count": N, "retry_after": <seconds>}
 //	POST /_sim/rest/upload-limit          {"bytes": N}
-//	POST /_sim/rest/latency               {"latency_ns": D}: SetRESTLatency, from the next answer on
+//	POST /_sim/rest/latency               {"latency_ns": D, "next_extra_ns": E}: SetRESTLatency, from the next
+//	                                       answer on; E, when set, is added to the next answer only
 //	POST /_sim/rest/omit-headers          {"headers": ["X-RateLimit-Remaining", ...]}: OmitRateLimitHeaders
 //
 
@@ -58,6 +59,7 @@ type restState struct {
 	uploadLimit atomic.Int64
 	idSeq       atomic.Uint64
 	latency     atomic.Int64             // nanoseconds added to every answer (Config.RESTLatency, SetRESTLatency)
+	nextExtra   atomic.Int64             // nanoseconds added to the next answer only (SlowNextRESTAnswer)
 	omit        atomic.Pointer[[]string] // X-RateLimit-* headers left out of answers (OmitRateLimitHeaders)
 
 	forcedMu sync.Mutex
@@ -222,7 +224,11 @@ func (rs *restState) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rs.countUserAgent(rec.UserAgent)
 	rs.record(&rec)
 
-	if d := time.Duration(rs.latency.Load()); d > 0 {
+	d := time.Duration(rs.latency.Load())
+	if rs.nextExtra.Load() > 0 {
+		d += time.Duration(rs.nextExtra.Swap(0))
+	}
+	if d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -608,6 +614,10 @@ func (s *Server) SetUploadLimit(n int64) { s.rest.uploadLimit.Store(n) }
 // runs: answers sent from now on wait d; requests are still admitted and counted on arrival.
 func (s *Server) SetRESTLatency(d time.Duration) { s.rest.latency.Store(int64(max(d, 0))) }
 
+// SlowNextRESTAnswer adds d to the latency of the next REST answer only: one slow answer, as a lost SYN
+// or a slow moment upstream gives.
+func (s *Server) SlowNextRESTAnswer(d time.Duration) { s.rest.nextExtra.Store(int64(max(d, 0))) }
+
 // OmitRateLimitHeaders leaves the named headers out of successful answers from now on, to model an
 // upstream (a proxy in front of Discord, a test server) that does not send all of Discord's
 // X-RateLimit-* set; nil sends them all again, as Discord does. 429 answers keep every header.
@@ -639,6 +649,7 @@ func (rs *restState) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		RetryAfter float64     `json:"retry_after"`
 		Bytes      int64       `json:"bytes"`
 		LatencyNs  int64       `json:"latency_ns"`
+		NextExtra  int64       `json:"next_extra_ns"`
 		Headers    []string    `json:"headers"`
 	}
 	if r.Method == http.MethodPost && r.ContentLength != 0 {
@@ -692,11 +703,12 @@ func (rs *restState) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		s.SetUploadLimit(in.Bytes)
 		reply(nil)
 	case "POST latency":
-		if in.LatencyNs < 0 {
-			reply(errors.New("latency_ns must be >= 0"))
+		if in.LatencyNs < 0 || in.NextExtra < 0 {
+			reply(errors.New("latency_ns and next_extra_ns must be >= 0"))
 			return
 		}
 		s.SetRESTLatency(time.Duration(in.LatencyNs))
+		s.SlowNextRESTAnswer(time.Duration(in.NextExtra))
 		reply(nil)
 	case "POST omit-headers":
 		reply(s.OmitRateLimitHeaders(in.Headers))

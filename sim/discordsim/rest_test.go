@@ -253,7 +253,10 @@ func TestLatencyAndOmittedHeadersChangeWhileRunning(t *testing.T) {
 		t.Fatalf("before any change: answered in %v with X-RateLimit-Remaining %q, want at once and the header",
 			d, r.Header.Get("X-RateLimit-Remaining"))
 	}
-	call(t, s, "POST", "/_sim/rest/latency", `{"latency_ns": 150000000}`).want(t, 204)
+	call(t, s, "POST", "/_sim/rest/latency", `{"latency_ns": 150000000, "next_extra_ns": 300000000}`).want(t, 204)
+	if _, d := timed(); d < 450*time.Millisecond {
+		t.Fatalf("the next answer after next_extra_ns 300ms: answered in %v, want at least 150ms + 300ms", d)
+	}
 	call(t, s, "POST", "/_sim/rest/omit-headers", `{"headers": ["x-ratelimit-remaining"]}`).want(t, 204)
 	r, d := timed()
 	if d < 150*time.Millisecond {
