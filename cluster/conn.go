@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"os"
 	"regexp"
 	"time"
@@ -141,8 +143,10 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 	return c, nil
 }
 
-// ensureBucket creates the bucket or brings an existing one to this configuration. Several processes
-// starting together race to create it: the loser of a race finds it on its next try.
+// ensureBucket finds the bucket, or creates it, or brings it to this configuration (replicas, marker
+// TTL). It looks before it creates: several processes starting together on a NATS cluster each asking
+// to create the same bucket left one request unanswered until its timeout (10 s and more of a start on
+// three nodes). The loser of a creation race finds the bucket on its next look.
 func (c *Conn) ensureBucket(ctx context.Context, kind string, ttl bool, timeout time.Duration) (jetstream.KeyValue, error) {
 	cfg := jetstream.KeyValueConfig{
 		Bucket:      c.BucketName(kind),
@@ -155,23 +159,48 @@ func (c *Conn) ensureBucket(ctx context.Context, kind string, ttl bool, timeout 
 		cfg.LimitMarkerTTL = markerTTL
 	}
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 8; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, timeout)
 		var kv jetstream.KeyValue
-		kv, err = c.js.CreateOrUpdateKeyValue(rctx, cfg)
+		kv, err = c.lookOrCreateBucket(rctx, cfg)
 		cancel()
 		if err == nil {
 			return kv, nil
 		}
+		c.log.Debug("bucket not ready yet; retrying", zap.String("bucket", cfg.Bucket), zap.Int("attempt", attempt+1), zap.Error(err))
 		if ctx.Err() != nil {
 			break
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		case <-time.After(time.Duration(attempt+1)*200*time.Millisecond + time.Duration(mathrand.N(200))*time.Millisecond):
 		}
 	}
 	return nil, fmt.Errorf("cluster: creating KV bucket %s (replicas %d): %w", cfg.Bucket, c.replicas, err)
+}
+
+func (c *Conn) lookOrCreateBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := c.js.KeyValue(ctx, cfg.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv, err = c.js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			return c.js.KeyValue(ctx, cfg.Bucket)
+		}
+		return kv, err
+	case err != nil:
+		return nil, err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info := st.(*jetstream.KeyValueBucketStatus).StreamInfo(); info.Config.Replicas != cfg.Replicas ||
+		st.(*jetstream.KeyValueBucketStatus).LimitMarkerTTL() != cfg.LimitMarkerTTL {
+		c.log.Info("bringing a bucket to this configuration", zap.String("bucket", cfg.Bucket), zap.Int("replicas", cfg.Replicas))
+		return c.js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	return kv, nil
 }
 
 // BucketName is the full name of a bucket kind (BucketLeases, ...): "dd_leases".

@@ -32,15 +32,22 @@
 //     KV's session, writing through the EventSink fenced by the shard's lease, stopped the instant the
 //     lease ends (lost: another process may take it a margin later) and stopped resumably, its last
 //     batch written, before a handover releases the lease.
+//   - [Delivery]: the bot's events from the stream to events.urls, as one machine delivers them (the
+//     envelope as stored, X-DD-Event-Id the Nats-Msg-Id, events.batch_max, acknowledged after the bot's
+//     2xx): a durable consumer per shard ("bot-<shard>", AckAll, MaxAckPending = batch_max), pulled
+//     only by the shard's owner, which gathers what a previous holder left out before anything later
+//     (delivery.go says why and how).
+//   - [Follow]: a cache process's own durable consumer of the whole stream ("cache-<instance>").
+//   - [AgreeShardCount]: one shard count for the deployment, in the target bucket.
 //
-// It is not the wiring: nothing in dd builds a Conn for the gateway yet. What remains for that: the
-// config keys (cluster.* beside gateway.*, events.max_queue_events into EventSinkConfig.MaxEvents), the
-// gateway role building Conn, IdentifyLimiter, EventSink, ShardOwner and ShardRunner instead of the
-// Badger queue's sink and shard.Manager; delivery to events.urls as a durable consumer of the stream
-// (the event id is the Nats-Msg-Id; an event after a gap in a session's sequence waits for the replay
-// that fills it, see below); the cache role's own durable consumer; the reshard switch across processes
-// (the target count in dd_target, a second ShardOwner on the new count); GET /status from the leases
-// bucket (ShardOwner.Owners, Members); /readyz 503 while NATS is unreachable; and metrics.
+// roles/cluster_gateway.go wires them into the gateway role when cluster.nats_url is set (GET /status
+// shows the processes and each shard's owner; /readyz is 503 while NATS is unreachable or the process
+// holds no connected shard). What remains: the reshard switch across processes (the target count in
+// dd_target, a second ShardOwner on the new count); the cache role alone following the stream (today
+// only --role=all's cache does); events.sink "redis" and cache.request_members in cluster mode; the
+// guild lists of a taken-over shard (its filter starts empty: a duplicate GUILD_CREATE may pass);
+// NATS credentials keys (nats_creds, ...); delivery putting back in place the one event the stream
+// may store late (below: it is delivered where the stream holds it).
 //
 // # Order in the stream
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -141,7 +142,7 @@ func NewEventSink(ctx context.Context, c *Conn, cfg EventSinkConfig) (*EventSink
 	}
 	for attempt := 0; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = c.js.CreateOrUpdateStream(rctx, sc)
+		err = ensureStream(rctx, c.js, sc)
 		cancel()
 		if err == nil {
 			return s, nil
@@ -246,4 +247,27 @@ func (s *EventSink) dispatch(ctx context.Context, events []shard.Event, sess sha
 		return fmt.Errorf("shard %d/%d: %w: session not written", sess.ShardID, sess.NumShards, ErrNotHeld)
 	}
 	return s.sessions.save(ctx, sess, held)
+}
+
+// ensureStream finds the stream, or creates it, or updates it to sc when a setting dd owns differs. It
+// looks before it creates, as Conn.ensureBucket does: processes starting together on a NATS cluster
+// that all ask to create it left one request unanswered until its timeout.
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	str, err := js.Stream(ctx, sc.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil // another process's, created a moment ago: the next start brings its settings
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	have := str.CachedInfo().Config
+	if have.MaxMsgs != sc.MaxMsgs || have.Duplicates != sc.Duplicates || have.Replicas != sc.Replicas ||
+		!slices.Equal(have.Subjects, sc.Subjects) || have.Discard != sc.Discard {
+		_, err = js.UpdateStream(ctx, sc)
+	}
+	return err
 }

@@ -6,6 +6,7 @@ package clusterproc
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ddhq/dd/cluster/clustertest"
 	"github.com/ddhq/dd/internal/testkit"
@@ -341,7 +345,8 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	took := testkit.Eventually(t, 60*time.Second, "12 shards ready, 4/4/4", func() bool {
 		for _, p := range ps {
 			if p.exited() {
-				t.Fatalf("%s exited", p.name)
+				_ = p.cmd.Wait()
+				t.Fatalf("%s exited (%v)", p.name, p.cmd.ProcessState)
 			}
 		}
 		c, all := readySplit(ps, total)
@@ -505,5 +510,85 @@ func TestGatewayWithNATSUnreachable(t *testing.T) {
 	t.Logf("bot: %d events of %d sessions, every one under its own id, in order; %d copies", events, len(sessions), copies)
 	if n := len(sim.GatewayStats().Identifies); n != ids0 {
 		t.Errorf("%d identifies across the partition; want 0", n-ids0)
+	}
+}
+
+// TestGatewayThroughTheLossOfANATSNode runs two dd gateway processes on a three-node JetStream cluster
+// (stream, consumers and buckets with 3 replicas; the servers in the test process, apart from every dd)
+// under a firehose, and shuts down the server that leads the event stream. Publishes in flight fail and
+// the shards resume, delivery's consumers get new leaders: every event reaches the bot, in order per
+// shard, under its own id, and no identify is spent.
+func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node NATS cluster and two dd processes: about 40 s")
+	}
+	const total = 8
+	servers := clustertest.Cluster(t, 3)
+	sim := discordsim.New(discordsim.Config{Guilds: 32, MaxConcurrency: 16, Tokens: []string{token}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	b, botURL := newBot(t)
+	env := []string{
+		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
+		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
+		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
+		"DD_CLUSTER__NATS_URL=" + clustertest.URLs(servers...), "DD_CLUSTER__REPLICAS=3", "DD_CLUSTER__LEASE_TTL=5s",
+	}
+	ports := clustertest.FreePorts(t, 2)
+	ps := []*ddProc{startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", ports[0]), env), startDD(t, "gw-b", fmt.Sprintf("127.0.0.1:%d", ports[1]), env)}
+	took := testkit.Eventually(t, 60*time.Second, "8 shards ready, 4/4", func() bool {
+		for _, p := range ps {
+			if p.exited() {
+				_ = p.cmd.Wait()
+				t.Fatalf("%s exited (%v)", p.name, p.cmd.ProcessState)
+			}
+		}
+		c, all := readySplit(ps, total)
+		return all && evenly(c, 4)
+	})
+	ids0 := len(sim.GatewayStats().Identifies)
+	t.Logf("two processes on three NATS nodes: 8 shards ready 4/4 in %s, %d identifies", took.Round(time.Millisecond), ids0)
+
+	stopFirehose := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600})
+	defer stopFirehose()
+	time.Sleep(2 * time.Second)
+	nc, err := natsgo.Connect(clustertest.URLs(servers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	str, err := js.Stream(ctx, "DD_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := str.Info(ctx)
+	if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
+		t.Fatalf("event stream cluster info: %+v, %v", si, err)
+	}
+	for _, s := range servers {
+		if s.Name() == si.Cluster.Leader {
+			s.Shutdown()
+		}
+	}
+	t.Logf("shut down %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
+	time.Sleep(8 * time.Second)
+	stopFirehose()
+	testkit.Eventually(t, 60*time.Second, "8 shards ready", func() bool {
+		_, all := readySplit(ps, total)
+		return all
+	})
+	sessions := sim.Sessions()
+	drained := testkit.Eventually(t, 90*time.Second, "every event delivered", func() bool { return b.delivered(sessions) })
+	events, copies := b.check(t, sessions)
+	t.Logf("bot: %d events of %d sessions delivered (%s after the firehose stopped), in order, each under its own id; %d copies",
+		events, len(sessions), drained.Round(time.Millisecond), copies)
+	if n := len(sim.GatewayStats().Identifies); n != ids0 {
+		t.Errorf("%d identifies after the node loss; want 0", n-ids0)
 	}
 }
