@@ -116,7 +116,7 @@ func (z *Reader) readHeader() error {
 	}
 	z.header = true
 	z.mu.Lock()
-	z.d = decoders.Get().(*decompressor)
+	z.d = decoders.get()
 	z.d.reset(z.src, nil, 0, 0, 2)
 	z.mu.Unlock()
 	return nil
@@ -147,7 +147,15 @@ func (z *Reader) resume(c byte) {
 	z.mu.Lock()
 	z.parked = false
 	if z.d == nil {
-		z.unpack()
+		// On a goroutine of its own: the Zstandard decoder needs about 6 KiB of stack, and the read
+		// goroutine's stack, grown once, would stay grown until a collection shrinks it (an idle
+		// gateway collects every two minutes).
+		done := make(chan struct{})
+		go func() {
+			z.unpack()
+			close(done)
+		}()
+		<-done
 	}
 	d := z.d
 	z.mu.Unlock()
@@ -178,7 +186,7 @@ func (z *Reader) idleCheck() {
 // pack keeps the history in packed form and gives the decoder back to the pool. Under mu, parked.
 func (z *Reader) pack() {
 	d := z.d
-	buf := scratch.Get().(*[]byte)
+	buf := scratch.get()
 	h := d.dict.history((*buf)[:0])
 	if z.out <= len(h) && len(z.tail)+z.out <= tailMax {
 		// Only a little came since the last pack: the old packed bytes stay, the new output joins the tail.
@@ -189,16 +197,16 @@ func (z *Reader) pack() {
 		z.packed, z.tail = append([]byte(nil), enc...), nil
 	}
 	*buf = h[:0]
-	scratch.Put(buf)
+	scratch.put(buf)
 	z.b, z.nb, z.roffset = d.b, d.nb, d.roffset
 	d.r, d.toRead = nil, nil
-	decoders.Put(d)
+	decoders.put(d)
 	z.d, z.out, z.woken = nil, 0, false
 }
 
 // unpack makes a decoder with the packed history. Under mu.
 func (z *Reader) unpack() {
-	buf := scratch.Get().(*[]byte)
+	buf := scratch.get()
 	h := (*buf)[:0]
 	if z.packed != nil {
 		var err error
@@ -208,10 +216,10 @@ func (z *Reader) unpack() {
 		}
 	}
 	h = append(h, z.tail...)
-	d := decoders.Get().(*decompressor)
+	d := decoders.get()
 	d.reset(z.src, h, z.b, z.nb, z.roffset)
 	*buf = h[:0]
-	scratch.Put(buf)
+	scratch.put(buf)
 	z.d, z.out, z.woken = d, 0, true
 }
 
@@ -225,7 +233,7 @@ func (z *Reader) Close() {
 	}
 	if z.d != nil {
 		z.d.r, z.d.toRead = nil, nil
-		decoders.Put(z.d)
+		decoders.put(z.d)
 		z.d = nil
 	}
 	z.packed, z.tail = nil, nil
@@ -239,10 +247,43 @@ func (z *Reader) Packed() (bytes int, packed bool) {
 	return len(z.packed) + len(z.tail), z.d == nil && z.header
 }
 
+// freeList keeps a few spare values for reuse. Not a sync.Pool: a pool keeps everything put into it
+// until the next collections, and an idle gateway collects rarely, so a thousand connections going
+// idle together would leave a thousand 40 KiB decoders in it for minutes.
+type freeList[T any] struct {
+	mu    sync.Mutex
+	items []T
+	make  func() T
+}
+
+const spares = 8
+
+func (l *freeList[T]) get() T {
+	l.mu.Lock()
+	if n := len(l.items); n > 0 {
+		v := l.items[n-1]
+		var zero T
+		l.items[n-1] = zero
+		l.items = l.items[:n-1]
+		l.mu.Unlock()
+		return v
+	}
+	l.mu.Unlock()
+	return l.make()
+}
+
+func (l *freeList[T]) put(v T) {
+	l.mu.Lock()
+	if len(l.items) < spares {
+		l.items = append(l.items, v)
+	}
+	l.mu.Unlock()
+}
+
 var (
-	decoders = sync.Pool{New: func() any { return newDecompressor() }}
+	decoders = &freeList[*decompressor]{make: newDecompressor}
 	// scratch holds a history with its tail, and the packed form of a history after it.
-	scratch = sync.Pool{New: func() any {
+	scratch = &freeList[*[]byte]{make: func() *[]byte {
 		b := make([]byte, 0, 2*maxMatchOffset+tailMax+1024)
 		return &b
 	}}
