@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -53,6 +54,13 @@ func simProcess(b *testing.B, args ...string) string {
 	return ""
 }
 
+// stackInuse is the goroutine stacks' memory, after heapAndStacks's collections (which shrink them).
+func stackInuse() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
+}
+
 func heapAndStacks() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -75,6 +83,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 				"-identify-window", "20ms")
 			sink := &countSink{}
 			before := heapAndStacks()
+			stacksBefore := stackInuse()
 			m, err := NewManager(ManagerConfig{TotalShards: n, ShardIDs: seq(n), Template: Config{
 				Token: "bench", Intents: discord.IntentGuilds | discord.IntentGuildMessages, GatewayURL: "ws" + strings.TrimPrefix(base, "http") + "/gateway",
 				Compress: compress, Sink: sink,
@@ -115,17 +124,23 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			time.Sleep(500 * time.Millisecond) // let the bursts' buffers go
+			// Let the bursts' buffers go, and zlib-stream's decoders pack their histories (1 s idle).
+			time.Sleep(2500 * time.Millisecond)
 			after := heapAndStacks()
+			stacks := stackInuse()
 			if p := os.Getenv("DD_HEAPPROFILE"); p != "" {
 				f, _ := os.Create(p + "." + compress)
 				pprof.WriteHeapProfile(f)
 				f.Close()
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
-				b.Logf("heap inuse %d, stack inuse %d, goroutines %d", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
+				sm := []metrics.Sample{{Name: "/gc/scan/stack:bytes"}}
+				metrics.Read(sm)
+				b.Logf("heap inuse %d, stack inuse %d, goroutines %d, stack used at the last collection %d",
+					ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine(), sm[0].Value.Uint64())
 			}
 			b.ReportMetric(float64(after-before)/float64(n), "B/shard")
+			b.ReportMetric(float64(stacks-stacksBefore)/float64(n), "stack-B/shard")
 			b.ReportMetric(0, "ns/op")
 			cancel()
 			<-done

@@ -183,11 +183,15 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 type frameFeeder struct {
 	c     *conn
 	inMsg bool
-	buf   []byte
+	buf   []byte // while in a message
+	bufp  *[]byte
 	r, w  int
+	one   [1]byte
 }
 
 const feederBuffer = 1024
+
+var feederBuffers = sync.Pool{New: func() any { b := make([]byte, feederBuffer); return &b }}
 
 func (f *frameFeeder) Read(p []byte) (int, error) {
 	if f.r < f.w {
@@ -204,8 +208,22 @@ func (f *frameFeeder) MessageDone() bool { return f.r == f.w && !f.inMsg }
 
 func (f *frameFeeder) ReadByte() (byte, error) {
 	if f.r == f.w {
-		if f.buf == nil {
-			f.buf = make([]byte, feederBuffer)
+		if !f.inMsg {
+			// Between messages, where an idle connection waits: without the buffer, whose next use may be
+			// minutes away. The next message's first byte comes alone.
+			if f.bufp != nil {
+				feederBuffers.Put(f.bufp)
+				f.bufp, f.buf = nil, nil
+			}
+			n, err := f.readFrames(f.one[:])
+			if n == 0 {
+				return 0, err
+			}
+			return f.one[0], nil
+		}
+		if f.bufp == nil {
+			f.bufp = feederBuffers.Get().(*[]byte)
+			f.buf = *f.bufp
 		}
 		n, err := f.readFrames(f.buf)
 		if n == 0 {

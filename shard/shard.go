@@ -312,8 +312,7 @@ func (s *Shard) Run(ctx context.Context) error {
 		}
 		if end.next == stopForGood {
 			s.setState(StateFatal)
-			s.log.Error("shard stopped for good", zap.Int("code", end.fatal.Code), zap.String("reason", end.fatal.Name),
-				zap.String("what_to_do", end.fatal.Hint))
+			s.logStop(end.fatal)
 			return end.fatal
 		}
 		if end.next == identifyAnew {
@@ -338,13 +337,26 @@ func (s *Shard) Run(ctx context.Context) error {
 			// Discord asks for a pause of 1-5 s before identifying again after op 9.
 			wait = time.Second + rand.N(4*time.Second)
 		}
-		s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", resume),
-			zap.Duration("after", wait))
+		s.logReconnect(end, resume, wait)
 		if err := ctxsleep.Sleep(ctx, wait); err != nil {
 			s.setState(StateStopped)
 			return nil
 		}
 	}
+}
+
+// logStop and logReconnect keep their log fields out of Run's frame, which is on an idle shard's stack
+// (see readLoop).
+//
+//go:noinline
+func (s *Shard) logStop(f *FatalError) {
+	s.log.Error("shard stopped for good", zap.Int("code", f.Code), zap.String("reason", f.Name), zap.String("what_to_do", f.Hint))
+}
+
+//go:noinline
+func (s *Shard) logReconnect(end connEnd, resume bool, wait time.Duration) {
+	s.log.Info("reconnecting", zap.Error(end.err), zap.Int("code", end.code), zap.Bool("resume", resume),
+		zap.Duration("after", wait))
 }
 
 // closeStreak notices a server that keeps closing with the same code (a Discord-compatible server that
