@@ -500,3 +500,30 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
+
+// clusterCacheFollower is the cache role's feed in cluster mode without a gateway in the process: its
+// own durable consumer of the stream ("cache-<instance>"), so that several cache processes each hold
+// every event. It connects to NATS (retrying until it can) and follows until ctx ends.
+func clusterCacheFollower(cfg *config.Config, apply func(payloads ...[]byte) error, log *zap.Logger) func(context.Context) error {
+	log = log.Named("cache")
+	return func(ctx context.Context) error {
+		c := cfg.Cluster
+		var conn *cluster.Conn
+		for backoff := time.Second; conn == nil; backoff = min(2*backoff, 30*time.Second) {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			var err error
+			conn, err = cluster.Connect(cctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
+				Replicas: c.Replicas, Log: log.Named("cluster")})
+			cancel()
+			if err != nil {
+				log.Warn("cannot follow the event stream yet: NATS unreachable; retrying", zap.Error(err), zap.Duration("after", backoff))
+				if ctxsleep.Sleep(ctx, backoff) != nil {
+					return nil
+				}
+			}
+		}
+		defer conn.Close()
+		log.Info("following the event stream", zap.String("consumer", cluster.FollowerName(conn.Instance())))
+		return cluster.Follow(ctx, conn, cluster.FollowConfig{Log: log}, func(p [][]byte) error { return apply(p...) })
+	}
+}

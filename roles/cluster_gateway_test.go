@@ -78,7 +78,8 @@ func clusterCall(t *testing.T, method, url, secret, body string) (int, string) {
 
 // TestClusterModeAllRole runs dd --role=all in cluster mode on an in-process NATS server: the shards run
 // through the cluster (leases, the stream, sessions in the KV), the bot gets every event from the
-// stream, the in-process cache follows the stream, the command endpoints reach the shards this process
+// stream, the in-process cache follows the stream (and so does a --role=cache process, with its own
+// consumer), the command endpoints reach the shards this process
 // runs, /status names the process and each shard's owner, and a restart resumes every shard from the
 // KV's sessions: no identify.
 func TestClusterModeAllRole(t *testing.T) {
@@ -140,6 +141,15 @@ func TestClusterModeAllRole(t *testing.T) {
 		code, _ := clusterCall(t, "GET", cache+"/guilds/"+discordsim.FormatID(g.ID), cacheSecret, "")
 		return code == http.StatusOK
 	})
+
+	// A cache process of its own follows the stream with its own consumer: it holds the guilds too.
+	cacheAddrs, _ := runCluster(t, config.RoleCache, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "cache2"), "DD_CACHE__SECRET="+cacheSecret,
+		"DD_CLUSTER__NATS_URL="+nats.ClientURL(), "DD_CLUSTER__INSTANCE=cache-2")
+	tookCache := testkit.Eventually(t, 20*time.Second, "a --role=cache process holds the guilds (its own consumer of the stream)", func() bool {
+		code, _ := clusterCall(t, "GET", "http://"+cacheAddrs[config.RoleCache]+"/guilds/"+discordsim.FormatID(g.ID), cacheSecret, "")
+		return code == http.StatusOK
+	})
+	t.Logf("a --role=cache process held the guilds %s after its start", tookCache.Round(time.Millisecond))
 
 	presence := `{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}`
 	if code, body := clusterCall(t, "POST", gw+"/shards/1/send", gwSecret, presence); code != http.StatusNoContent {

@@ -118,6 +118,8 @@ func Run(ctx context.Context, o Options) error {
 		add(config.RoleCache, cfg.Cache.Listener, cr, cr.ready)
 		if cgw != nil {
 			cgw.cacheApply = cr.cache.Apply // --role=all in cluster mode: the cache follows the stream
+		} else if cfg.Cluster.NATSURL != "" {
+			background = append(background, clusterCacheFollower(cfg, cr.cache.Apply, log)) // --role=cache: its own consumer
 		}
 		if gw != nil {
 			cr.following = gw.cacheQueue
