@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 )
 
 // ErrSyntax reports input that is not the JSON this package expects.
@@ -42,6 +43,13 @@ func (o *ObjectReader) Next() ([]byte, error) {
 		}
 		if o.head < o.tail {
 			break
+		}
+		if w, ok := o.r.(messageWaiter); ok {
+			// Between objects, where a gateway connection idles: wait without the buffer.
+			o.putBuffer()
+			if err := w.WaitMessage(); err != nil {
+				return nil, err
+			}
 		}
 		if err := o.fill(); err != nil {
 			return nil, err
@@ -95,8 +103,28 @@ func (o *ObjectReader) Next() ([]byte, error) {
 	}
 }
 
+// messageWaiter is a stream of messages that can wait for the next one before a Read
+// (zlibstream.Reader).
+type messageWaiter interface{ WaitMessage() error }
+
+// buffers holds the buffers of ObjectReaders waiting for a message.
+var buffers sync.Pool
+
+func (o *ObjectReader) putBuffer() {
+	if o.buf != nil && cap(o.buf) <= o.maxKeep {
+		b := o.buf[:cap(o.buf)]
+		buffers.Put(&b)
+	}
+	o.buf, o.head, o.tail = nil, 0, 0
+}
+
 // fill reads more into buf after compacting it. One Read call: never more than the stream has ready.
 func (o *ObjectReader) fill() error {
+	if o.buf == nil {
+		if b, ok := buffers.Get().(*[]byte); ok {
+			o.buf = *b
+		}
+	}
 	if o.head > 0 {
 		n := copy(o.buf, o.buf[o.head:o.tail])
 		o.head, o.tail = 0, n

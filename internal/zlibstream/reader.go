@@ -99,6 +99,32 @@ func (z *Reader) Read(p []byte) (int, error) {
 	}
 }
 
+// WaitMessage returns once Read has bytes to give without waiting for a message, so that a caller can
+// wait without holding a buffer to read into (rawjson.ObjectReader gives its own back meanwhile).
+func (z *Reader) WaitMessage() error {
+	if z.err != nil || !z.header {
+		return nil // Read reports the error, or reads the header
+	}
+	for !z.parked {
+		if len(z.d.toRead) > 0 {
+			return nil
+		}
+		if _, err := z.d.Read(nil); err != nil {
+			return nil // kept by the decoder for Read
+		}
+		if z.d.parked {
+			z.park()
+		}
+	}
+	c, err := z.src.ReadByte()
+	if err != nil {
+		z.err = err
+		return err
+	}
+	z.resume(c)
+	return nil
+}
+
 func (z *Reader) readHeader() error {
 	cmf, err := z.src.ReadByte()
 	if err != nil {

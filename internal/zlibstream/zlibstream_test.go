@@ -129,6 +129,12 @@ func decodeAll(t testing.TB, r *rand.Rand, src *messages, packOdds int) ([]byte,
 	}
 	buf := make([]byte, 64<<10)
 	for {
+		if r.IntN(2) == 0 {
+			// As rawjson.ObjectReader does between objects.
+			if err := z.WaitMessage(); err != nil && !errors.Is(err, io.EOF) {
+				t.Fatalf("WaitMessage after %d bytes: %v", len(out), err)
+			}
+		}
 		n, err := z.Read(buf[:1+r.IntN(len(buf)-1)])
 		out = append(out, buf[:n]...)
 		if errors.Is(err, io.EOF) {
