@@ -205,39 +205,64 @@ type bot struct {
 	count    int
 }
 
-func newBot(t *testing.T) (*bot, string) {
+func newBot(t *testing.T) (*bot, string) { return newBotBatch(t, false) }
+
+// newBotBatch is newBot for events.batch_max > 1: each POST is an array, its ids in X-DD-Event-Ids.
+func newBotBatch(t *testing.T, batch bool) (*bot, string) {
 	b := &bot{arrivals: map[int][]int64{}, ids: map[string]map[string]bool{}}
+	type envelope struct {
+		ShardID *int `json:"shardId"`
+		Payload struct {
+			Op int   `json:"op"`
+			S  int64 `json:"s"`
+		} `json:"payload"`
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var env struct {
-			ShardID *int `json:"shardId"`
-			Payload struct {
-				Op int   `json:"op"`
-				S  int64 `json:"s"`
-			} `json:"payload"`
+		var envs []envelope
+		var err error
+		ids := []string{r.Header.Get("X-DD-Event-Id")}
+		if batch {
+			err = json.Unmarshal(body, &envs)
+			ids = strings.Split(r.Header.Get("X-DD-Event-Ids"), ",")
+		} else {
+			var one envelope
+			err = json.Unmarshal(body, &one)
+			envs = append(envs, one)
 		}
-		id := r.Header.Get("X-DD-Event-Id")
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if err := json.Unmarshal(body, &env); err != nil || env.ShardID == nil || env.Payload.Op != 0 || env.Payload.S == 0 || id == "" ||
-			r.Header.Get("Authorization") != eventsSecret {
+		bad := err != nil || len(envs) == 0 || len(ids) != len(envs) || r.Header.Get("Authorization") != eventsSecret
+		for i := 0; !bad && i < len(envs); i++ {
+			e := envs[i]
+			bad = e.ShardID == nil || e.Payload.Op != 0 || e.Payload.S == 0 || ids[i] == ""
+		}
+		if bad {
 			if len(b.problems) < 10 {
-				b.problems = append(b.problems, fmt.Sprintf("bad delivery (id %q, auth %q): %.200s", id, r.Header.Get("Authorization"), body))
+				b.problems = append(b.problems, fmt.Sprintf("bad delivery (ids %q, auth %q): %.200s", ids, r.Header.Get("Authorization"), body))
 			}
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		b.count++
-		b.arrivals[*env.ShardID] = append(b.arrivals[*env.ShardID], env.Payload.S)
-		k := fmt.Sprintf("%d/%d", *env.ShardID, env.Payload.S)
-		if b.ids[k] == nil {
-			b.ids[k] = map[string]bool{}
+		for i, e := range envs {
+			b.count++
+			b.arrivals[*e.ShardID] = append(b.arrivals[*e.ShardID], e.Payload.S)
+			k := fmt.Sprintf("%d/%d", *e.ShardID, e.Payload.S)
+			if b.ids[k] == nil {
+				b.ids[k] = map[string]bool{}
+			}
+			b.ids[k][ids[i]] = true
 		}
-		b.ids[k][id] = true
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(srv.Close)
 	return b, srv.URL
+}
+
+func (b *bot) total() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.count
 }
 
 // delivered says whether every sequence the simulator gave each session arrived.
@@ -260,6 +285,11 @@ func (b *bot) delivered(sessions []discordsim.SessionInfo) bool {
 // check reports lost events, first arrivals out of order, and events delivered under any id but
 // "<session>-<seq>"; it returns the deliveries that were copies.
 func (b *bot) check(t *testing.T, sessions []discordsim.SessionInfo) (events, copies int) {
+	return b.checkIDs(t, sessions, true)
+}
+
+// checkIDs is check; with streamIDs false any one id per event will do (one machine's queue ids).
+func (b *bot) checkIDs(t *testing.T, sessions []discordsim.SessionInfo, streamIDs bool) (events, copies int) {
 	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -280,7 +310,7 @@ func (b *bot) check(t *testing.T, sessions []discordsim.SessionInfo) (events, co
 				continue
 			}
 			events++
-			if want := s.ID + "-" + strconv.FormatInt(seq, 10); len(ids) != 1 || !ids[want] {
+			if want := s.ID + "-" + strconv.FormatInt(seq, 10); len(ids) != 1 || (streamIDs && !ids[want]) {
 				t.Errorf("shard %d event %d came under ids %v; want only %s", s.Shard, seq, ids, want)
 			}
 		}
@@ -590,5 +620,62 @@ func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 		events, len(sessions), drained.Round(time.Millisecond), copies)
 	if n := len(sim.GatewayStats().Identifies); n != ids0 {
 		t.Errorf("%d identifies after the node loss; want 0", n-ids0)
+	}
+}
+
+// TestDeliveryRate measures events per second from the simulator's firehose to the bot through one dd
+// gateway process, in cluster mode (the NATS stream, a consumer per shard) and, for comparison, on one
+// machine (the Badger queue), one event per POST and batches of 100. It asserts only that every event
+// arrives; the rates are figures (run it without -race: the bot endpoint runs in the test process).
+func TestDeliveryRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four runs of 20,000 events")
+	}
+	const total, events = 4, 20000
+	for _, mode := range []string{"cluster", "one machine"} {
+		for _, batch := range []int{1, 100} {
+			t.Run(fmt.Sprintf("%s/batch_max=%d", mode, batch), func(t *testing.T) {
+				sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{token}})
+				if err := sim.Start("127.0.0.1:0"); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { sim.Close() })
+				b, botURL := newBotBatch(t, batch > 1)
+				env := []string{
+					"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
+					"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
+					"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
+					"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret, "DD_EVENTS__BATCH_MAX=" + strconv.Itoa(batch),
+				}
+				if mode == "cluster" {
+					env = append(env, "DD_CLUSTER__NATS_URL="+clustertest.Server(t).ClientURL(), "DD_CLUSTER__LEASE_TTL=3s")
+				}
+				p := startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", clustertest.FreePorts(t, 1)[0]), env)
+				testkit.Eventually(t, 60*time.Second, "every shard connected and its first events delivered", func() bool {
+					if p.exited() {
+						t.Fatalf("dd exited")
+					}
+					n := 0
+					for _, s := range sim.Sessions() {
+						if s.Connected {
+							n++
+						}
+					}
+					return n == total && b.delivered(sim.Sessions())
+				})
+				before := b.total()
+				done := make(chan struct{})
+				start := time.Now()
+				sim.StartFirehose(discordsim.FirehoseOptions{MaxSpeed: true, Total: events, Done: done})
+				<-done
+				generated := time.Since(start)
+				sessions := sim.Sessions()
+				testkit.Eventually(t, 2*time.Minute, "every event delivered", func() bool { return b.delivered(sessions) })
+				took := time.Since(start)
+				_, copies := b.checkIDs(t, sessions, mode == "cluster")
+				t.Logf("%s, batch_max %d: %d events at the bot in %s: %.0f events/s (the simulator generated them in %s); %d copies",
+					mode, batch, b.total()-before, took.Round(time.Millisecond), float64(b.total()-before)/took.Seconds(), generated.Round(time.Millisecond), copies)
+			})
+		}
 	}
 }
