@@ -37,17 +37,17 @@
 //     2xx): a durable consumer per shard ("bot-<shard>", AckAll, MaxAckPending = batch_max), pulled
 //     only by the shard's owner, which gathers what a previous holder left out before anything later
 //     (delivery.go says why and how).
-//   - [Follow]: a cache process's own durable consumer of the whole stream ("cache-<instance>").
+//   - [Follow]: a cache process's own durable consumer of the whole stream ("cache-<instance>"), for
+//     --role=all and --role=cache in cluster mode.
 //   - [AgreeShardCount]: one shard count for the deployment, in the target bucket.
 //
 // roles/cluster_gateway.go wires them into the gateway role when cluster.nats_url is set (GET /status
 // shows the processes and each shard's owner; /readyz is 503 while NATS is unreachable or the process
 // holds no connected shard). What remains: the reshard switch across processes (the target count in
-// dd_target, a second ShardOwner on the new count); the cache role alone following the stream (today
-// only --role=all's cache does); events.sink "redis" and cache.request_members in cluster mode; the
-// guild lists of a taken-over shard (its filter starts empty: a duplicate GUILD_CREATE may pass);
-// NATS credentials keys (nats_creds, ...); delivery putting back in place the one event the stream
-// may store late (below: it is delivered where the stream holds it).
+// dd_target, a second ShardOwner on the new count); events.sink "redis" and cache.request_members in
+// cluster mode; the guild lists of a taken-over shard (its filter starts empty: a duplicate
+// GUILD_CREATE may pass); NATS credentials keys (nats_creds, ...); delivery putting back in place the
+// one event the stream may store late (below: it is delivered where the stream holds it).
 //
 // # Order in the stream
 //
