@@ -724,3 +724,24 @@ func TestANewChannelLearnsFirstWhileTheTokenIsYoungerThanTheWindow(t *testing.T)
 		t.Fatalf("after the learning answer (4 left): %d granted, want 3", n)
 	}
 }
+
+// A bucket reclaimed after IdleAfter may have had requests charged in a window still running when that
+// window is longer than IdleAfter (a failed request is charged without an answer): a new channel of such
+// a hash learns first, however old the token.
+func TestANewChannelLearnsFirstWhenTheWindowOutlastsIdleState(t *testing.T) {
+	h := newHarness(t, Options{IdleAfter: 2 * time.Second})
+	ctx := context.Background()
+	a := h.acquire(ctx, msgRoute)
+	<-a.done
+	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.clock.Advance(5 * time.Second)
+	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
+	var ps []*pendingAcquire
+	for range 3 {
+		ps = append(ps, h.acquire(ctx, other))
+		settle()
+	}
+	if n := granted(ps); n != 1 {
+		t.Fatalf("a 5 s window and idle state kept 2 s: %d granted, want 1 learning request", n)
+	}
+}
