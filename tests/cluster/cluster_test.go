@@ -679,3 +679,84 @@ func TestDeliveryRate(t *testing.T) {
 		}
 	}
 }
+
+// TestStartupPacesIdentifiesAcrossProcesses starts three dd gateway processes together on 32 shards with
+// max_concurrency 4 (Discord's 5 s window, the simulator enforcing it): the identify queue in the KV
+// paces all three as one. No two identifies of one bucket within 5 s (the simulator would answer one
+// with op 9), one identify per shard, and the span from the first to the last identify over its minimum
+// ((32/4 - 1) x 5 s = 35 s) at most 1.05.
+func TestStartupPacesIdentifiesAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("eight identify windows of 5 s: about 50 s")
+	}
+	const (
+		total   = 32
+		conc    = 4
+		window  = 5 * time.Second
+		minimum = (total/conc - 1) * window
+	)
+	nats := clustertest.Server(t)
+	sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: conc, Tokens: []string{token}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	_, botURL := newBot(t)
+	env := []string{
+		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total),
+		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
+		"DD_CLUSTER__NATS_URL=" + nats.ClientURL(), "DD_CLUSTER__LEASE_TTL=10s",
+	}
+	ports := clustertest.FreePorts(t, 3)
+	var ps []*ddProc
+	for i, name := range []string{"gw-a", "gw-b", "gw-c"} {
+		ps = append(ps, startDD(t, name, fmt.Sprintf("127.0.0.1:%d", ports[i]), env))
+	}
+	took := testkit.Eventually(t, minimum+60*time.Second, "32 shards ready", func() bool {
+		for _, p := range ps {
+			if p.exited() {
+				t.Fatalf("%s exited", p.name)
+			}
+		}
+		_, all := readySplit(ps, total)
+		return all
+	})
+	st := sim.GatewayStats()
+	counts, _ := readySplit(ps, total)
+	var first, last time.Time
+	perShard := map[int]int{}
+	byBucket := map[int][]time.Time{}
+	for _, id := range st.Identifies {
+		if id.Outcome != discordsim.IdentifyAccepted {
+			t.Errorf("identify of shard %d: %s %s", id.Shard, id.Outcome, id.Reason)
+		}
+		perShard[id.Shard]++
+		byBucket[id.Shard%conc] = append(byBucket[id.Shard%conc], id.At)
+		if first.IsZero() || id.At.Before(first) {
+			first = id.At
+		}
+		if id.At.After(last) {
+			last = id.At
+		}
+	}
+	for b, ats := range byBucket {
+		sort.Slice(ats, func(i, j int) bool { return ats[i].Before(ats[j]) })
+		for i := 1; i < len(ats); i++ {
+			if gap := ats[i].Sub(ats[i-1]); gap < window {
+				t.Errorf("bucket %d: two identifies %s apart, under Discord's %s", b, gap.Round(time.Millisecond), window)
+			}
+		}
+	}
+	span := last.Sub(first)
+	t.Logf("three processes, 32 shards, max_concurrency 4: all ready %s after the start, split %v; %d identifies (%d shards identified), span %s, minimum %s, ratio %.3f; identify violations %d",
+		took.Round(time.Millisecond), counts, len(st.Identifies), len(perShard), span.Round(time.Millisecond), minimum, span.Seconds()/minimum.Seconds(), st.IdentifyViolations)
+	if st.IdentifyViolations != 0 {
+		t.Errorf("%d identifies answered with op 9 (too early for their bucket)", st.IdentifyViolations)
+	}
+	if len(st.Identifies) != total || len(perShard) != total {
+		t.Errorf("%d identifies for %d shards (%d shards identified); want one each", len(st.Identifies), total, len(perShard))
+	}
+	if r := span.Seconds() / minimum.Seconds(); r > 1.05 {
+		t.Errorf("identify span %s is %.3f x the minimum %s; want at most 1.05", span, r, minimum)
+	}
+}
