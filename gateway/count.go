@@ -133,3 +133,32 @@ func decodeGuilds(v []byte) []uint64 {
 	}
 	return ids
 }
+
+// ShardRange is a Config.Shards that runs first..last of every count (last below 0 or past the count:
+// to its end).
+func ShardRange(first, last int) func(total int) []int {
+	return func(total int) []int {
+		end := last
+		if end < 0 || end >= total {
+			end = total - 1
+		}
+		var ids []int
+		for id := max(first, 0); id <= end; id++ {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+}
+
+// ShardSplit is a Config.Shards for one of processes processes that share the shards: those whose id
+// modulo processes is process, so that a reshard to a multiple of the count keeps every guild in its
+// process.
+func ShardSplit(process, processes int) func(total int) []int {
+	return func(total int) []int {
+		var ids []int
+		for id := process; id < total; id += processes {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,32 @@ func TestGuildListsRoundTrip(t *testing.T) {
 		if got[i] != ids[i] {
 			t.Fatalf("decoded %v, want %v", got, ids)
 		}
+	}
+}
+
+// A process's shards are chosen anew for every count: the first set's and a reshard's.
+func TestShardRangeAndSplitFollowTheCount(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		shards func(int) []int
+		total  int
+		want   string
+	}{
+		{"all", ShardRange(0, -1), 2, "[0 1]"},
+		{"all after a reshard", ShardRange(0, -1), 4, "[0 1 2 3]"},
+		{"first..last", ShardRange(1, 2), 4, "[1 2]"},
+		{"last past the count", ShardRange(1, 9), 3, "[1 2]"},
+		{"first past the count", ShardRange(5, -1), 3, "[]"},
+		{"split", ShardSplit(1, 2), 4, "[1 3]"},
+		{"split after a reshard", ShardSplit(1, 2), 8, "[1 3 5 7]"},
+	} {
+		if got := fmt.Sprint(c.shards(c.total)); got != c.want {
+			t.Errorf("%s of %d: %s, want %s", c.name, c.total, got, c.want)
+		}
+	}
+	r := ShardRange(0, -1)
+	r(2)
+	if got := fmt.Sprint(r(4)); got != "[0 1 2 3]" {
+		t.Errorf("a range used for 2 shards then 4 runs %s of 4", got)
 	}
 }

@@ -79,10 +79,15 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 	if split {
 		coord = gateway.CoordinatorClient{URL: cfg.Rest.URL, Secret: cfg.Rest.Secret}
 	}
+	// With gateway.clusters, the shards whose id modulo clusters is cluster_id; else first..last.
+	shards := gateway.ShardRange(gc.FirstShard, gc.LastShard)
+	if gc.Clusters > 1 {
+		shards = gateway.ShardSplit(gc.ClusterID, gc.Clusters)
+	}
 	g.gw, err = gateway.New(gateway.Config{
 		Shard: shard.Config{Token: cfg.Discord.Token, Intents: int(gc.Intents), APIVersion: cfg.Discord.APIVersion,
 			Compress: gc.Compress, LargeThreshold: gc.LargeThreshold},
-		TotalShards: gc.TotalShards, Shards: func(total int) []int { return shardRange(gc, total) }, Processes: gc.Clusters,
+		TotalShards: gc.TotalShards, Shards: shards, Processes: gc.Clusters,
 		Queue: q, Store: st, Sessions: shard.NewSessionStore(st), GatewayBot: gateway.GatewayBotFrom(apiURL, cfg.Discord.APIVersion, auth, log),
 		Identify: limiter, IdentifyWindow: identifyWin,
 		Filter: gateway.Filter{Drop: cfg.Events.Drop, DedupMessageUpdates: gc.DedupMessageUpdates,
@@ -222,28 +227,4 @@ func (g *gatewayRole) shardSet() ShardSet {
 		return cur.Manager()
 	}
 	return nil
-}
-
-// shardRange is this instance's shards of total: with gateway.clusters, the shards whose id modulo
-// clusters is cluster_id (so that a reshard to a multiple of the count keeps every guild in its process);
-// else first_shard..last_shard.
-func shardRange(g config.Gateway, total int) []int {
-	if total > gateway.MaxShards {
-		return nil // never sized by an unchecked number; callers vet total with gateway.CheckCount
-	}
-	var ids []int
-	if g.Clusters > 1 {
-		for id := g.ClusterID; id < total; id += g.Clusters {
-			ids = append(ids, id)
-		}
-		return ids
-	}
-	first, last := g.FirstShard, g.LastShard
-	if last < 0 || last >= total {
-		last = total - 1
-	}
-	for id := first; id <= last; id++ {
-		ids = append(ids, id)
-	}
-	return ids
 }
