@@ -105,7 +105,7 @@ func (c CoordinatorClient) Target(ctx context.Context, propose int) (int, error)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("reshard coordinator answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return 0, fmt.Errorf("%s %s answered %s: %s", method, CoordinatorPath, resp.Status, bytes.TrimSpace(msg))
 	}
 	var out struct {
 		TotalShards int `json:"total_shards"`
