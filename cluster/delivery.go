@@ -312,7 +312,7 @@ func (p *puller) open() error {
 	if p.it != nil {
 		return nil
 	}
-	it, err := p.cons.Messages(jetstream.PullMaxMessages(p.n), jetstream.PullExpiry(p.wait))
+	it, err := p.cons.Messages(jetstream.PullMaxMessages(2*p.n+16), jetstream.PullExpiry(p.wait))
 	if err != nil {
 		return err
 	}
@@ -502,11 +502,18 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 			return false, false
 		}
 	}
-	// AckAll: the last event acknowledges the batch. Confirmed, so that a lost acknowledgement is known;
-	// if it is lost the server gives the batch again (the same ids).
-	actx, cancel := context.WithTimeout(context.Background(), d.cfg.AckWait/2)
-	err := msgs[len(msgs)-1].DoubleAck(actx)
-	cancel()
+	// AckAll: the last event acknowledges the batch. With batches of more than one it is confirmed: a
+	// lost acknowledgement left the batch out while later events could come (the puller gathers again).
+	// With MaxAckPending 1 nothing later can come before the server has it, and a lost one only brings
+	// the same event again after AckWait: no wait for the confirmation (a round trip per event).
+	var err error
+	if d.cfg.BatchMax == 1 {
+		err = msgs[0].Ack()
+	} else {
+		actx, cancel := context.WithTimeout(context.Background(), d.cfg.AckWait/2)
+		err = msgs[len(msgs)-1].DoubleAck(actx)
+		cancel()
+	}
 	if err != nil {
 		d.log.Warn("acknowledging delivered events failed; they will be delivered again", zap.Int("shard", shardID), zap.Error(err))
 	}
