@@ -53,6 +53,10 @@ type Options struct {
 	Replicas int
 	// Timeout bounds each request to NATS made while connecting. Default 10 s.
 	Timeout time.Duration
+	// CredsFile is a NATS credentials file (cluster.nats_creds); TLSCAFile a PEM file of the CAs of the
+	// servers' certificates (cluster.nats_tls_ca). Default none: a user and password or a token may be
+	// in URL.
+	CredsFile, TLSCAFile string
 	// NATSOptions are passed to nats.Connect after dd's own (credentials, TLS, ...).
 	NATSOptions []nats.Option
 	// Log receives connection changes. Default: none.
@@ -118,6 +122,12 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected to NATS", zap.String("server", nc.ConnectedUrlRedacted()))
 		}),
+	}
+	if o.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCAFile))
 	}
 	opts = append(opts, o.NATSOptions...)
 	nc, err := nats.Connect(o.URL, opts...)

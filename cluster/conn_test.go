@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -76,4 +78,24 @@ func TestConnectFailsWithoutServer(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "secretpw") {
 		t.Fatalf("err %v, want one without the password", err)
 	}
+}
+
+// A credentials file NATS cannot use fails the connection, naming it; a server that needs none is not
+// reached without it.
+func TestConnectWithABadCredentialsFileFails(t *testing.T) {
+	url := clustertestServer(t)
+	creds := filepath.Join(t.TempDir(), "dd.creds")
+	if err := os.WriteFile(creds, []byte("not a credentials file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t, 10*time.Second)
+	if c, err := Connect(ctx, Options{URL: url, CredsFile: creds, Timeout: 2 * time.Second}); err == nil {
+		c.Close()
+		t.Fatal("connected with a credentials file that holds no JWT")
+	}
+	c, err := Connect(ctx, Options{URL: url, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
 }

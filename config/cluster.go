@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -30,6 +31,14 @@ func (c *Config) validateCluster(role Role, bad func(key, format string, args ..
 	}
 	if k.Replicas != 1 && k.Replicas != 3 {
 		bad("cluster.replicas", "must be 1 (one NATS server) or 3 (a NATS cluster), got %d", k.Replicas)
+	}
+	for _, f := range []struct{ key, path string }{{"cluster.nats_creds", k.NATSCreds}, {"cluster.nats_tls_ca", k.NATSTLSCA}} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err != nil || st.IsDir() {
+			bad(f.key, "%q is not a readable file", f.path)
+		}
 	}
 	if role.Runs(RoleGateway) {
 		// What the gateway of cluster mode does not do yet: refused rather than silently ignored.

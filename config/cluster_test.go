@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +65,24 @@ func TestClusterGatewayRefusesWhatItDoesNotDoYet(t *testing.T) {
 		}
 		if _, err := load(t, toml, nil, RoleCache); err != nil && strings.Contains(err.Error(), key) {
 			t.Errorf("--role=cache in cluster mode: %s refused: %v", key, err)
+		}
+	}
+}
+
+func TestClusterCredentialFilesMustExist(t *testing.T) {
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "dd.creds")
+	if err := os.WriteFile(creds, []byte("-----BEGIN NATS USER JWT-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := load(t, clusterTOML, []string{"DD_CLUSTER__NATS_CREDS=" + creds}, RoleGateway)
+	if err != nil || cfg.Cluster.NATSCreds != creds || cfg.Cluster.NATSTLSCA != "" {
+		t.Fatalf("nats_creds %q: %+v, %v", creds, cfg.Cluster, err)
+	}
+	for key, env := range map[string]string{"cluster.nats_creds": "DD_CLUSTER__NATS_CREDS=" + filepath.Join(dir, "missing.creds"),
+		"cluster.nats_tls_ca": "DD_CLUSTER__NATS_TLS_CA=" + dir} {
+		if _, err := load(t, clusterTOML, []string{env}, RoleGateway); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: want an error naming %s, got %v", env, key, err)
 		}
 	}
 }

@@ -137,6 +137,12 @@ type Cluster struct {
 	LeaseTTL time.Duration `koanf:"lease_ttl"`
 	// Replicas is how many NATS servers keep each bucket: 1 (one server) or 3 (a cluster). Default 1.
 	Replicas int `koanf:"replicas"`
+	// NATSCreds is a NATS credentials file (a user JWT and its NKey seed) to connect with. Default "".
+	// A user and password, or a token, go in NATSURL.
+	NATSCreds string `koanf:"nats_creds"`
+	// NATSTLSCA is a PEM file of the CAs that sign the NATS servers' certificates, for tls:// URLs
+	// whose servers the system's CAs do not vouch for. Default "".
+	NATSTLSCA string `koanf:"nats_tls_ca"`
 }
 
 // Gateway configures the gateway role.

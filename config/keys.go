@@ -129,6 +129,8 @@ var keys = []keySpec{
 	{path: "cluster.advertise_url", kind: kindString, def: ""},
 	{path: "cluster.lease_ttl", kind: kindDuration, def: "10s"},
 	{path: "cluster.replicas", kind: kindInt, def: int64(1)},
+	{path: "cluster.nats_creds", kind: kindString, def: ""},
+	{path: "cluster.nats_tls_ca", kind: kindString, def: ""},
 
 	{path: "shutdown_timeout", kind: kindDuration, def: "15s"},
 }

@@ -72,7 +72,7 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
-		Replicas: c.Replicas, Log: log.Named("cluster")})
+		Replicas: c.Replicas, CredsFile: c.NATSCreds, TLSCAFile: c.NATSTLSCA, Log: log.Named("cluster")})
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats_url: %w", err)
 	}
@@ -513,7 +513,7 @@ func clusterCacheFollower(cfg *config.Config, apply func(payloads ...[]byte) err
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			var err error
 			conn, err = cluster.Connect(cctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
-				Replicas: c.Replicas, Log: log.Named("cluster")})
+				Replicas: c.Replicas, CredsFile: c.NATSCreds, TLSCAFile: c.NATSTLSCA, Log: log.Named("cluster")})
 			cancel()
 			if err != nil {
 				log.Warn("cannot follow the event stream yet: NATS unreachable; retrying", zap.Error(err), zap.Duration("after", backoff))

@@ -102,7 +102,7 @@ func restCluster(cfg *config.Config, log *zap.Logger) (*restproxy.Cluster, error
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
-		Replicas: c.Replicas, Log: log.Named("cluster")})
+		Replicas: c.Replicas, CredsFile: c.NATSCreds, TLSCAFile: c.NATSTLSCA, Log: log.Named("cluster")})
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats_url: %w", err)
 	}
