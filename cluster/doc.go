@@ -46,8 +46,8 @@
 // holds no connected shard). What remains: the reshard switch across processes (the target count in
 // dd_target, a second ShardOwner on the new count); events.sink "redis" and cache.request_members in
 // cluster mode; the guild lists of a taken-over shard (its filter starts empty: a duplicate
-// GUILD_CREATE may pass); NATS credentials keys (nats_creds, ...); delivery putting back in place the
-// one event the stream may store late (below: it is delivered where the stream holds it).
+// GUILD_CREATE may pass); delivery putting back in place the one event the stream may store late
+// (below: it is delivered where the stream holds it).
 //
 // # Order in the stream
 //
