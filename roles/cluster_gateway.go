@@ -211,6 +211,10 @@ func (g *clusterGateway) run(ctx context.Context) error {
 		return err
 	}
 	g.st.Store(&clusterRun{total: total, owner: owner, runner: runner, sink: sink, deliv: deliv, filter: f})
+	if gw.Reshard {
+		g.log.Info("automatic resharding is not available in cluster mode yet: the shard count stays until every process restarts with another gateway.total_shards",
+			zap.Int("total_shards", total))
+	}
 	g.log.Info("joining the deployment's gateway processes", zap.String("cluster", g.conn.Name()), zap.Int("total_shards", total),
 		zap.Ints("fixed_shards", ids), zap.Duration("lease_ttl", g.cfg.Cluster.LeaseTTL),
 		zap.Int("max_concurrency", info.SessionStartLimit.MaxConcurrency), zap.Int("identifies_remaining", info.SessionStartLimit.Remaining))
