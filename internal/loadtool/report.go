@@ -68,8 +68,8 @@ func (r ShardsRun) print(w io.Writer) {
 	if r.FillEvents > 0 {
 		fmt.Fprintf(w, "  traffic         %d MESSAGE_CREATEs delivered before the settle (%s)\n", r.FillEvents, r.Compress)
 	}
-	fmt.Fprintf(w, "  dd memory       %d goroutines, heap in use %s, stacks %s (after the settle, %s)\n",
-		r.Goroutines, mib(r.HeapInuse), mib(r.StackInuse), r.Compress)
+	fmt.Fprintf(w, "  dd memory       %d goroutines, heap in use %s, stacks %s (after the settle, %s); %d collections during the settle\n",
+		r.Goroutines, mib(r.HeapInuse), mib(r.StackInuse), r.Compress, r.SettleGCs)
 	fmt.Fprintf(w, "  dd CPU          %.2fs until ready; idle %.3f cores over the settle\n", r.StartupCPU, r.IdleCores)
 	fmt.Fprintf(w, "  simulator       RSS %s, idle %.3f cores\n", mib(r.SimRSS), r.SimIdleCores)
 	fmt.Fprintf(w, "  GET /status     median %.2f ms (%v ms), %d bytes, %d shards ready\n",

@@ -31,7 +31,8 @@ type ShardsOptions struct {
 	// guilds at random) once every shard is ready, before the settle: a shard that has run a while has
 	// seen more than its decompressor's window (32 KiB for zlib-stream), and an idle shard's memory
 	// depends on it. 80 a shard is about 50 KB. dd drops them (events.drop) after the shard has read
-	// them, so that the queue's and delivery's garbage from the burst does not hide the shards' memory.
+	// them, so that the queue's and delivery's garbage from the burst does not hide the shards' memory,
+	// and does not remember them for MESSAGE_UPDATE dedup (gateway.dedup_message_updates = false).
 	FillEvents int
 	// ReadyTimeout bounds the wait for every shard and guild [3 × the identify minimum + 1 min].
 	ReadyTimeout   time.Duration
@@ -102,9 +103,12 @@ type ShardsRun struct {
 	Compress      string  `json:"compress"`
 	FillEvents    int64   `json:"fill_events"` // MESSAGE_CREATEs delivered before the settle (FillEvents × shards)
 	// From dd's /metrics after the settle.
-	Goroutines   int64   `json:"goroutines"`
-	HeapInuse    int64   `json:"heap_inuse_bytes"`
-	StackInuse   int64   `json:"stack_inuse_bytes"`
+	Goroutines int64 `json:"goroutines"`
+	HeapInuse  int64 `json:"heap_inuse_bytes"`
+	StackInuse int64 `json:"stack_inuse_bytes"`
+	// SettleGCs is how many collections dd ran during the settle. Until one has run after the traffic,
+	// RSS holds the burst's garbage; an idle Go process collects every two minutes.
+	SettleGCs    int     `json:"settle_gcs"`
 	SimIdleCores float64 `json:"sim_idle_cpu_cores"`
 
 	StatusMillis    []float64 `json:"status_ms"` // each GET /status, in order
@@ -197,7 +201,10 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 		extra = append([]string{"DD_GATEWAY__COMPRESS=" + o.Compress}, extra...)
 	}
 	if o.FillEvents > 0 {
-		extra = append([]string{"DD_EVENTS__DROP=MESSAGE_CREATE"}, extra...)
+		// The filter's MESSAGE_UPDATE dedup remembers every MESSAGE_CREATE up to gateway limits that are
+		// the process's, not a shard's: the fill's events, proportional to the shards, would count it
+		// as memory per shard.
+		extra = append([]string{"DD_EVENTS__DROP=MESSAGE_CREATE", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}, extra...)
 	}
 	env := ddEnv(sim, recv, filepath.Join(dir, "store"), n, "Guilds,GuildMessages", extra)
 	start := time.Now()
@@ -254,6 +261,10 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 	o.Logf("shards: settling %v", o.Settle)
 
 	settleStart := time.Now()
+	gcsBefore, err := dd.metrics()
+	if err != nil {
+		return run, err
+	}
 	if err := sleepCtx(ctx, o.Settle); err != nil {
 		return run, err
 	}
@@ -280,6 +291,7 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 		return run, err
 	}
 	run.Goroutines = int64(m.Value("go_goroutines"))
+	run.SettleGCs = int(m.Value("go_gc_duration_seconds_count") - gcsBefore.Value("go_gc_duration_seconds_count"))
 	run.HeapInuse = int64(m.Value("go_memstats_heap_inuse_bytes"))
 	run.StackInuse = int64(m.Value("go_memstats_stack_inuse_bytes"))
 	run.SimIdleCores = (simSettled.CPUSeconds - simAtReady.CPUSeconds) / run.SettleSeconds
