@@ -76,6 +76,9 @@ func heapAndStacks() uint64 {
 //
 //	go test -run '^$' -bench IdleShardMemory -benchtime 1000x ./shard/
 func BenchmarkIdleShardMemory(b *testing.B) {
+	if os.Getenv("DD_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 256 // a finer profile than the default 512 KiB sample: shards are small
+	}
 	for _, compress := range []string{CompressZstd, CompressZlib} {
 		b.Run(compress, func(b *testing.B) {
 			n := b.N
