@@ -31,7 +31,7 @@ import (
 // the bot's 2xx, retried with backoff for as long as it takes.
 //
 // How one shard's events stay in order with several processes able to deliver: each shard has one
-// durable pull consumer of the stream, "bot-<shard>" (ConsumerName), filtered on the shard's
+// durable pull consumer of the stream, "dd-delivery-<shard>" (ConsumerName), filtered on the shard's
 // subjects, with AckPolicy All and MaxAckPending = BatchMax. The server then lets out at most one
 // batch of the shard at a time, to whichever process pulls first; the next batch only after the last
 // event of this one is acknowledged (which acknowledges the batch), or after AckWait when its holder went
@@ -167,8 +167,10 @@ func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, e
 	return d, nil
 }
 
-// ConsumerName is the durable consumer that delivers shard id's events to the bot: "bot-<id>".
-func ConsumerName(shardID int) string { return "bot-" + strconv.Itoa(shardID) }
+// ConsumerName is the durable consumer that delivers shard id's events to events.urls: "dd-delivery-<id>"
+// (a name of dd's own, so that a bot reading the stream with consumers of its own, "bot-0" say, is not
+// reconfigured by it).
+func ConsumerName(shardID int) string { return "dd-delivery-" + strconv.Itoa(shardID) }
 
 // consumer creates (or finds) the shard's durable consumer.
 func (d *Delivery) consumer(ctx context.Context, shardID int) (jetstream.Consumer, error) {

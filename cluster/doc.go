@@ -34,11 +34,11 @@
 //     batch written, before a handover releases the lease.
 //   - [Delivery]: the bot's events from the stream to events.urls, as one machine delivers them (the
 //     envelope as stored, X-DD-Event-Id the Nats-Msg-Id, events.batch_max, acknowledged after the bot's
-//     2xx): a durable consumer per shard ("bot-<shard>", AckAll, MaxAckPending = batch_max), pulled
-//     only by the shard's owner, which gathers what a previous holder left out before anything later
-//     (delivery.go says why and how).
-//   - [Follow]: a cache process's own durable consumer of the whole stream ("cache-<instance>"), for
-//     --role=all and --role=cache in cluster mode.
+//     2xx): a durable consumer per shard ("dd-delivery-<shard>", AckAll, MaxAckPending = batch_max),
+//     pulled only by the shard's owner, which gathers what a previous holder left out before anything
+//     later (delivery.go says why and how).
+//   - [Follow]: a cache process's own durable consumer of the whole stream ("dd-cache-<instance>"),
+//     for --role=all and --role=cache in cluster mode.
 //   - [AgreeShardCount]: one shard count for the deployment, in the target bucket.
 //
 // roles/cluster_gateway.go wires them into the gateway role when cluster.nats_url is set (GET /status

@@ -10,14 +10,14 @@ import (
 	"github.com/ddhq/dd/internal/rawjson"
 )
 
-// A cache process follows the whole stream with a durable consumer of its own ("cache-<instance>"), so
+// A cache process follows the whole stream with a durable consumer of its own ("dd-cache-<instance>"), so
 // that several cache processes each hold every event (PRODUCT.md §7). One consumer reads the stream in
 // its order, which keeps each shard's order; a batch is acknowledged (AckAll, its last event) once the
 // cache stored it, and a process that restarts under the same instance name goes on from there.
 
 // FollowConfig configures Follow.
 type FollowConfig struct {
-	// Durable names the consumer. Default "cache-<instance>".
+	// Durable names the consumer. Default "dd-cache-<instance>".
 	Durable string
 	// Batch is the most events applied at once. Default 500.
 	Batch int
@@ -28,9 +28,9 @@ type FollowConfig struct {
 	Log      *zap.Logger
 }
 
-// FollowerName is the durable consumer of a cache process: "cache-<instance>".
+// FollowerName is the durable consumer of a cache process: "dd-cache-<instance>".
 func FollowerName(instance string) string {
-	return "cache-" + keyUnsafe.ReplaceAllString(instance, "_")
+	return "dd-cache-" + keyUnsafe.ReplaceAllString(instance, "_")
 }
 
 // Follow applies the stream's events, in order, with apply (given the payloads, the envelope's

@@ -506,7 +506,7 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // clusterCacheFollower is the cache role's feed in cluster mode without a gateway in the process: its
-// own durable consumer of the stream ("cache-<instance>"), so that several cache processes each hold
+// own durable consumer of the stream ("dd-cache-<instance>"), so that several cache processes each hold
 // every event. It connects to NATS (retrying until it can) and follows until ctx ends.
 func clusterCacheFollower(cfg *config.Config, apply func(payloads ...[]byte) error, log *zap.Logger) func(context.Context) error {
 	log = log.Named("cache")
