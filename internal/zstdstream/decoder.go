@@ -97,6 +97,8 @@ type Reader struct {
 	rep                    [3]int
 	huf                    hufTree
 	llPrev, ofPrev, mlPrev seqTableState
+
+	idle idleState
 }
 
 // NewReader returns a Reader decoding the zstd frames read from src. Frames whose window is larger than
@@ -124,6 +126,7 @@ func (r *Reader) Reset(src io.Reader) { r.init(src, int(r.maxWindow)) }
 // Close releases the history; Read then fails with ErrClosed. Per-block buffers are never held between
 // Read calls.
 func (r *Reader) Close() {
+	r.idle.close()
 	r.hist, r.wpos, r.pending = nil, 0, 0
 	r.digest = nil
 	r.src = nil
@@ -284,6 +287,7 @@ func (r *Reader) readFrameHeader() error {
 		r.digest = nil
 	}
 	r.hist, r.wpos, r.pending = r.hist[:0], 0, 0
+	r.idle.newFrame()
 	if cap(r.hist) > r.window {
 		r.hist = nil
 	}
@@ -295,7 +299,12 @@ func (r *Reader) readFrameHeader() error {
 }
 
 func (r *Reader) readBlock() error {
-	if _, err := io.ReadFull(r.src, r.hdr[:3]); err != nil {
+	from := 0
+	if r.idle.havePre {
+		// The header's first byte, read by WaitMessage.
+		r.hdr[0], from, r.idle.havePre = r.idle.pre, 1, false
+	}
+	if _, err := io.ReadFull(r.src, r.hdr[from:3]); err != nil {
 		return unexpected(err)
 	}
 	bh := uint32(r.hdr[0]) | uint32(r.hdr[1])<<8 | uint32(r.hdr[2])<<16
@@ -373,6 +382,7 @@ func (r *Reader) readBlock() error {
 // appendHist adds a decoded block (at most one window) to the history and makes it pending.
 func (r *Reader) appendHist(b []byte) {
 	r.pending += len(b)
+	r.idle.out += len(b)
 	w := r.window
 	for len(b) > 0 {
 		if len(r.hist) < w {
