@@ -91,12 +91,13 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 	var payloads io.Reader = feed
 	switch compress {
 	case CompressZstd:
-		// zstdstream keeps only the sender's window between messages (an idle shard's memory).
+		// zstdstream keeps only the sender's window between messages, packed once the connection idles.
 		zd := zstdstream.NewReader(feed, 32<<20)
+		zd.SetIdle(packIdle)
 		payloads, c.zr = zd, zstdCloser{zd}
 	case CompressZlib:
 		// zlibstream packs an idle connection's 32 KiB history and lends it a decoder per message.
-		zr := zlibstream.NewReader(feed, zlibIdle)
+		zr := zlibstream.NewReader(feed, packIdle)
 		payloads, c.zr = zr, zlibCloser{zr}
 	}
 	c.objs = rawjson.NewObjectReader(payloads)
@@ -287,9 +288,9 @@ func wrapClose(err error) error {
 	return err
 }
 
-// zlibIdle is how long a zlib-stream connection goes without a message before its decoder's history is
-// packed (about 5 times smaller for JSON) and the decoder itself goes back to a pool.
-const zlibIdle = time.Second
+// packIdle is how long a connection goes without a message before its decompressor's history is packed
+// (about 4 times smaller for gateway JSON) and the window's buffer (zlib-stream: the whole decoder) goes.
+const packIdle = time.Second
 
 type zlibCloser struct{ z *zlibstream.Reader }
 
