@@ -8,7 +8,8 @@
 // offset and match-length FSE tables. Everything needed to decode one block (the compressed block, the
 // literals, the decoded block and the decoding tables) is taken from a sync.Pool shared by all Readers when
 // a block is decoded and returned right after, so an idle Reader costs about its window plus a few hundred
-// bytes.
+// bytes; with SetIdle, a Reader whose caller waits through WaitMessage packs the window after the idle
+// period (see idle.go), and costs a fraction of it.
 //
 // Read returns a block's bytes as soon as that block is decoded: it reads the 3-byte block header, then
 // exactly Block_Size bytes, and never asks its source for more before the block's bytes are served.
