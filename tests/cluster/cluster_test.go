@@ -673,8 +673,12 @@ func TestDeliveryRate(t *testing.T) {
 				testkit.Eventually(t, 2*time.Minute, "every event delivered", func() bool { return b.delivered(sessions) })
 				took := time.Since(start)
 				_, copies := b.checkIDs(t, sessions, mode == "cluster")
-				t.Logf("%s, batch_max %d: %d events at the bot in %s: %.0f events/s (the simulator generated them in %s); %d copies",
-					mode, batch, b.total()-before, took.Round(time.Millisecond), float64(b.total()-before)/took.Seconds(), generated.Round(time.Millisecond), copies)
+				note := ""
+				if raceEnabled {
+					note = " (under -race: the simulator and the bot in this process are slowed; not a figure)"
+				}
+				t.Logf("%s, batch_max %d: %d events at the bot in %s: %.0f events/s%s (the simulator generated them in %s); %d copies",
+					mode, batch, b.total()-before, took.Round(time.Millisecond), float64(b.total()-before)/took.Seconds(), note, generated.Round(time.Millisecond), copies)
 			})
 		}
 	}
