@@ -437,6 +437,30 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	if n := len(sim.GatewayStats().Identifies); n != ids0 {
 		t.Errorf("%d identifies during the rebalance; want 0 (handovers resume)", n-ids0)
 	}
+	// A rolling restart's stop: SIGTERM hands the shards over (closed resumably, sessions written, leases
+	// released), so the others take them at once rather than after a lease_ttl.
+	time.Sleep(time.Second)
+	leaving := ps[1]
+	termAt := time.Now()
+	_ = leaving.cmd.Process.Signal(syscall.SIGTERM)
+	stayed := []*ddProc{ps[0], ps[2]}
+	took = testkit.Eventually(t, 6*ttl, "a stopped process's shards ready on the other two", func() bool {
+		_, all := readySplit(stayed, total)
+		return all
+	})
+	<-leaving.done
+	_ = leaving.cmd.Wait()
+	t.Logf("%s stopped with SIGTERM (exit %d): its shards READY on the other two %s later, %s after the signal it had exited",
+		leaving.name, leaving.cmd.ProcessState.ExitCode(), took.Round(time.Millisecond), time.Since(termAt).Round(time.Millisecond))
+	if code := leaving.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("%s exited %d after SIGTERM; want 0", leaving.name, code)
+	}
+	if took > ttl {
+		t.Errorf("handover on SIGTERM took %s; want under lease_ttl %s (the leases are released, not left to expire)", took, ttl)
+	}
+	if n := len(sim.GatewayStats().Identifies); n != ids0 {
+		t.Errorf("%d identifies after a SIGTERM; want 0", n-ids0)
+	}
 	time.Sleep(time.Second)
 	stopFirehose()
 
