@@ -94,6 +94,9 @@ type Delivery struct {
 type deliveryRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// backlog is how many of the shard's events were in the stream behind the last one pulled: the
+	// NumPending of its metadata (free with every event; no request).
+	backlog atomic.Int64
 }
 
 // NewDelivery checks cfg and finds the event stream (NewEventSink creates it).
@@ -208,7 +211,7 @@ func (d *Delivery) Start(shardID int) (stop func()) {
 	go func() {
 		defer d.wg.Done()
 		defer close(run.done)
-		d.run(ctx, shardID)
+		d.run(ctx, shardID, run)
 	}()
 	return func() {
 		cancel()
@@ -224,6 +227,17 @@ func (d *Delivery) Start(shardID int) (stop func()) {
 		case <-time.After(d.cfg.AckWait):
 		}
 	}
+}
+
+// Backlog is how many of shard id's events wait for the bot, as of the last event pulled (0 when the
+// shard is not delivered here).
+func (d *Delivery) Backlog(shardID int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if run := d.running[shardID]; run != nil {
+		return int(run.backlog.Load())
+	}
+	return 0
 }
 
 // Delivered counts the events the bot acknowledged (copies included).
@@ -253,7 +267,7 @@ func (d *Delivery) Close() {
 }
 
 // run is one shard's delivery loop.
-func (d *Delivery) run(ctx context.Context, shardID int) {
+func (d *Delivery) run(ctx context.Context, shardID int, run *deliveryRun) {
 	var cons jetstream.Consumer
 	for backoff := 250 * time.Millisecond; cons == nil; backoff = min(2*backoff, 5*time.Second) {
 		var err error
@@ -280,7 +294,14 @@ func (d *Delivery) run(ctx context.Context, shardID int) {
 			}
 			continue
 		}
-		if ok, acked := d.deliver(ctx, shardID, target, shown, msgs, p.held()); !ok || !acked {
+		if md, err := msgs[len(msgs)-1].Metadata(); err == nil {
+			run.backlog.Store(int64(md.NumPending) + int64(len(msgs)))
+		}
+		ok, acked := d.deliver(ctx, shardID, target, shown, msgs, p.held())
+		if ok {
+			run.backlog.Add(-int64(len(msgs)))
+		}
+		if !ok || !acked {
 			p.reset() // given up or not acknowledged: the server gives the batch again; gather it first
 		}
 	}

@@ -321,3 +321,35 @@ func TestDeliveryTakesOverADeadHoldersBatch(t *testing.T) {
 		t.Errorf("b delivered the dead holder's batch after %s; want within AckWait %s and a pull", took, ackWait)
 	}
 }
+
+// TestDeliveryBacklog: while the bot refuses, a shard's backlog is every event in the stream for it
+// (read from the events' metadata, no request); once the bot takes them it is 0.
+func TestDeliveryBacklog(t *testing.T) {
+	url := clustertestServer(t)
+	c := connect(t, url, "a", 1)
+	ctx := ctxFor(t, 30*time.Second)
+	sink, err := NewEventSink(ctx, c, EventSinkConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot, target := newBotRecorder(t, "", true)
+	var down atomic.Bool
+	down.Store(true)
+	bot.fail = down.Load
+	publishEvents(t, sink, 0, 1, "s", 1, 50)
+	d, err := NewDelivery(ctx, c, DeliveryConfig{URLs: []string{target}, BatchMax: 10, AckWait: 2 * time.Second,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, PullWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	if n := d.Backlog(0); n != 0 {
+		t.Errorf("backlog %d before the shard is delivered here", n)
+	}
+	d.Start(0)
+	testkit.Eventually(t, 10*time.Second, "a backlog of 50 while the bot refuses", func() bool { return d.Backlog(0) == 50 })
+	down.Store(false)
+	testkit.Eventually(t, 10*time.Second, "every event delivered", func() bool { return bot.complete(0, 50) })
+	testkit.Eventually(t, 5*time.Second, "a backlog of 0", func() bool { return d.Backlog(0) == 0 })
+	bot.check(t, 1, 50, func(int) string { return "s" })
+}

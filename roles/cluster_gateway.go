@@ -432,6 +432,7 @@ type clusterShardStatus struct {
 	Guilds    int     `json:"guilds"`
 	Loading   int     `json:"loading_guilds"`
 	Resumable bool    `json:"resumable"`
+	Queued    int     `json:"queued_events"` // in the stream, not yet delivered to events.urls
 }
 
 // clusterProcess is one gateway process of the deployment in GET /status.
@@ -478,13 +479,17 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	sort.Slice(procs, func(i, j int) bool { return procs[i].Instance < procs[j].Instance })
 	var shards []clusterShardStatus
 	states := map[string]int{}
-	guilds, loading := 0, 0
+	guilds, loading, queued := 0, 0, 0
 	maxRTT := 0.0
 	for _, s := range (clusterShards{runner: run.runner}).Shards() {
 		st := clusterShardStatus{ID: s.ID(), State: s.State().String(), RTTMillis: float64(s.RTT().Microseconds()) / 1000,
 			Guilds: run.filter.GuildCount(s.ID()), Loading: run.filter.Loading(s.ID()), Resumable: s.Session().Resumable()}
+		if run.deliv != nil {
+			st.Queued = run.deliv.Backlog(s.ID())
+		}
 		shards = append(shards, st)
 		states[st.State]++
+		queued += st.Queued
 		guilds += st.Guilds
 		loading += st.Loading
 		maxRTT = max(maxRTT, st.RTTMillis)
@@ -496,7 +501,9 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		free = []int{}
 	}
 	out["total_shards"], out["processes"], out["free_shards"] = run.total, procs, free
-	out["summary"] = map[string]any{"shards": len(shards), "states": states, "guilds": guilds, "loading_guilds": loading, "max_rtt_ms": maxRTT}
+	out["summary"] = map[string]any{"shards": len(shards), "states": states, "guilds": guilds, "loading_guilds": loading,
+		"queued_events": queued, "max_rtt_ms": maxRTT}
+	out["queue_depth"] = queued // the events of this process's shards that wait for the bot
 	out["filtered_events"] = run.filter.Dropped()
 	out["published_events"], out["duplicate_events"] = run.sink.Published(), run.sink.Duplicates()
 	if lines {

@@ -136,6 +136,16 @@ func TestClusterModeAllRole(t *testing.T) {
 			t.Errorf("shard %d: events out of order at the bot", s.Shard)
 		}
 	}
+	testkit.Eventually(t, 10*time.Second, "/status: nothing waits for the bot", func() bool {
+		_, body := clusterCall(t, "GET", gw+"/status", gwSecret, "")
+		var st struct {
+			Depth  *int `json:"queue_depth"`
+			Shards []struct {
+				Queued *int `json:"queued_events"`
+			} `json:"shards"`
+		}
+		return json.Unmarshal([]byte(body), &st) == nil && st.Depth != nil && *st.Depth == 0 && len(st.Shards) == 2 && st.Shards[0].Queued != nil
+	})
 	g := sim.Guilds()[3]
 	testkit.Eventually(t, 20*time.Second, "the cache holds the guilds (fed from the stream)", func() bool {
 		code, _ := clusterCall(t, "GET", cache+"/guilds/"+discordsim.FormatID(g.ID), cacheSecret, "")
