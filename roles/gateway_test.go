@@ -172,9 +172,11 @@ func TestGatewayAPI(t *testing.T) {
 	dd := startDD(t, config.RoleGateway, gatewayEnv(t, sim, bot)...)
 	base := "http://" + dd.addrs[config.RoleGateway]
 	call := func(method, path, secret, body string) (int, string) { return call(t, method, base+path, secret, body) }
-	testkit.Eventually(t, 10*time.Second, "both shards ready", func() bool {
+	// A shard is ready on READY, and resumable once the sink has stored its session with READY: a moment
+	// later, under load.
+	testkit.Eventually(t, 10*time.Second, "both shards ready with their sessions stored", func() bool {
 		_, body := call("GET", "/status", "gw-secret-0123456789", "")
-		return strings.Count(body, `"state":"ready"`) == 2
+		return strings.Count(body, `"state":"ready"`) == 2 && strings.Count(body, `"resumable":true`) == 2
 	})
 	if code, _ := call("GET", "/status", "", ""); code != http.StatusUnauthorized {
 		t.Errorf("/status without secret: %d", code)
