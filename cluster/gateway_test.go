@@ -195,14 +195,17 @@ type streamReport struct {
 func checkStream(t *testing.T, c *Conn, sim *discordsim.Server, total int) streamReport {
 	t.Helper()
 	ctx := ctxFor(t, 60*time.Second)
-	str, err := c.JetStream().Stream(ctx, StreamName(c.Name()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := str.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Right after a NATS node's loss the JetStream API may answer "no responders" for a moment (its
+	// meta leader elected anew, the client moving to another server): asked again until it answers.
+	var str jetstream.Stream
+	var info *jetstream.StreamInfo
+	var err error
+	testkit.Eventually(t, 30*time.Second, "the event stream's info", func() bool {
+		if str, err = c.JetStream().Stream(ctx, StreamName(c.Name())); err == nil {
+			info, err = str.Info(ctx)
+		}
+		return err == nil
+	})
 	want := map[string]shard.Session{}
 	for _, s := range sim.Sessions() {
 		want[s.ID] = shard.Session{ShardID: s.Shard, NumShards: s.NumShards, ID: s.ID, Seq: s.Seq}
