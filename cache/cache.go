@@ -4,9 +4,10 @@
 // restarts (it is on disk and answers at once) and keeps only the fields configured per kind (Fields), so
 // a big bot stores only what it reads.
 //
-// It applies gateway dispatch payloads handed to Apply, or read from a queue consumer by Follow. It does
-// not serve HTTP (the cache role does), does not talk to Discord (it never fetches what it lacks) and is
-// not a source of truth: it holds what the gateway said last.
+// It applies gateway dispatch payloads handed to Apply, read from a queue consumer by Follow, or posted
+// to its HTTP API (Handler, which the cache role serves behind its secret). It does not listen or
+// authenticate (the role does), does not talk to Discord (it never fetches what it lacks) and is not a
+// source of truth: it holds what the gateway said last.
 package cache
 
 import (

@@ -2,7 +2,6 @@ package roles
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -27,7 +25,6 @@ import (
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/internal/testkit"
-	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/sim/discordsim"
 )
@@ -481,47 +478,6 @@ func TestGatewayReadyzFollowsItsShards(t *testing.T) {
 		code, body := readyz(t, addr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 of 2 shards are not connected")
 	})
-}
-
-// The in-process cache is not ready while it is far behind the gateway's queue.
-func TestCacheReadyzFollowsItsQueue(t *testing.T) {
-	st := openTestStore(t)
-	q, err := queue.Open(st, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	c, err := q.Consumer("cache")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := &cacheRole{following: c}
-	s := newRoleServer(config.RoleCache, config.Listener{Listen: "127.0.0.1:0", MaxConnections: 8}, http.NotFoundHandler(),
-		prometheus.NewRegistry(), zap.NewNop(), cr.ready)
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = s.Serve() }()
-	defer s.Close()
-	s.SetReady(true)
-	recs := make([]queue.Record, cacheReadyLag+1)
-	for i := range recs {
-		recs[i] = queue.Record{Shard: 0, Payload: []byte(`{"op":0,"t":"TYPING_START","s":1,"d":{}}`)}
-	}
-	if err := q.Append(context.Background(), recs); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := readyz(t, s.Addr()); code != http.StatusServiceUnavailable || !strings.Contains(body, "events behind") {
-		t.Errorf("cache %d events behind: %d %s; want 503", len(recs), code, body)
-	}
-	got, err := c.Read(0, 10)
-	if err != nil || len(got) == 0 {
-		t.Fatalf("reading the queue: %v", err)
-	}
-	c.Ack(0, got[len(got)-1].Seq)
-	if code, body := readyz(t, s.Addr()); code != http.StatusOK {
-		t.Errorf("cache %d events behind: %d %s; want 200", cacheReadyLag+1-len(got), code, body)
-	}
 }
 
 // ---- 8. /status after a restart ----

@@ -78,25 +78,3 @@ func shardsDown(shards []*shard.Shard) error {
 	}
 	return nil
 }
-
-// cacheReadyLag is how many events the in-process cache may have left to apply and still be ready.
-const cacheReadyLag = 10_000
-
-// ready says why the cache is not ready: its last write failed, or (fed in-process) it is more than
-// cacheReadyLag events behind the gateway's queue.
-func (r *cacheRole) ready() error {
-	if err := r.storeHealth.failed(); err != nil {
-		return fmt.Errorf("the last events could not be stored: %w", err)
-	}
-	if r.st != nil {
-		if err := r.st.DiskErr(); err != nil {
-			return fmt.Errorf("the store does not take events: %w", err)
-		}
-	}
-	if q := r.following; q != nil {
-		if n := q.Depth(); n > cacheReadyLag {
-			return fmt.Errorf("the cache is %d events behind the gateway (ready under %d)", n, cacheReadyLag)
-		}
-	}
-	return nil
-}

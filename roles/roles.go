@@ -18,6 +18,7 @@ import (
 	"github.com/ddhq/dd/gateway"
 	"github.com/ddhq/dd/identify"
 	"github.com/ddhq/dd/internal/httpapi"
+	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/store"
 )
 
@@ -111,20 +112,23 @@ func Run(ctx context.Context, o Options) error {
 		background = append(background, gw.run)
 	}
 	if o.Role.Runs(config.RoleCache) {
-		cr, err := newCache(cfg, st, reg, log)
+		var following *queue.Consumer
+		if gw != nil {
+			following = gw.cacheQueue
+		}
+		c, api, err := newCache(cfg, st, following, reg, log)
 		if err != nil {
 			return err
 		}
-		add(config.RoleCache, cfg.Cache.Listener, cr, cr.ready)
+		add(config.RoleCache, cfg.Cache.Listener, requireSecret(cfg.Cache.Secret, api), api.Ready)
 		if cgw != nil {
-			cgw.cacheApply = cr.cache.Apply // --role=all in cluster mode: the cache follows the stream
+			cgw.cacheApply = c.Apply // --role=all in cluster mode: the cache follows the stream
 		} else if cfg.Cluster.NATSURL != "" {
-			background = append(background, clusterCacheFollower(cfg, cr.cache.Apply, log)) // --role=cache: its own consumer
+			background = append(background, clusterCacheFollower(cfg, c.Apply, log)) // --role=cache: its own consumer
 		}
 		if gw != nil {
-			cr.following = gw.cacheQueue
 			// --role=all: the cache follows the gateway's queue in-process, stopped before the queue closes.
-			gw.feeds = append(gw.feeds, func(ctx context.Context) error { return cr.cache.Follow(ctx, gw.cacheQueue) })
+			gw.feeds = append(gw.feeds, func(ctx context.Context) error { return c.Follow(ctx, gw.cacheQueue) })
 		}
 	}
 
