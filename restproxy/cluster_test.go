@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,23 +31,6 @@ type member struct {
 	reg   *prometheus.Registry
 }
 
-type electionAdapter struct{ e *cluster.Election }
-
-func (a electionAdapter) Term() restproxy.Term {
-	t := a.e.Term()
-	rt := restproxy.Term{Leading: t.Leading(), N: t.N, Changed: t.Changed}
-	if t.Lease != nil {
-		rt.Done = t.Lease.Done()
-	} else if t.Data != nil {
-		var d struct {
-			URL string `json:"url"`
-		}
-		_ = json.Unmarshal(t.Data, &d)
-		rt.Leader = d.URL
-	}
-	return rt
-}
-
 // newMember starts a rest process of the cluster at natsURL in front of upstream (Discord's API base).
 func newMember(t *testing.T, name, natsURL, upstream string, ttl time.Duration, mod func(*restproxy.Options)) *member {
 	t.Helper()
@@ -63,33 +45,13 @@ func newMember(t *testing.T, name, natsURL, upstream string, ttl time.Duration, 
 		t.Fatal(err)
 	}
 	m.conn = conn
-	l, err := cluster.NewLeaser(conn, cluster.BucketLeases, cluster.LeaseConfig{TTL: ttl})
+	cl, err := restproxy.NATSCluster(conn, ttl, m.srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, _ := json.Marshal(map[string]string{"url": m.srv.URL})
-	var mu sync.Mutex
-	var els []*cluster.Election
 	o := restproxy.Options{Token: testToken, Secret: testSecret, APIURL: upstream,
 		UserAgent: "DiscordBot (https://github.com/ddhq/dd, test)", MaxWait: 10 * time.Second,
-		Registerer: m.reg, Limits: ratelimit.Options{GlobalRate: 50},
-		Cluster: &restproxy.Cluster{
-			Elect: func(key string) restproxy.Election {
-				e := l.Elect(key, data)
-				mu.Lock()
-				els = append(els, e)
-				mu.Unlock()
-				return electionAdapter{e}
-			},
-			Close: func() {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, e := range els {
-					_ = e.Close(context.Background())
-				}
-				conn.Close()
-			},
-		}}
+		Registerer: m.reg, Limits: ratelimit.Options{GlobalRate: 50}, Cluster: cl}
 	if mod != nil {
 		mod(&o)
 	}

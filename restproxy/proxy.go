@@ -65,6 +65,7 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// Cluster, when set, makes this process one of several rest processes of the bot (cluster mode): it
 	// sends to Discord only while it leads a token's election, and forwards to the leader otherwise.
+	// NATSCluster builds the one on NATS.
 	Cluster *Cluster
 	// Limits configures the rate limiter (global rate, invalid-request limit).
 	Limits ratelimit.Options

@@ -2,12 +2,10 @@ package roles
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,54 +104,10 @@ func restCluster(cfg *config.Config, log *zap.Logger) (*restproxy.Cluster, error
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats_url: %w", err)
 	}
-	leaser, err := cluster.NewLeaser(conn, cluster.BucketLeases, cluster.LeaseConfig{TTL: c.LeaseTTL, Log: log.Named("rest-leader")})
+	cl, err := restproxy.NATSCluster(conn, c.LeaseTTL, c.AdvertiseURL, log)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("cluster.lease_ttl: %w", err)
 	}
-	data, _ := json.Marshal(restLeaderData{URL: c.AdvertiseURL})
-	var mu sync.Mutex
-	var elections []*cluster.Election
-	return &restproxy.Cluster{
-		Elect: func(key string) restproxy.Election {
-			e := leaser.Elect(key, data)
-			mu.Lock()
-			elections = append(elections, e)
-			mu.Unlock()
-			return restElection{e}
-		},
-		Close: func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			mu.Lock()
-			defer mu.Unlock()
-			for _, e := range elections {
-				if err := e.Close(ctx); err != nil {
-					log.Warn("releasing the rest leadership", zap.Error(err))
-				}
-			}
-			conn.Close()
-		},
-	}, nil
-}
-
-// restLeaderData is what the rest leader publishes in its lease.
-type restLeaderData struct {
-	URL string `json:"url"` // cluster.advertise_url
-}
-
-type restElection struct{ e *cluster.Election }
-
-func (r restElection) Term() restproxy.Term {
-	t := r.e.Term()
-	rt := restproxy.Term{Leading: t.Leading(), N: t.N, Changed: t.Changed}
-	if t.Lease != nil {
-		rt.Done = t.Lease.Done()
-	} else if t.Data != nil {
-		var d restLeaderData
-		if json.Unmarshal(t.Data, &d) == nil {
-			rt.Leader = d.URL
-		}
-	}
-	return rt
+	return cl, nil
 }
