@@ -12,14 +12,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ddhq/dd/internal/httpapi"
 	"github.com/ddhq/dd/internal/rawjson"
 )
 
 // Receiver is the bot's event endpoint for a load run: it checks Authorization and the envelope (README,
 // "The gateway role", Delivery), counts every event by X-DD-Event-Id and by shard and sequence
 // (duplicates, gaps, order), and answers 204 at once. It runs in the load tool's process, apart from dd
-// and the simulator, and is built to cost little: a body, single or batched, is scanned with rawjson,
-// not decoded.
+// and the simulator, and is built to cost little: a body, single or batched, is scanned
+// (httpapi.DecodeEnvelopes, then rawjson for op, s and t), not decoded.
 type Receiver struct {
 	secret string
 	srv    *http.Server
@@ -132,31 +133,25 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		ids = req.Header.Get("X-DD-Event-Id")
 	}
 	type ev struct {
-		shard   int64
+		shard   int
 		seq     int64
 		t       []byte
 		payload []byte
 	}
-	var evs []ev
 	bad := ""
-	add := func(env []byte) bool {
-		shard, ok := rawjson.Int(rawjson.Field(env, "shardId"))
-		payload := rawjson.Field(env, "payload")
-		op, _ := rawjson.Int(rawjson.Field(payload, "op"))
-		seq, okSeq := rawjson.Int(rawjson.Field(payload, "s"))
-		if !ok || payload == nil || op != 0 || !okSeq || seq <= 0 {
-			bad = fmt.Sprintf("not an envelope of a dispatch: %.200s", env)
-			return false
-		}
-		evs = append(evs, ev{shard, seq, rawjson.Field(payload, "t"), payload})
-		return true
+	envs, err := httpapi.DecodeEnvelopes(body)
+	if err != nil {
+		bad = err.Error()
 	}
-	if len(body) > 0 && body[0] == '[' {
-		if err := rawjson.EachElement(body, add); err != nil && bad == "" {
-			bad = err.Error()
+	evs := make([]ev, 0, len(envs))
+	for _, env := range envs {
+		op, _ := rawjson.Int(rawjson.Field(env.Payload, "op"))
+		seq, ok := rawjson.Int(rawjson.Field(env.Payload, "s"))
+		if op != 0 || !ok || seq <= 0 {
+			bad = fmt.Sprintf("not an envelope of a dispatch: %.200s", env.Payload)
+			break
 		}
-	} else {
-		add(body)
+		evs = append(evs, ev{env.ShardID, seq, rawjson.Field(env.Payload, "t"), env.Payload})
 	}
 	nIDs := 0
 	if ids != "" {
@@ -177,10 +172,10 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	for _, e := range evs {
-		s := r.shards[int(e.shard)]
+		s := r.shards[e.shard]
 		if s == nil {
 			s = &shardSeqs{}
-			r.shards[int(e.shard)] = s
+			r.shards[e.shard] = s
 		}
 		s.add(e.seq)
 		t, _ := rawjson.String(e.t)
