@@ -66,6 +66,9 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 				AckWait:       cfg.AckWait,
 				MaxAckPending: cfg.Batch,
 				MaxDeliver:    -1,
+				// A process started without cluster.instance gets a new name (and consumer) each start:
+				// the server deletes a consumer nobody read for a day rather than keep them all.
+				InactiveThreshold: 24 * time.Hour,
 			})
 		}
 		cancel()
