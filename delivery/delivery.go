@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -143,26 +142,14 @@ func (d *Deliverer) Run(ctx context.Context) error { return d.c.Serve(ctx, d.del
 
 // deliverBatch sends the shard's next events until the bot takes them; false when there are none.
 func (d *Deliverer) deliverBatch(ctx context.Context, shard int) (more bool) {
-	recs, err := d.c.Read(shard, d.o.BatchMax)
-	if err != nil {
-		// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
-		d.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
-		return ctxsleep.Sleep(ctx, d.o.MaxBackoff) == nil
-	}
-	if len(recs) == 0 {
-		return false
-	}
-	body, ids := d.encode(shard, recs)
-	if !d.postUntilTaken(ctx, shard, d.urls[shard%len(d.urls)], body, ids) {
-		return false
-	}
-	d.c.Ack(shard, recs[len(recs)-1].Seq)
-	now := time.Now()
-	for _, r := range recs {
-		d.m.age.Observe(now.Sub(r.Time).Seconds())
-	}
-	d.m.delivered.Add(float64(len(recs)))
-	return true
+	return nextBatch(ctx, d.c, shard, d.o.BatchMax, d.o.MaxBackoff, d.log, d.m.age, func(recs []queue.Record) bool {
+		body, ids := d.encode(shard, recs)
+		if !d.postUntilTaken(ctx, shard, d.urls[shard%len(d.urls)], body, ids) {
+			return false
+		}
+		d.m.delivered.Add(float64(len(recs)))
+		return true
+	})
 }
 
 // postUntilTaken posts body until the bot answers 2xx (true) or ctx ends (false).
@@ -188,7 +175,7 @@ func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string
 		}
 		d.m.failed.WithLabelValues(reason).Inc()
 		d.fails.note(d.log, shard, shown, attempt+1, err)
-		if ctxsleep.Sleep(ctx, d.backoff(attempt)) != nil {
+		if ctxsleep.Sleep(ctx, backoff(d.o.MinBackoff, d.o.MaxBackoff, attempt)) != nil {
 			d.stopFailing(shard, shown, attempt+1, false)
 			return false
 		}
@@ -237,14 +224,11 @@ func AppendEnvelope(b []byte, shard int, payload []byte) []byte {
 
 // post sends one attempt. On failure reason is the metric label.
 func (d *Deliverer) post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
-	select {
-	case d.slots <- struct{}{}:
-	case <-ctx.Done():
-		return "canceled", ctx.Err()
+	release, err := inFlight(ctx, d.slots, d.m.inFlight)
+	if err != nil {
+		return "canceled", err
 	}
-	defer func() { <-d.slots }()
-	d.m.inFlight.Inc()
-	defer d.m.inFlight.Dec()
+	defer release()
 
 	pctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
@@ -283,16 +267,6 @@ func (d *Deliverer) post(ctx context.Context, target string, body []byte, ids []
 		reason = "status_other"
 	}
 	return reason, fmt.Errorf("bot answered %s", resp.Status)
-}
-
-// backoff is the wait before retry number attempt+1: doubling from MinBackoff, capped at MaxBackoff,
-// with jitter between half and all of it so that shards do not retry in lockstep.
-func (d *Deliverer) backoff(attempt int) time.Duration {
-	b := d.o.MaxBackoff
-	if attempt < 30 {
-		b = min(d.o.MaxBackoff, d.o.MinBackoff<<attempt)
-	}
-	return b/2 + rand.N(b/2+1)
 }
 
 // failLog rate-limits the warning about failed attempts: while the bot is down thousands of shards
@@ -351,13 +325,5 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		failingShards: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dd_delivery_failing_shards", Help: "Shards whose events the bot has not taken on the last attempt."}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.postSeconds, m.age, m.inFlight, m.failingShards} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return m, register(reg, m.delivered, m.failed, m.postSeconds, m.age, m.inFlight, m.failingShards)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -180,25 +179,10 @@ func (s *RedisSink) watch(ctx context.Context) {
 
 // deliverBatch adds the shard's next events until Redis has them; false when there are none.
 func (s *RedisSink) deliverBatch(ctx context.Context, shard int) (more bool) {
-	recs, err := s.c.Read(shard, s.o.BatchMax)
-	if err != nil {
-		// The store failed to read: nothing is acknowledged, so waiting and reading again is safe.
-		s.log.Error("reading the event queue failed; retrying", zap.Int("shard", shard), zap.Error(err))
-		return ctxsleep.Sleep(ctx, s.o.MaxBackoff) == nil
-	}
-	if len(recs) == 0 {
-		return false
-	}
-	b := s.encode(shard, recs)
-	if len(b.keys) > 1 && !s.writeUntilTaken(ctx, shard, b) {
-		return false
-	}
-	s.c.Ack(shard, recs[len(recs)-1].Seq)
-	now := time.Now()
-	for _, r := range recs {
-		s.m.age.Observe(now.Sub(r.Time).Seconds())
-	}
-	return true
+	return nextBatch(ctx, s.c, shard, s.o.BatchMax, s.o.MaxBackoff, s.log, s.m.age, func(recs []queue.Record) bool {
+		b := s.encode(shard, recs)
+		return len(b.keys) == 1 || s.writeUntilTaken(ctx, shard, b) // nothing to write when no event could be encoded
+	})
 }
 
 // redisBatch is one round trip's script arguments: KEYS are the positions hash and one stream per event;
@@ -300,14 +284,11 @@ func (s *RedisSink) writeUntilTaken(ctx context.Context, shard int, b redisBatch
 }
 
 func (s *RedisSink) write(ctx context.Context, b redisBatch) (added int, err error) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	release, err := inFlight(ctx, s.slots, s.m.inFlight)
+	if err != nil {
+		return 0, err
 	}
-	defer func() { <-s.slots }()
-	s.m.inFlight.Inc()
-	defer s.m.inFlight.Dec()
+	defer release()
 	wctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
 	start := time.Now()
@@ -332,16 +313,6 @@ func classify(err error) string {
 	default:
 		return "network"
 	}
-}
-
-// backoff is the wait before retry number attempt+1: doubling from lo, capped at hi, with jitter between
-// half and all of it so that shards do not retry in lockstep.
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	b := hi
-	if attempt < 30 {
-		b = min(hi, lo<<attempt)
-	}
-	return b/2 + rand.N(b/2+1)
 }
 
 // redisHealth is whether Redis takes events, from the periodic check and each shard's last attempt. It
@@ -473,13 +444,5 @@ func newRedisMetrics(reg prometheus.Registerer) (*redisMetrics, error) {
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dd_delivery_redis_up", Help: "1 while Redis takes events (its last check and every shard's last round trip succeeded)."}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.delivered, m.skipped, m.failed, m.writeSeconds, m.age, m.inFlight, m.failingShards, m.up} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return m, register(reg, m.delivered, m.skipped, m.failed, m.writeSeconds, m.age, m.inFlight, m.failingShards, m.up)
 }
