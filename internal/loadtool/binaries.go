@@ -114,6 +114,12 @@ func startSim(ctx context.Context, dir, bin string, o simOptions) (*simProcess, 
 	if o.GuildsFile {
 		args = append(args, "-guilds-file", filepath.Join(dir, "discordsim.guilds.json"))
 	}
+	return runSim(ctx, dir, bin, urlFile, args)
+}
+
+// runSim starts the simulator with args (which name urlFile as its -url-file) and waits until it says
+// where it listens.
+func runSim(ctx context.Context, dir, bin, urlFile string, args []string) (*simProcess, error) {
 	p, err := startProcess(ctx, "discordsim", dir, bin, args, nil, nil)
 	if err != nil {
 		return nil, err
@@ -324,6 +330,25 @@ func postJSON(url string, body []byte) error {
 		return fmt.Errorf("POST %s: %s: %s", url, resp.Status, b)
 	}
 	return nil
+}
+
+// beginRun makes the folder of a run (runDir) and returns, to defer with the run's error, what ends it:
+// when ctx ended from outside, ctx's error replaces the run's (the processes were killed, and whatever
+// failed next says less); a failed run's error names the folder, whose logs are kept.
+func beginRun(ctx context.Context, parent, name string, keep bool) (dir string, end func(err *error), err error) {
+	dir, cleanup, err := runDir(parent, name)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func(err *error) {
+		if *err != nil && ctx.Err() != nil {
+			*err = ctx.Err()
+		}
+		if *err != nil {
+			*err = fmt.Errorf("%w (logs in %s)", *err, dir)
+		}
+		cleanup(keep || *err != nil)
+	}, nil
 }
 
 // runDir makes the directory of one run's logs and store: under parent if set, else a new temporary

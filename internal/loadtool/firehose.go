@@ -132,21 +132,11 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 		return res, err
 	}
 	res = FirehoseResult{Shards: o.Shards, Rate: o.Rate, Duration: o.Duration.Seconds(), BatchMax: o.BatchMax}
-	dir, cleanup, err := runDir(o.Dir, "firehose")
+	dir, end, err := beginRun(ctx, o.Dir, "firehose", o.Keep)
 	if err != nil {
 		return res, err
 	}
-	parent := ctx
-	defer func() {
-		if err != nil && parent.Err() != nil {
-			// Ended from outside: the processes were killed, and whatever failed next says less.
-			err = parent.Err()
-		}
-		if err != nil {
-			err = fmt.Errorf("%w (logs in %s)", err, dir)
-		}
-		cleanup(o.Keep || err != nil) // a failed run's logs are kept
-	}()
+	defer end(&err)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -141,20 +141,11 @@ func RunMembers(ctx context.Context, o MembersOptions) (res MembersResult, err e
 	res.Shards, res.Guilds = o.Shards, o.Guilds+o.LargeGuilds
 	res.PacePerMinute = envInt(o.Env, "DD_CACHE__REQUEST_MEMBERS_PER_MINUTE", 60)
 	threshold := envInt(o.Env, "DD_GATEWAY__LARGE_THRESHOLD", 50)
-	dir, cleanup, err := runDir(o.Dir, "members")
+	dir, end, err := beginRun(ctx, o.Dir, "members", o.Keep)
 	if err != nil {
 		return res, err
 	}
-	parent := ctx
-	defer func() {
-		if err != nil && parent.Err() != nil {
-			err = parent.Err()
-		}
-		if err != nil {
-			err = fmt.Errorf("%w (logs in %s)", err, dir)
-		}
-		cleanup(o.Keep || err != nil)
-	}()
+	defer end(&err)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -158,20 +158,11 @@ func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 	}
 	res.Callers, res.HotUsed, res.WindowS, res.OmitRemaining, res.Global = o.Callers, o.HotUsed, o.Window.Seconds(), o.OmitRemaining, o.Global
 	res.ClientIdle, res.FirstSlowMs = o.ClientIdle, ms(o.FirstSlow)
-	dir, cleanup, err := runDir(o.Dir, "rest")
+	dir, end, err := beginRun(ctx, o.Dir, "rest", o.Keep)
 	if err != nil {
 		return res, err
 	}
-	parent := ctx
-	defer func() {
-		if err != nil && parent.Err() != nil {
-			err = parent.Err()
-		}
-		if err != nil {
-			err = fmt.Errorf("%w (logs in %s)", err, dir)
-		}
-		cleanup(o.Keep || err != nil)
-	}()
+	defer end(&err)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -374,21 +365,7 @@ func startRESTSim(ctx context.Context, dir, bin string, guilds, global int, wind
 		"-guilds", strconv.Itoa(guilds), "-channels", "1", "-guilds-file", filepath.Join(dir, "discordsim.guilds.json"),
 		"-global-rate-limit", strconv.Itoa(global),
 		"-route-limit", fmt.Sprintf("%s=1000000/%s", restRouteLimit, window)}
-	p, err := startProcess(ctx, "discordsim", dir, bin, args, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	s := &simProcess{process: p, dir: dir}
-	err = waitFor(ctx, "the simulator's URL file", 20*time.Second, 20*time.Millisecond, []*process{p}, func() (bool, error) {
-		b, err := os.ReadFile(urlFile)
-		s.url = strings.TrimSpace(string(b))
-		return err == nil && strings.HasPrefix(s.url, "http://"), nil
-	})
-	if err != nil {
-		p.stop(5 * time.Second)
-		return nil, err
-	}
-	return s, nil
+	return runSim(ctx, dir, bin, urlFile, args)
 }
 
 // restChannels asks the simulator for each guild's text channel, in the guilds' order.
