@@ -28,11 +28,7 @@ func BenchmarkGatewayEndToEnd(b *testing.B) {
 		{"batch=100,sync_writes", []string{"DD_EVENTS__BATCH_MAX=100", "DD_STORE__SYNC_WRITES=true"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench-0123456789"}})
-			if err := sim.Start("127.0.0.1:0"); err != nil {
-				b.Fatal(err)
-			}
-			defer sim.Close()
+			sim := startSim(b, discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench-0123456789"}})
 			bot := botsim.New("bot-secret-0123456789")
 			defer bot.Close()
 			env := append([]string{"DD_DISCORD__TOKEN=tok-bench-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),

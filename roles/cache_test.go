@@ -21,13 +21,8 @@ import (
 // carries members.
 func cacheSim(t *testing.T, guilds, members int) *discordsim.Server {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{Guilds: guilds, MembersPerGuild: members, MaxConcurrency: 16,
+	return startSim(t, discordsim.Config{Guilds: guilds, MembersPerGuild: members, MaxConcurrency: 16,
 		Tokens: []string{"tok-gw-1-0123456789"}, PrivilegedIntents: discordsim.IntentGuildMembers | discordsim.IntentGuildPresences})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
 }
 
 // cacheClient calls a cache role's API.

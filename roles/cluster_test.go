@@ -22,12 +22,8 @@ import (
 // wait over two heartbeat intervals for their turn: each must still open one connection only.
 func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 	const window, shards = 300 * time.Millisecond, 18
-	sim := discordsim.New(discordsim.Config{Guilds: 2 * shards, MaxConcurrency: 1, IdentifyWindow: window,
+	sim := startSim(t, discordsim.Config{Guilds: 2 * shards, MaxConcurrency: 1, IdentifyWindow: window,
 		HeartbeatInterval: window * 33 / 4, Tokens: []string{"tok-split-0123456789"}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
 	bot := newBot(t)
 	common := []string{"DD_DISCORD__TOKEN=tok-split-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret-0123456789"}
 	rest := startDDWindow(t, config.RoleRest, window, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
@@ -79,11 +75,7 @@ func TestSplitGatewaysShareTheIdentifyLimit(t *testing.T) {
 func TestSplitGatewaysReshardTogether(t *testing.T) {
 	coordinatorPoll = 100 * time.Millisecond
 	defer func() { coordinatorPoll = 2 * time.Second }()
-	sim := discordsim.New(discordsim.Config{Guilds: 40, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, Tokens: []string{"tok-split-0123456789"}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := startSim(t, discordsim.Config{Guilds: 40, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, Tokens: []string{"tok-split-0123456789"}})
 	bot := newBot(t)
 	nl := &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}
 	bot.OnEvent = nl.onEvent
@@ -147,12 +139,8 @@ func TestSplitGatewaysReshardTogether(t *testing.T) {
 func TestSplitGatewaysReshardAutomatically(t *testing.T) {
 	coordinatorPoll = 100 * time.Millisecond
 	defer func() { coordinatorPoll = 2 * time.Second }()
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-split-auto-0123456789"}, Guilds: 4200, MembersPerGuild: 1,
+	sim := startSim(t, discordsim.Config{Tokens: []string{"tok-split-auto-0123456789"}, Guilds: 4200, MembersPerGuild: 1,
 		ChannelsPerGuild: 1, MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, GuildsPerRecommendedShard: 1000})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
 	bot := newBot(t)
 	common := []string{"DD_DISCORD__TOKEN=tok-split-auto-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-secret-0123456789"}
 	rest := startDDWindow(t, config.RoleRest, testIdentifyWindow, append(common, "DD_STORE__PATH="+filepath.Join(t.TempDir(), "r"))...)
@@ -165,15 +153,7 @@ func TestSplitGatewaysReshardAutomatically(t *testing.T) {
 	}
 	// 4,200 guilds on 2 shards is 84 % of their 5,000: due, though each process holds only 2,100 (42 %).
 	// Discord recommends ceil(4200/1000) = 5, rounded up to a multiple of the current 2: 6.
-	testkit.Eventually(t, 30*time.Second, "6 shards of the automatic reshard", func() bool {
-		n := 0
-		for _, s := range sim.Sessions() {
-			if s.Connected && s.NumShards == 6 {
-				n++
-			}
-		}
-		return n == 6
-	})
+	testkit.Eventually(t, 30*time.Second, "6 shards of the automatic reshard", func() bool { return connected(sim, 6) == 6 })
 	if v := sim.GatewayStats().IdentifyViolations; v != 0 {
 		t.Fatalf("%d identify violations", v)
 	}

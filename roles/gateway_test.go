@@ -86,14 +86,31 @@ func newBot(t *testing.T) *botsim.Receiver {
 	return b
 }
 
+// startSim runs a Discord simulator with cfg until the test ends.
+func startSim(tb testing.TB, cfg discordsim.Config) *discordsim.Server {
+	tb.Helper()
+	sim := discordsim.New(cfg)
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sim.Close() })
+	return sim
+}
+
+// connected counts the simulator's connected sessions of a numShards shard set.
+func connected(sim *discordsim.Server, numShards int) int {
+	n := 0
+	for _, s := range sim.Sessions() {
+		if s.Connected && s.NumShards == numShards {
+			n++
+		}
+	}
+	return n
+}
+
 func gatewaySim(t *testing.T, guilds int) *discordsim.Server {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{Guilds: guilds, MaxConcurrency: 16, Tokens: []string{"tok-gw-1-0123456789"}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
+	return startSim(t, discordsim.Config{Guilds: guilds, MaxConcurrency: 16, Tokens: []string{"tok-gw-1-0123456789"}})
 }
 
 func gatewayEnv(t *testing.T, sim *discordsim.Server, bot *botsim.Receiver, extra ...string) []string {

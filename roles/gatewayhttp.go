@@ -86,7 +86,7 @@ func (c shardCommands) handleDiscordeno(w http.ResponseWriter, r *http.Request) 
 		GuildID json.Number     `json:"guildId"`
 		Payload json.RawMessage `json:"payload"`
 	}
-	if err := decodeBody(w, r, maxCommandBody, &msg); err != nil {
+	if err := httpapi.DecodeBody(w, r, maxCommandBody, &msg); err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "body must be a JSON message with a type: "+err.Error())
 		return
 	}
@@ -160,7 +160,7 @@ func (c shardCommands) handleShardSend(w http.ResponseWriter, r *http.Request) {
 
 func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
 	var raw json.RawMessage
-	if err := decodeBody(w, r, n, &raw); err != nil {
+	if err := httpapi.DecodeBody(w, r, n, &raw); err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
 		return nil, err
 	}

@@ -38,13 +38,8 @@ const (
 
 func hardSim(t *testing.T, guilds, maxConcurrency int) *discordsim.Server {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{Guilds: guilds, MaxConcurrency: maxConcurrency, IdentifyWindow: testIdentifyWindow,
+	return startSim(t, discordsim.Config{Guilds: guilds, MaxConcurrency: maxConcurrency, IdentifyWindow: testIdentifyWindow,
 		Tokens: []string{hardToken}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
 }
 
 // startDDObserved is startDDWindow whose log the test can also read.

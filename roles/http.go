@@ -11,18 +11,9 @@ import (
 func requireSecret(secret string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if secret != "" && !httpapi.SecretMatches(r.Header.Get("Authorization"), secret) {
-			unauthorized(w, r)
+			httpapi.Unauthorized(w, r) // without reading the body: a stranger sending one slowly holds nothing
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
-
-// decodeBody decodes a JSON body of at most limit bytes into v (httpapi.DecodeBody).
-func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	return httpapi.DecodeBody(w, r, limit, v)
-}
-
-// unauthorized answers 401 without reading the request's body (httpapi.Unauthorized): a stranger
-// sending a body slowly holds nothing.
-func unauthorized(w http.ResponseWriter, r *http.Request) { httpapi.Unauthorized(w, r) }

@@ -29,12 +29,8 @@ func startDDMembers(t *testing.T, window time.Duration, env ...string) *runningD
 // request window of `window`.
 func membersSim(t *testing.T, guilds, members, last int, window time.Duration) *discordsim.Server {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{Guilds: guilds, MembersPerGuild: members - 1, MaxConcurrency: 16,
+	sim := startSim(t, discordsim.Config{Guilds: guilds, MembersPerGuild: members - 1, MaxConcurrency: 16,
 		Tokens: []string{"tok-gw-1-0123456789"}, PrivilegedIntents: discordsim.IntentGuildMembers, MemberRequestWindow: window})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
 	if last > 0 {
 		sim.SetGuildMembers(sim.Guilds()[guilds-1].ID, last-1)
 	}

@@ -19,12 +19,8 @@ import (
 // member once, and a second request within Discord's 30 s window comes back as a RATE_LIMITED event.
 func TestBotRequestsMembersThroughDDAndGetsEveryChunk(t *testing.T) {
 	const members = 2499 // and the bot: 2,500, three chunks
-	sim := discordsim.New(discordsim.Config{Guilds: 4, MembersPerGuild: members, MaxConcurrency: 16,
+	sim := startSim(t, discordsim.Config{Guilds: 4, MembersPerGuild: members, MaxConcurrency: 16,
 		Tokens: []string{"tok-gw-1-0123456789"}, PrivilegedIntents: discordsim.IntentGuildMembers})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
 
 	type delivered struct {
 		shard int

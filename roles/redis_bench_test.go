@@ -24,11 +24,7 @@ func BenchmarkGatewayEndToEndRedis(b *testing.B) {
 		n, _ := rdb.XLen(context.Background(), stream).Result()
 		return int(n)
 	}
-	sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench-0123456789"}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
+	sim := startSim(b, discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{"tok-bench-0123456789"}})
 	startBenchDD(b, []string{"DD_DISCORD__TOKEN=tok-bench-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
 		"DD_STORE__PATH=" + b.TempDir(), "DD_EVENTS__SINK=redis", "DD_EVENTS__REDIS_URL=" + srv.URL(""),
 		"DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_LOG__LEVEL=error"})

@@ -72,11 +72,7 @@ func startReshardEnv(t *testing.T, simCfg discordsim.Config, extraEnv ...string)
 	if simCfg.MaxConcurrency == 0 {
 		simCfg.MaxConcurrency = 2
 	}
-	sim := discordsim.New(simCfg)
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := startSim(t, simCfg)
 	bot := newBot(t)
 	nl := &nonceLog{count: map[string]int{}, byChan: map[string][]int{}}
 	bot.OnEvent = nl.onEvent
@@ -212,15 +208,7 @@ func TestReshardUnderFirehoseLosesAndRepeatsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	startDDWindow(t, config.RoleGateway, testIdentifyWindow, e.env...)
-	testkit.Eventually(t, 10*time.Second, "4 sessions connected after restart", func() bool {
-		n := 0
-		for _, s := range e.sim.Sessions() {
-			if s.Connected && s.NumShards == 4 {
-				n++
-			}
-		}
-		return n == 4
-	})
+	testkit.Eventually(t, 10*time.Second, "4 sessions connected after restart", func() bool { return connected(e.sim, 4) == 4 })
 	if n := len(e.sim.GatewayStats().Identifies); n != 6 {
 		t.Errorf("identifies after restart = %d, want still 6", n)
 	}
@@ -289,27 +277,15 @@ func TestReshardRefusesWhatWouldHurt(t *testing.T) {
 
 // With reshard on, dd reshards by itself once the guilds fill reshard_percentage of the shards.
 func TestAutomaticReshardWhenGuildsFillTheShards(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-auto-0123456789"}, Guilds: 2100, MembersPerGuild: 1, ChannelsPerGuild: 1,
+	sim := startSim(t, discordsim.Config{Tokens: []string{"tok-auto-0123456789"}, Guilds: 2100, MembersPerGuild: 1, ChannelsPerGuild: 1,
 		MaxConcurrency: 2, IdentifyWindow: testIdentifyWindow, GuildsPerRecommendedShard: 1000})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
 	bot := newBot(t)
 	startDDWindow(t, config.RoleGateway, testIdentifyWindow, "DD_DISCORD__TOKEN=tok-auto-0123456789", "DD_DISCORD__API_URL="+sim.APIURL(),
 		"DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS="+bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__TOTAL_SHARDS=1", "DD_GATEWAY__RESHARD_CHECK_INTERVAL=200ms", "DD_GATEWAY__RESHARD_IDENTIFY_RESERVE=0")
 	// 2100 guilds on 1 shard is 84 % of 2500: due; Discord recommends ceil(2100/1000) = 3, rounded up to a
 	// multiple of max_concurrency 2: 4.
-	testkit.Eventually(t, 30*time.Second, "4 shards of the automatic reshard", func() bool {
-		n := 0
-		for _, s := range sim.Sessions() {
-			if s.Connected && s.NumShards == 4 {
-				n++
-			}
-		}
-		return n == 4
-	})
+	testkit.Eventually(t, 30*time.Second, "4 shards of the automatic reshard", func() bool { return connected(sim, 4) == 4 })
 	testkit.Eventually(t, 10*time.Second, "the old session to end", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.NumShards == 1 {

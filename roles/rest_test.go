@@ -1,12 +1,10 @@
 package roles
 
 import (
-	"context"
 	"io"
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -15,46 +13,22 @@ import (
 )
 
 // startRestRole runs the rest role in-process against a simulator, configured the real way
-// (environment), and returns its address.
+// (environment), and returns its address; the test fails if the role does not stop cleanly.
 func startRestRole(t *testing.T, sim *discordsim.Server, env ...string) string {
 	t.Helper()
-	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_DISCORD__TOKEN=" + sim.Config().Tokens[0],
-		"DD_DISCORD__API_URL=" + sim.APIURL(), "DD_REST__SECRET=rest-role-secret-0123456789", "DD_SHUTDOWN_TIMEOUT=5s"}, env...)
-	cfg, err := config.Load(config.Source{Environ: env, Role: config.RoleRest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan map[config.Role]string, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Role: config.RoleRest, Logger: zap.NewNop(), Version: "test",
-			Ready: func(a map[config.Role]string) { ready <- a }})
-	}()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a[config.RoleRest]
-	case err := <-done:
-		t.Fatalf("rest role stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("rest role did not start")
-	}
+	env = append([]string{"DD_DISCORD__TOKEN=" + sim.Config().Tokens[0], "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_REST__SECRET=rest-role-secret-0123456789", "DD_SHUTDOWN_TIMEOUT=5s"}, env...)
+	dd := startDDWith(t, config.RoleRest, Options{Logger: zap.NewNop()}, env...)
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := dd.stop(t); err != nil {
 			t.Errorf("rest role: %v", err)
 		}
 	})
-	return addr
+	return dd.addrs[config.RoleRest]
 }
 
 func TestRestRoleServesDiscordsAPIWithItsMetrics(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{Tokens: []string{"tok-rest-0123456789"}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := startSim(t, discordsim.Config{Tokens: []string{"tok-rest-0123456789"}})
 	addr := startRestRole(t, sim, "DD_REST__MAX_WAIT=5s")
 	ch := discordsim.FormatID(sim.Guilds()[0].Channels[0])
 
