@@ -332,10 +332,13 @@ func postJSON(url string, body []byte) error {
 	return nil
 }
 
-// beginRun makes the folder of a run (runDir) and returns, to defer with the run's error, what ends it:
+// beginRun resolves a run's binaries, makes its folder (runDir) and returns, to defer with the run's error, what ends it:
 // when ctx ended from outside, ctx's error replaces the run's (the processes were killed, and whatever
 // failed next says less); a failed run's error names the folder, whose logs are kept.
-func beginRun(ctx context.Context, parent, name string, keep bool) (dir string, end func(err *error), err error) {
+func beginRun(ctx context.Context, b *Binaries, parent, name string, keep bool) (dir string, end func(err *error), err error) {
+	if err := b.resolve(); err != nil {
+		return "", nil, err
+	}
 	dir, cleanup, err := runDir(parent, name)
 	if err != nil {
 		return "", nil, err

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
 // FirehoseOptions configures RunFirehose. Zero values take the defaults in brackets.
@@ -128,11 +130,8 @@ type FirehoseResult struct {
 // keeps up: ingest, delivery, queue depth, memory, CPU, and whether every event arrived once.
 func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, err error) {
 	o.defaults()
-	if err := o.Binaries.resolve(); err != nil {
-		return res, err
-	}
 	res = FirehoseResult{Shards: o.Shards, Rate: o.Rate, Duration: o.Duration.Seconds(), BatchMax: o.BatchMax}
-	dir, end, err := beginRun(ctx, o.Dir, "firehose", o.Keep)
+	dir, end, err := beginRun(ctx, &o.Binaries, o.Dir, "firehose", o.Keep)
 	if err != nil {
 		return res, err
 	}
@@ -420,13 +419,5 @@ func ratio(a, b float64) float64 {
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// sleepCtx is ctxsleep.Sleep, under the name the scenarios use.
+func sleepCtx(ctx context.Context, d time.Duration) error { return ctxsleep.Sleep(ctx, d) }

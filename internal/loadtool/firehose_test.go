@@ -24,21 +24,36 @@ func buildBinaries(t *testing.T) Binaries {
 
 func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
-// A short firehose through the real binaries: every event generated reaches the receiver exactly once,
-// the figures are filled in, and no process outlives the run, whether it ends normally or by its context.
-func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
+// scenarioTest runs a scenario through the real binaries (skipped under -short): they are built, ctx
+// ends after the test's timeout, and what the scenario logs (logf) is shown when it fails.
+type scenarioTest struct {
+	bins Binaries
+	ctx  context.Context
+	logs strings.Builder
+}
+
+func newScenarioTest(t *testing.T, timeout time.Duration) *scenarioTest {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs dd and the simulator as processes")
 	}
-	bins := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var logs strings.Builder
-	res, err := RunFirehose(ctx, FirehoseOptions{Binaries: bins, Shards: 2, Rate: 500, Duration: 2 * time.Second,
-		BatchMax: 10, Guilds: 8, Settle: 200 * time.Millisecond, DrainTimeout: time.Minute, Dir: t.TempDir(),
-		Logf: func(f string, a ...any) { logs.WriteString(f + "\n") }})
+	s := &scenarioTest{bins: buildBinaries(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	s.ctx = ctx
+	return s
+}
+
+func (s *scenarioTest) logf(f string, _ ...any) { s.logs.WriteString(f + "\n") }
+
+// A short firehose through the real binaries: every event generated reaches the receiver exactly once,
+// the figures are filled in, and no process outlives the run, whether it ends normally or by its context.
+func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
+	s := newScenarioTest(t, 90*time.Second)
+	res, err := RunFirehose(s.ctx, FirehoseOptions{Binaries: s.bins, Shards: 2, Rate: 500, Duration: 2 * time.Second,
+		BatchMax: 10, Guilds: 8, Settle: 200 * time.Millisecond, DrainTimeout: time.Minute, Dir: t.TempDir(), Logf: s.logf})
 	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
+		t.Fatalf("%v\n%s", err, s.logs.String())
 	}
 	if res.Created != 1000 || res.Dispatched != 1000 || res.Received != 1000 || res.Delivered != 1000 {
 		t.Errorf("created %d, dispatched %d, received by dd %d, delivered %d: want 1000 each",
@@ -73,7 +88,7 @@ func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
 		case <-ctx2.Done():
 		}
 	}()
-	res, err = RunFirehose(ctx2, FirehoseOptions{Binaries: bins, Shards: 1, Rate: 200, Duration: time.Minute, Guilds: 2,
+	res, err = RunFirehose(ctx2, FirehoseOptions{Binaries: s.bins, Shards: 1, Rate: 200, Duration: time.Minute, Guilds: 2,
 		Settle: 100 * time.Millisecond, Dir: t.TempDir(), Logf: func(f string, a ...any) {
 			if strings.Contains(f, "events at") {
 				started <- struct{}{}

@@ -135,13 +135,10 @@ type MembersResult struct {
 // dd's memory and the store's size per member after a clean stop.
 func RunMembers(ctx context.Context, o MembersOptions) (res MembersResult, err error) {
 	o.defaults()
-	if err := o.Binaries.resolve(); err != nil {
-		return res, err
-	}
 	res.Shards, res.Guilds = o.Shards, o.Guilds+o.LargeGuilds
 	res.PacePerMinute = envInt(o.Env, "DD_CACHE__REQUEST_MEMBERS_PER_MINUTE", 60)
 	threshold := envInt(o.Env, "DD_GATEWAY__LARGE_THRESHOLD", 50)
-	dir, end, err := beginRun(ctx, o.Dir, "members", o.Keep)
+	dir, end, err := beginRun(ctx, &o.Binaries, o.Dir, "members", o.Keep)
 	if err != nil {
 		return res, err
 	}

@@ -1,8 +1,6 @@
 package loadtool
 
 import (
-	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -86,18 +84,12 @@ func TestEnvIntTakesTheLastValue(t *testing.T) {
 // The members scenario at a small size through the real binaries: every list completes, the readers
 // saw both 404s and 200s or at least answers, and no process outlives the run.
 func TestMembersFromSeparateProcessesCompletesEveryList(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs dd and the simulator as processes")
-	}
-	bins := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var logs strings.Builder
-	res, err := RunMembers(ctx, MembersOptions{Binaries: bins, Shards: 2, Guilds: 5, MembersPerGuild: 200,
+	s := newScenarioTest(t, 60*time.Second)
+	res, err := RunMembers(s.ctx, MembersOptions{Binaries: s.bins, Shards: 2, Guilds: 5, MembersPerGuild: 200,
 		LargeGuilds: 1, LargeMembers: 2000, Slice: 20 * time.Millisecond, CompleteTimeout: 40 * time.Second,
-		Dir: t.TempDir(), Logf: func(f string, a ...any) { logs.WriteString(f + "\n") }})
+		Dir: t.TempDir(), Logf: s.logf})
 	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
+		t.Fatalf("%v\n%s", err, s.logs.String())
 	}
 	if res.Members != 5*200+2000 || res.Guilds != 6 {
 		t.Errorf("members %d in %d guilds, want 3000 in 6", res.Members, res.Guilds)

@@ -153,12 +153,9 @@ type RESTResult struct {
 // the rate against callers ÷ latency show whether dd makes them wait anyway.
 func RunREST(ctx context.Context, o RESTOptions) (res RESTResult, err error) {
 	o.defaults()
-	if err := o.Binaries.resolve(); err != nil {
-		return res, err
-	}
 	res.Callers, res.HotUsed, res.WindowS, res.OmitRemaining, res.Global = o.Callers, o.HotUsed, o.Window.Seconds(), o.OmitRemaining, o.Global
 	res.ClientIdle, res.FirstSlowMs = o.ClientIdle, ms(o.FirstSlow)
-	dir, end, err := beginRun(ctx, o.Dir, "rest", o.Keep)
+	dir, end, err := beginRun(ctx, &o.Binaries, o.Dir, "rest", o.Keep)
 	if err != nil {
 		return res, err
 	}

@@ -1,7 +1,6 @@
 package loadtool
 
 import (
-	"context"
 	"math"
 	"strings"
 	"testing"
@@ -67,17 +66,11 @@ func TestParseProcNetTCPCountsOpenAndClosedByRemotePort(t *testing.T) {
 // A short rest run through the real binaries: both phases measured, no 429, every request answered 200
 // and seen once by the simulator, and no process outlives the run.
 func TestRESTFromSeparateProcessesMeasuresBothPhases(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs dd and the simulator as processes")
-	}
-	bins := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var logs strings.Builder
-	res, err := RunREST(ctx, RESTOptions{Binaries: bins, Callers: 8, Fast: 300 * time.Millisecond, Slow: 500 * time.Millisecond,
-		Latency: 20 * time.Millisecond, Dir: t.TempDir(), Logf: func(f string, a ...any) { logs.WriteString(f + "\n") }})
+	s := newScenarioTest(t, 60*time.Second)
+	res, err := RunREST(s.ctx, RESTOptions{Binaries: s.bins, Callers: 8, Fast: 300 * time.Millisecond, Slow: 500 * time.Millisecond,
+		Latency: 20 * time.Millisecond, Dir: t.TempDir(), Logf: s.logf})
 	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
+		t.Fatalf("%v\n%s", err, s.logs.String())
 	}
 	if len(res.Phases) != 2 {
 		t.Fatalf("phases %+v, want fast and slow", res.Phases)
