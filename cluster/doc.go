@@ -38,12 +38,17 @@
 //     pulled only by the shard's owner, which gathers what a previous holder left out before anything
 //     later (delivery.go says why and how).
 //   - [Follow]: a cache process's own durable consumer of the whole stream ("dd-cache-<instance>"),
-//     for --role=all and --role=cache in cluster mode.
+//     for --role=all and --role=cache in cluster mode ([FollowConnecting] for a process that only
+//     follows).
 //   - [AgreeShardCount]: one shard count for the deployment, in the target bucket.
+//   - [Gateway]: a gateway process of cluster mode assembled from the above (built from a
+//     GatewayConfig; Run, Status, Ready, and Running for the shards it runs). What it needs from the
+//     gateway package (fetching /gateway/bot, the shard-count check, a fixed shard range) it is given
+//     as functions, so that this package stays below it.
 //
-// roles/cluster_gateway.go wires them into the gateway role when cluster.nats_url is set (GET /status
-// shows the processes and each shard's owner; /readyz is 503 while NATS is unreachable or the process
-// holds no connected shard). What remains: the reshard switch across processes (the target count in
+// roles/cluster_gateway.go builds a Gateway from the config when cluster.nats_url is set and serves its
+// HTTP API (GET /status shows the processes and each shard's owner; /readyz is 503 while NATS is
+// unreachable or the process holds no connected shard). What remains: the reshard switch across processes (the target count in
 // dd_target, a second ShardOwner on the new count); events.sink "redis" and cache.request_members in
 // cluster mode; the guild lists of a taken-over shard (its filter starts empty: a duplicate
 // GUILD_CREATE may pass); delivery putting back in place the one event the stream may store late

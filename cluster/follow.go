@@ -120,3 +120,29 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 	}
 	return nil
 }
+
+// FollowConnecting is Follow for a process whose only use of NATS is following (a cache process): it
+// connects with o, retrying while no server answers rather than failing the process's start, and
+// follows until ctx ends.
+func FollowConnecting(ctx context.Context, o Options, cfg FollowConfig, apply func(payloads [][]byte) error) error {
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var conn *Conn
+	for backoff := time.Second; conn == nil; backoff = min(2*backoff, 30*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		var err error
+		conn, err = Connect(cctx, o)
+		cancel()
+		if err != nil {
+			log.Warn("cannot follow the event stream yet: NATS unreachable; retrying", zap.Error(err), zap.Duration("after", backoff))
+			if sleepCtx(ctx, backoff) != nil {
+				return nil
+			}
+		}
+	}
+	defer conn.Close()
+	log.Info("following the event stream", zap.String("consumer", FollowerName(conn.Instance())))
+	return Follow(ctx, conn, cfg, apply)
+}

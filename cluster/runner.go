@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -167,6 +168,23 @@ func (r *ShardRunner) Running() []int {
 	}
 	sort.Ints(ids)
 	return ids
+}
+
+// Shards are the running shards, in order of id.
+func (r *ShardRunner) Shards() []*shard.Shard {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*shard.Shard, 0, len(r.running))
+	for _, rs := range r.running {
+		out = append(out, rs.sh)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// ShardForGuild is the shard of a guild at the runner's shard count (it may run in another process).
+func (r *ShardRunner) ShardForGuild(guildID uint64) int {
+	return discord.ShardForGuild(guildID, r.cfg.TotalShards)
 }
 
 // Stop stops every running shard resumably (what the owner's Run does on its way out; for a runner

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ddhq/dd/cluster"
 	"github.com/ddhq/dd/cluster/clustertest"
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/internal/testkit"
@@ -106,11 +107,11 @@ func TestClusterModeAllRole(t *testing.T) {
 	})
 	code, body := clusterCall(t, "GET", gw+"/status", gwSecret, "")
 	var st struct {
-		Instance  string           `json:"instance"`
-		Total     int              `json:"total_shards"`
-		Owners    []string         `json:"owners"`
-		Processes []clusterProcess `json:"processes"`
-		Shards    []clusterShardStatus
+		Instance  string            `json:"instance"`
+		Total     int               `json:"total_shards"`
+		Owners    []string          `json:"owners"`
+		Processes []cluster.Process `json:"processes"`
+		Shards    []cluster.ShardStatus
 	}
 	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
 		t.Fatalf("/status: %d %s", code, body)

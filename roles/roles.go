@@ -99,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 		if cgw, err = newClusterGateway(cfg, reg, log, identifyWin); err != nil {
 			return err
 		}
-		add(config.RoleGateway, cfg.Gateway.Listener, cgw, cgw.ready)
+		add(config.RoleGateway, cfg.Gateway.Listener, cgw, cgw.Ready)
 		background = append(background, cgw.run)
 	} else if o.Role.Runs(config.RoleGateway) {
 		var err error
@@ -122,7 +122,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		add(config.RoleCache, cfg.Cache.Listener, requireSecret(cfg.Cache.Secret, api), api.Ready)
 		if cgw != nil {
-			cgw.cacheApply = c.Apply // --role=all in cluster mode: the cache follows the stream
+			cgw.FollowStream(func(p [][]byte) error { return c.Apply(p...) }) // --role=all in cluster mode: the cache follows the stream
 		} else if cfg.Cluster.NATSURL != "" {
 			background = append(background, clusterCacheFollower(cfg, c.Apply, log)) // --role=cache: its own consumer
 		}
