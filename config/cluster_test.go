@@ -86,3 +86,23 @@ func TestClusterCredentialFilesMustExist(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterEventsURLsMayBeEmpty: in cluster mode an empty events.urls means dd does not deliver (the
+// bot reads the stream itself), for a file's urls = [] as for an empty DD_EVENTS__URLS; without cluster
+// mode the gateway still needs a URL to deliver to.
+func TestClusterEventsURLsMayBeEmpty(t *testing.T) {
+	for _, role := range []Role{RoleGateway, RoleAll} {
+		cfg, err := load(t, clusterTOML+"[events]\nurls = []\n", []string{"DD_CLUSTER__ADVERTISE_URL=http://127.0.0.1:8000"}, role)
+		if err != nil || len(cfg.Events.URLs) != 0 {
+			t.Errorf("--role=%s in cluster mode with urls = []: %v, urls %q; want no error and no URL", role, err, cfg.Events.URLs)
+		}
+		cfg, err = load(t, clusterTOML, []string{"DD_EVENTS__URLS=", "DD_CLUSTER__ADVERTISE_URL=http://127.0.0.1:8000"}, role)
+		if err != nil || len(cfg.Events.URLs) != 0 {
+			t.Errorf("--role=%s in cluster mode with DD_EVENTS__URLS empty: %v, urls %q; want no error and no URL", role, err, cfg.Events.URLs)
+		}
+		oneMachine := "[discord]\ntoken = \"test-token-0123456789\"\n[events]\nurls = []\n"
+		if _, err := load(t, oneMachine, nil, role); err == nil || !strings.Contains(err.Error(), "events.urls") {
+			t.Errorf("--role=%s without cluster mode, urls = []: %v; want an error naming events.urls", role, err)
+		}
+	}
+}

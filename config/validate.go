@@ -163,8 +163,9 @@ func (c *Config) validate(role Role) error {
 	default:
 		bad("events.sink", "%q: want \"http\" (POST to events.urls) or \"redis\" (streams at events.redis_url)", c.Events.Sink)
 	}
-	if role.Runs(RoleGateway) && c.Events.Sink == "http" && len(c.Events.URLs) == 0 {
-		bad("events.urls", "needs at least one URL for --role=%s", role)
+	// In cluster mode an empty list means dd does not deliver: the bot reads the stream itself.
+	if role.Runs(RoleGateway) && c.Events.Sink == "http" && len(c.Events.URLs) == 0 && c.Cluster.NATSURL == "" {
+		bad("events.urls", "needs at least one URL for --role=%s (only in cluster mode may it be empty: the bot then reads the stream)", role)
 	}
 	for i, u := range c.Events.URLs {
 		if err := checkURL(u, false); err != nil {

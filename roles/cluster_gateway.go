@@ -46,6 +46,10 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats_url: %w", err)
 	}
+	if len(cfg.Events.URLs) == 0 {
+		log.Info("events.urls is empty: events stay in the stream "+cluster.StreamName(conn.Name())+" for the bot to read",
+			zap.String("instance", conn.Instance()))
+	}
 	gw := cfg.Gateway
 	var fixed func(total int) []int // nil: the processes share every shard
 	if gw.FirstShard != 0 || gw.LastShard != -1 {

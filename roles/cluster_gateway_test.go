@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ddhq/dd/cluster"
 	"github.com/ddhq/dd/cluster/clustertest"
@@ -25,6 +27,11 @@ import (
 // runCluster runs roles.Run in-process in cluster mode, its config loaded from the environment.
 func runCluster(t *testing.T, role config.Role, env ...string) (addrs map[config.Role]string, stop func() error) {
 	t.Helper()
+	return runClusterLog(t, role, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), env...)
+}
+
+func runClusterLog(t *testing.T, role config.Role, log *zap.Logger, env ...string) (addrs map[config.Role]string, stop func() error) {
+	t.Helper()
 	env = append([]string{"DD_REST__LISTEN=127.0.0.1:0", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_CACHE__LISTEN=127.0.0.1:0",
 		"DD_SHUTDOWN_TIMEOUT=10s"}, env...)
 	cfg, err := config.Load(config.Source{Environ: env, Role: role})
@@ -35,7 +42,7 @@ func runCluster(t *testing.T, role config.Role, env ...string) (addrs map[config
 	done := make(chan error, 1)
 	ready := make(chan map[config.Role]string, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Role: role, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), Version: "test",
+		done <- Run(ctx, Options{Config: cfg, Role: role, Logger: log, Version: "test",
 			Ready: func(a map[config.Role]string) { ready <- a }})
 	}()
 	select {
@@ -190,4 +197,46 @@ func TestClusterModeAllRole(t *testing.T) {
 		t.Errorf("%d identifies after a restart; want 0 (sessions resumed from the KV)", n-ids0)
 	}
 	t.Logf("restarted: ready %s later, resumed from the KV's sessions, 0 identifies", took.Round(time.Millisecond))
+}
+
+// TestClusterModeWithoutEventsURLs: with events.urls empty in cluster mode dd delivers nothing and says
+// so at start; the events stay in the stream for the bot to read, and no delivery consumer is made.
+func TestClusterModeWithoutEventsURLs(t *testing.T) {
+	nats := clustertest.Server(t)
+	sim := discordsim.New(discordsim.Config{Guilds: 4, Tokens: []string{"tok-cluster-0123456789"}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	core, logs := observer.New(zap.InfoLevel)
+	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core()))
+	addrs, _ := runClusterLog(t, config.RoleGateway, log, "DD_DISCORD__TOKEN=tok-cluster-0123456789", "DD_DISCORD__API_URL="+sim.APIURL(),
+		"DD_STORE__PATH="+filepath.Join(t.TempDir(), "data"), "DD_EVENTS__URLS=", "DD_GATEWAY__TOTAL_SHARDS=2",
+		"DD_CLUSTER__NATS_URL="+nats.ClientURL(), "DD_CLUSTER__INSTANCE=gw-1", "DD_CLUSTER__LEASE_TTL=2s")
+	if n := logs.FilterMessage("events.urls is empty: events stay in the stream DD_EVENTS for the bot to read").Len(); n != 1 {
+		t.Errorf("%d log lines saying events.urls is empty; want 1", n)
+	}
+	gw := "http://" + addrs[config.RoleGateway]
+	testkit.Eventually(t, 30*time.Second, "the gateway ready", func() bool {
+		code, _ := clusterCall(t, "GET", gw+"/readyz", "", "")
+		return code == http.StatusOK
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: nats.ClientURL(), Instance: "reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := conn.JetStream().Stream(ctx, cluster.StreamName(conn.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "every guild's GUILD_CREATE in the stream", func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs >= 2+4 // READY of each shard and the guilds
+	})
+	for name := range stream.ConsumerNames(ctx).Name() {
+		t.Errorf("consumer %s on the stream; want none without events.urls", name)
+	}
 }
