@@ -13,15 +13,9 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,9 +61,7 @@ const (
 type Deliverer struct {
 	c       *queue.Consumer
 	o       Options
-	urls    []string
-	shown   []string // urls as logged: their passwords masked (url.URL.Redacted)
-	client  *http.Client
+	bot     *BotPoster
 	log     *zap.Logger
 	m       *metrics
 	slots   chan struct{} // MaxInFlight tokens
@@ -79,17 +71,6 @@ type Deliverer struct {
 
 // New checks o and prepares a Deliverer for c; Run starts it.
 func New(c *queue.Consumer, o Options) (*Deliverer, error) {
-	if len(o.URLs) == 0 {
-		return nil, errors.New("delivery: no URL to deliver events to (events.urls)")
-	}
-	shown := make([]string, len(o.URLs))
-	for i, u := range o.URLs {
-		p, err := url.Parse(u)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, fmt.Errorf("delivery: events.urls: entry %d is not an http(s) URL", i)
-		}
-		shown[i] = p.Redacted()
-	}
 	if o.BatchMax <= 0 {
 		o.BatchMax = 1
 	}
@@ -108,27 +89,17 @@ func New(c *queue.Consumer, o Options) (*Deliverer, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	client := o.Client
-	if client == nil {
-		client = &http.Client{
-			Transport: &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConns:        o.MaxInFlight * len(o.URLs),
-				MaxIdleConnsPerHost: o.MaxInFlight,
-				IdleConnTimeout:     90 * time.Second,
-				ForceAttemptHTTP2:   true,
-			},
-			// A redirect is not followed: a 301/302 would turn the POST into a GET without the events, and
-			// its 2xx would acknowledge them. It counts as a failure instead.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	bot, err := NewBotPoster(PosterOptions{URLs: o.URLs, Secret: o.Secret, Batch: o.BatchMax > 1, Timeout: o.Timeout,
+		MaxIdle: o.MaxInFlight, Client: o.Client})
+	if err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	return &Deliverer{
-		c: c, o: o, urls: o.URLs, shown: shown, client: client, m: m,
+		c: c, o: o, bot: bot, m: m,
 		log:   o.Logger.Named("delivery").With(zap.String("consumer", c.Name())),
 		slots: make(chan struct{}, o.MaxInFlight),
 	}, nil
@@ -144,7 +115,7 @@ func (d *Deliverer) Run(ctx context.Context) error { return d.c.Serve(ctx, d.del
 func (d *Deliverer) deliverBatch(ctx context.Context, shard int) (more bool) {
 	return nextBatch(ctx, d.c, shard, d.o.BatchMax, d.o.MaxBackoff, d.log, d.m.age, func(recs []queue.Record) bool {
 		body, ids := d.encode(shard, recs)
-		if !d.postUntilTaken(ctx, shard, d.urls[shard%len(d.urls)], body, ids) {
+		if !d.postUntilTaken(ctx, shard, body, ids) {
 			return false
 		}
 		d.m.delivered.Add(float64(len(recs)))
@@ -153,8 +124,8 @@ func (d *Deliverer) deliverBatch(ctx context.Context, shard int) (more bool) {
 }
 
 // postUntilTaken posts body until the bot answers 2xx (true) or ctx ends (false).
-func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, target string, body []byte, ids []string) bool {
-	shown := d.shown[shard%len(d.shown)] // what the log says: target without its password
+func (d *Deliverer) postUntilTaken(ctx context.Context, shard int, body []byte, ids []string) bool {
+	target, shown := d.bot.URL(shard)
 	for attempt := 0; ; attempt++ {
 		reason, err := d.post(ctx, target, body, ids)
 		if err == nil {
@@ -229,44 +200,11 @@ func (d *Deliverer) post(ctx context.Context, target string, body []byte, ids []
 		return "canceled", err
 	}
 	defer release()
-
-	pctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return "request", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if d.o.Secret != "" {
-		req.Header.Set("Authorization", d.o.Secret)
-	}
-	req.Header.Set("X-DD-Event-Id", ids[0])
-	if d.o.BatchMax > 1 {
-		req.Header.Set("X-DD-Event-Ids", strings.Join(ids, ","))
-	}
 	start := time.Now()
-	resp, err := d.client.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return "timeout", fmt.Errorf("no answer within %s: %w", d.o.Timeout, err)
-		}
-		return "network", err
-	}
-	// Read what the bot sent so that the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	if reason, err = d.bot.Post(ctx, target, body, ids); err == nil {
 		d.m.postSeconds.Observe(time.Since(start).Seconds())
-		return "", nil
-	case resp.StatusCode >= 500:
-		reason = "status_5xx"
-	case resp.StatusCode >= 400:
-		reason = "status_4xx"
-	default:
-		reason = "status_other"
 	}
-	return reason, fmt.Errorf("bot answered %s", resp.Status)
+	return reason, err
 }
 
 // failLog rate-limits the warning about failed attempts: while the bot is down thousands of shards

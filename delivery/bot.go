@@ -1,0 +1,119 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// BotPoster is the HTTP side of delivering events to the bot, for any reader of events that delivers
+// them (the Deliverer here; cluster mode's delivery from the stream could share it): events.urls checked,
+// shard N's URL, one POST of a body with the events secret and the event ids, and the name of a failure
+// in dd_delivery_failed_attempts_total. It neither retries nor acknowledges: its caller does.
+type BotPoster struct {
+	urls, shown []string // shown: as logged, passwords masked (url.URL.Redacted)
+	o           PosterOptions
+}
+
+// PosterOptions configure NewBotPoster.
+type PosterOptions struct {
+	URLs   []string // events.urls: shard N goes to URLs[N % len(URLs)]
+	Secret string   // events.secret: sent as Authorization; omitted when empty
+	// Batch adds X-DD-Event-Ids, every event's id in order, to each POST (events.batch_max above 1).
+	Batch bool
+	// Timeout bounds one POST, answer included. Default 10s.
+	Timeout time.Duration
+	// MaxIdle is how many idle connections are kept per bot host. Default 256.
+	MaxIdle int
+	// Client overrides the HTTP client (its Timeout is ignored: Timeout applies).
+	Client *http.Client
+}
+
+// NewBotPoster checks the URLs (each an http(s) URL with a host) and builds the client.
+func NewBotPoster(o PosterOptions) (*BotPoster, error) {
+	if len(o.URLs) == 0 {
+		return nil, errors.New("no URL to deliver events to (events.urls)")
+	}
+	shown := make([]string, len(o.URLs))
+	for i, u := range o.URLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("events.urls: entry %d is not an http(s) URL", i)
+		}
+		shown[i] = p.Redacted()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = defaultTimeout
+	}
+	if o.MaxIdle <= 0 {
+		o.MaxIdle = defaultMaxInFlight
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{
+			Transport: &http.Transport{
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:        o.MaxIdle * len(o.URLs),
+				MaxIdleConnsPerHost: o.MaxIdle,
+				IdleConnTimeout:     90 * time.Second,
+				ForceAttemptHTTP2:   true,
+			},
+			// A redirect is not followed: a 301/302 would turn the POST into a GET without the events, and
+			// its 2xx would acknowledge them. It counts as a failure instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return &BotPoster{urls: o.URLs, shown: shown, o: o}, nil
+}
+
+// URL is where shard's events go, and that URL as logged (its password masked).
+func (p *BotPoster) URL(shard int) (target, shown string) {
+	return p.urls[shard%len(p.urls)], p.shown[shard%len(p.shown)]
+}
+
+// Post sends one attempt: body, with ids[0] as X-DD-Event-Id (and every id in X-DD-Event-Ids when
+// batching). Nil when the bot answered 2xx; otherwise reason is the failure's metric label (status_5xx,
+// status_4xx, status_other, timeout, network, request).
+func (p *BotPoster) Post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
+	pctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return "request", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if p.o.Secret != "" {
+		req.Header.Set("Authorization", p.o.Secret)
+	}
+	req.Header.Set("X-DD-Event-Id", ids[0])
+	if p.o.Batch {
+		req.Header.Set("X-DD-Event-Ids", strings.Join(ids, ","))
+	}
+	resp, err := p.o.Client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "timeout", fmt.Errorf("no answer within %s: %w", p.o.Timeout, err)
+		}
+		return "network", err
+	}
+	// Read what the bot sent so that the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return "", nil
+	case resp.StatusCode >= 500:
+		reason = "status_5xx"
+	case resp.StatusCode >= 400:
+		reason = "status_4xx"
+	default:
+		reason = "status_other"
+	}
+	return reason, fmt.Errorf("bot answered %s", resp.Status)
+}
