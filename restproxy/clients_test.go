@@ -55,6 +55,26 @@ func pointDiscordgoAt(t *testing.T, base string) {
 	discordgo.EndpointApplications = api + "applications"
 }
 
+// burst runs send(0) to send(n-1) at once, as a bot sends a burst over several channels, and fails the
+// test with the first error.
+func burst(t *testing.T, n int, send func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			if err := send(i); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("burst: %v", err)
+	}
+}
+
 func TestDiscordgoWorksThroughDD(t *testing.T) {
 	e := newEnv(t, discordsim.Config{Guilds: 3, ChannelsPerGuild: 2}, nil)
 	if err := e.sim.SetRouteLimit("POST /channels/{channel_id}/messages", 5, time.Second); err != nil {
@@ -87,30 +107,14 @@ func TestDiscordgoWorksThroughDD(t *testing.T) {
 	}
 
 	// A burst over several channels, with reactions, as a bot would send it.
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for i := range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := e.channel(i%3, i%2)
-			msg, err := s.ChannelMessageSend(c, fmt.Sprintf("burst %d", i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			if i%5 == 0 {
-				if err := s.MessageReactionAdd(c, msg.ID, "✅"); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("burst: %v", err)
-	}
+	burst(t, 30, func(i int) error {
+		c := e.channel(i%3, i%2)
+		msg, err := s.ChannelMessageSend(c, fmt.Sprintf("burst %d", i))
+		if err != nil || i%5 != 0 {
+			return err
+		}
+		return s.MessageReactionAdd(c, msg.ID, "✅")
+	})
 	e.noRateLimits(t)
 }
 
@@ -141,29 +145,13 @@ func TestDisgoWorksThroughDD(t *testing.T) {
 		t.Fatalf("upload: %v %+v", err, up)
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for i := range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := snowflake.MustParse(e.channel(i%3, i%2))
-			msg, err := r.CreateMessage(c, discord.NewMessageCreateBuilder().SetContentf("burst %d", i).Build())
-			if err != nil {
-				errs <- err
-				return
-			}
-			if i%5 == 0 {
-				if err := r.AddReaction(c, msg.ID, "✅"); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("burst: %v", err)
-	}
+	burst(t, 30, func(i int) error {
+		c := snowflake.MustParse(e.channel(i%3, i%2))
+		msg, err := r.CreateMessage(c, discord.NewMessageCreateBuilder().SetContentf("burst %d", i).Build())
+		if err != nil || i%5 != 0 {
+			return err
+		}
+		return r.AddReaction(c, msg.ID, "✅")
+	})
 	e.noRateLimits(t)
 }
