@@ -96,15 +96,13 @@ func newRest(cfg *config.Config, reg prometheus.Registerer, log *zap.Logger) (*r
 // restCluster connects the rest role to NATS (cluster mode): one election per token, in the leases
 // bucket, publishing this process's advertise_url while it leads.
 func restCluster(cfg *config.Config, log *zap.Logger) (*restproxy.Cluster, error) {
-	c := cfg.Cluster
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.NATSURL, Name: c.Name, Instance: c.Instance,
-		Replicas: c.Replicas, CredsFile: c.NATSCreds, TLSCAFile: c.NATSTLSCA, Log: log.Named("cluster")})
+	conn, err := cluster.Connect(ctx, clusterOptions(cfg, log))
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats_url: %w", err)
 	}
-	cl, err := restproxy.NATSCluster(conn, c.LeaseTTL, c.AdvertiseURL, log)
+	cl, err := restproxy.NATSCluster(conn, cfg.Cluster.LeaseTTL, cfg.Cluster.AdvertiseURL, log)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("cluster.lease_ttl: %w", err)
