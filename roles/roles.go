@@ -77,10 +77,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// background work of the roles (shards, delivery, the identify queue), run once the listeners are up.
 	var background []func(context.Context) error
-	identifyWin := o.IdentifyWindow
-	if identifyWin == 0 {
-		identifyWin = identify.Window
-	}
+	identifyWin := o.IdentifyWindow // 0: Discord's, in every package that takes it
 	if o.Role.Runs(config.RoleRest) {
 		rest, err := newRest(cfg, reg, log)
 		if err != nil {
