@@ -39,12 +39,12 @@ func (c shardCommands) manager(w http.ResponseWriter) ShardSet {
 	return m
 }
 
-// sendCommand sends one {op,d} payload to a shard and answers for it.
-func (c shardCommands) sendCommand(w http.ResponseWriter, r *http.Request, m ShardSet, id int, payload json.RawMessage) bool {
+// sendCommand sends one {op,d} payload to a shard and answers for it: 204 once sent.
+func (c shardCommands) sendCommand(w http.ResponseWriter, r *http.Request, m ShardSet, id int, payload json.RawMessage) {
 	s := m.Shard(id)
 	if s == nil {
 		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("shard %d does not run in this process", id))
-		return false
+		return
 	}
 	var cmd struct {
 		Op *int            `json:"op"`
@@ -52,17 +52,17 @@ func (c shardCommands) sendCommand(w http.ResponseWriter, r *http.Request, m Sha
 	}
 	if err := json.Unmarshal(payload, &cmd); err != nil || cmd.Op == nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "payload must be a gateway command {\"op\":N,\"d\":...}")
-		return false
+		return
 	}
 	// Discord closes the shard (4001, 4002) on a command it does not take: checked here, answered 400.
 	if err := discord.CheckCommand(*cmd.Op, cmd.D); err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
-		return false
+		return
 	}
 	compact, err := json.Marshal(map[string]any{"op": *cmd.Op, "d": cmd.D})
 	if err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "payload d is not valid JSON")
-		return false
+		return
 	}
 	err = s.SendRaw(r.Context(), compact)
 	switch {
@@ -73,9 +73,8 @@ func (c shardCommands) sendCommand(w http.ResponseWriter, r *http.Request, m Sha
 	case err != nil:
 		httpapi.WriteError(w, http.StatusBadGateway, err.Error())
 	default:
-		return true
+		w.WriteHeader(http.StatusNoContent)
 	}
-	return false
 }
 
 // handleDiscordeno serves the messages of Discordeno's big-bot template.
@@ -100,9 +99,7 @@ func (c shardCommands) handleDiscordeno(w http.ResponseWriter, r *http.Request) 
 			httpapi.WriteError(w, http.StatusBadRequest, "ShardPayload needs shardId")
 			return
 		}
-		if c.sendCommand(w, r, m, *msg.ShardID, msg.Payload) {
-			w.WriteHeader(http.StatusNoContent)
-		}
+		c.sendCommand(w, r, m, *msg.ShardID, msg.Payload)
 	case "EditShardsPresence":
 		if err := discord.CheckCommand(discord.OpPresenceUpdate, msg.Payload); err != nil {
 			httpapi.WriteError(w, http.StatusBadRequest, "EditShardsPresence needs payload, a presence: "+err.Error())
@@ -145,24 +142,12 @@ func (c shardCommands) handleShardSend(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, "shard id must be a number")
 		return
 	}
-	body, err := readLimited(w, r, maxCommandBody)
-	if err != nil {
-		return
-	}
-	m := c.manager(w)
-	if m == nil {
-		return
-	}
-	if c.sendCommand(w, r, m, id, body) {
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
-	var raw json.RawMessage
-	if err := httpapi.DecodeBody(w, r, n, &raw); err != nil {
+	var body json.RawMessage
+	if err := httpapi.DecodeBody(w, r, maxCommandBody, &body); err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "body must be JSON: "+err.Error())
-		return nil, err
+		return
 	}
-	return raw, nil
+	if m := c.manager(w); m != nil {
+		c.sendCommand(w, r, m, id, body)
+	}
 }
