@@ -22,7 +22,9 @@
 //     shard resumes from the last session written.
 //   - [SessionStore]: the sessions in the KV (key "<num_shards>.<shard>"), a shard.SessionLoader; its
 //     writes are compare-and-set on the revision the process last saw, so a late write of a process
-//     that lost the shard cannot replace the new owner's session.
+//     that lost the shard cannot replace the new owner's session. Beside each session, the shard's guild
+//     ids ("<num_shards>.<shard>.guilds", written by the EventSink when they change), restored into the
+//     event filter of the process that takes the shard over: it resumes, so no READY tells it its guilds.
 //   - [ShardOwner]: this process's share of the shards, one lease per shard ("shard.<num>.<id>") and a
 //     presence lease per process ("member.<instance>"): each process aims for ceil(shards / live
 //     processes), takes free shards up to that, and hands extra ones over when a process below its share
@@ -48,11 +50,10 @@
 //
 // roles/cluster_gateway.go builds a Gateway from the config when cluster.nats_url is set and serves its
 // HTTP API (GET /status shows the processes and each shard's owner; /readyz is 503 while NATS is
-// unreachable or the process holds no connected shard). What remains: the reshard switch across processes (the target count in
-// dd_target, a second ShardOwner on the new count); events.sink "redis" and cache.request_members in
-// cluster mode; the guild lists of a taken-over shard (its filter starts empty: a duplicate
-// GUILD_CREATE may pass); delivery putting back in place the one event the stream may store late
-// (below: it is delivered where the stream holds it).
+// unreachable or the process holds no connected shard). What remains: the reshard switch across
+// processes (the target count in dd_target, a second ShardOwner on the new count); events.sink "redis"
+// and cache.request_members in cluster mode; delivery putting back in place the one event the stream
+// may store late (below: it is delivered where the stream holds it).
 //
 // # Order in the stream
 //

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,10 @@ type EventSinkConfig struct {
 	// longer holds fails at once and writes no session (the lease's end stops the shard anyway; this
 	// closes the gap before it does).
 	Holds func(shardID, numShards int) bool
+	// Guilds, when set, is what knows each shard's guild ids: the sink writes a shard's ids beside its
+	// session (SessionStore.SaveGuilds) after a batch that changed them, so that the process taking the
+	// shard over restores them (RunnerConfig.Guilds).
+	Guilds ShardGuilds
 	// Log: default the Conn's.
 	Log *zap.Logger
 }
@@ -69,6 +74,9 @@ type EventSink struct {
 
 	published  atomic.Int64
 	duplicates atomic.Int64
+
+	guildMu  sync.Mutex
+	guildVer map[int]uint64 // shard -> the version of its guild ids last written
 }
 
 var _ shard.Sink = (*EventSink)(nil)
@@ -246,7 +254,37 @@ func (s *EventSink) dispatch(ctx context.Context, events []shard.Event, sess sha
 	if !held() {
 		return fmt.Errorf("shard %d/%d: %w: session not written", sess.ShardID, sess.NumShards, ErrNotHeld)
 	}
-	return s.sessions.save(ctx, sess, held)
+	if err := s.sessions.save(ctx, sess, held); err != nil {
+		return err
+	}
+	s.saveGuilds(ctx, sess, held)
+	return nil
+}
+
+// saveGuilds writes the shard's guild ids when they changed since this process last wrote them (READY,
+// a guild joined or left: rarely). A failure is logged and tried again after the next batch: the
+// events and the session are stored already, and the ids only count and dedup guilds.
+func (s *EventSink) saveGuilds(ctx context.Context, sess shard.Session, held func() bool) {
+	if s.cfg.Guilds == nil {
+		return
+	}
+	s.guildMu.Lock()
+	ver := s.guildVer[sess.ShardID]
+	s.guildMu.Unlock()
+	ids, now, changed := s.cfg.Guilds.GuildsChanged(sess.ShardID, ver)
+	if !changed || !held() {
+		return
+	}
+	if err := s.sessions.SaveGuilds(ctx, sess.ShardID, sess.NumShards, ids); err != nil {
+		s.log.Warn("guild ids not written beside the session; trying again after the next batch", zap.Int("shard", sess.ShardID), zap.Error(err))
+		return
+	}
+	s.guildMu.Lock()
+	if s.guildVer == nil {
+		s.guildVer = map[int]uint64{}
+	}
+	s.guildVer[sess.ShardID] = max(s.guildVer[sess.ShardID], now)
+	s.guildMu.Unlock()
 }
 
 // ensureStream finds the stream, or creates it, or updates it to sc when a setting dd owns differs. It

@@ -249,11 +249,16 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 	if err != nil {
 		return nil, err
 	}
-	sink, err := NewEventSink(ctx, g.conn, EventSinkConfig{MaxEvents: g.cfg.MaxEvents, Log: g.log})
+	fo := g.cfg.Filter
+	f := filter.New(filter.Options{Drop: fo.Drop, DedupMessageUpdates: fo.DedupMessageUpdates,
+		DropKnownGuildCreates: fo.DropKnownGuildCreates, LoadingGuildEvent: fo.LoadingGuildEvent})
+	// Each shard's guild ids go to the KV beside its session, and come back into the filter in the
+	// process that takes the shard over (it resumes: no READY to learn them from).
+	sink, err := NewEventSink(ctx, g.conn, EventSinkConfig{MaxEvents: g.cfg.MaxEvents, Guilds: f, Log: g.log})
 	if err != nil {
 		return nil, err
 	}
-	run := &gatewayRun{total: total, sink: sink}
+	run := &gatewayRun{total: total, sink: sink, filter: f}
 	if d := g.cfg.Delivery; len(d.URLs) > 0 {
 		if d.AckWait == 0 {
 			d.AckWait = g.cfg.LeaseTTL
@@ -268,10 +273,6 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 			return nil, err
 		}
 	}
-	fo := g.cfg.Filter
-	f := filter.New(filter.Options{Drop: fo.Drop, DedupMessageUpdates: fo.DedupMessageUpdates,
-		DropKnownGuildCreates: fo.DropKnownGuildCreates, LoadingGuildEvent: fo.LoadingGuildEvent})
-	run.filter = f
 	tmpl := g.cfg.Shard
 	tmpl.GatewayURL, tmpl.Identify = info.URL, limiter
 	tmpl.Hooks = shard.Hooks{
@@ -287,7 +288,7 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 		},
 		OnClose: func(_ *shard.Shard, code int, _ error) { g.closes.WithLabelValues(closeCodeLabel(code)).Inc() },
 	}
-	run.runner, err = NewShardRunner(RunnerConfig{Template: tmpl, TotalShards: total, Sink: sink, Logger: g.log,
+	run.runner, err = NewShardRunner(RunnerConfig{Template: tmpl, TotalShards: total, Sink: sink, Guilds: f, Logger: g.log,
 		OnFatal: func(id int, err error) {
 			select {
 			case g.fatal <- err:

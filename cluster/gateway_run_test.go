@@ -124,3 +124,40 @@ func TestGatewayRefusesWhatCannotRun(t *testing.T) {
 		}
 	}
 }
+
+// TestTakenOverShardKeepsItsGuilds: a shard's guild ids are stored beside its session, and the process
+// that takes the shard over (it resumes: no READY, no GUILD_CREATE burst) counts them at once.
+func TestTakenOverShardKeepsItsGuilds(t *testing.T) {
+	sim := startGatewaySim(t, 8)
+	url := clustertestServer(t)
+	g1, stop1 := runGateway(t, sim, url, "gw-1", GatewayConfig{TotalShards: 2})
+	testkit.Eventually(t, 30*time.Second, "gw-1 ready with its 8 guilds", func() bool {
+		return g1.Ready() == nil && g1.Status().Guilds == 8
+	})
+	store := NewSessionStore(connect(t, url, "reader", 1))
+	testkit.Eventually(t, 10*time.Second, "the guild ids stored beside the sessions", func() bool {
+		n := 0
+		for id := range 2 {
+			ids, err := store.LoadGuilds(ctxFor(t, 5*time.Second), id, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(ids)
+		}
+		return n == 8
+	})
+	before := identifies(sim)
+	if err := stop1(); err != nil {
+		t.Fatalf("gw-1 stopped with %v", err)
+	}
+	g2, _ := runGateway(t, sim, url, "gw-2", GatewayConfig{TotalShards: 2})
+	testkit.Eventually(t, 30*time.Second, "gw-2 ready with both shards", func() bool {
+		return g2.Ready() == nil && len(g2.Running().Running()) == 2
+	})
+	if st := g2.Status(); st.Guilds != 8 {
+		t.Errorf("gw-2 counts %d guilds on the shards it took over (%+v); want the 8 stored beside their sessions", st.Guilds, st.Shards)
+	}
+	if n := identifies(sim) - before; n != 0 {
+		t.Errorf("%d identifies on the takeover; want 0 (the shards resume)", n)
+	}
+}

@@ -25,6 +25,9 @@ type RunnerConfig struct {
 	Sink *EventSink
 	// Sessions loads the sessions shards resume. Default Sink.Sessions().
 	Sessions *SessionStore
+	// Guilds, when set, gets the guild ids stored beside a shard's session (ShardGuilds.Restore) when
+	// the shard starts here: a shard that resumes gets no READY to learn them from.
+	Guilds ShardGuilds
 	// OnFatal is told of a shard that Discord refused for good (4004, 4014, ...). It keeps its lease, so
 	// that no other process spends identifies on it. Default: logged.
 	OnFatal func(id int, err error)
@@ -88,11 +91,19 @@ func (r *ShardRunner) StartShard(id int, lease *Lease) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	sess, ok, err := r.cfg.Sessions.Load(ctx, id, r.cfg.TotalShards)
-	cancel()
 	if err != nil {
+		cancel()
 		// Starting without it would spend an identify on a session that may well be resumable.
 		return err
 	}
+	if r.cfg.Guilds != nil {
+		if ids, err := r.cfg.Sessions.LoadGuilds(ctx, id, r.cfg.TotalShards); err != nil {
+			r.log.Warn("guild ids of the previous holder not read; the shard counts its guilds from scratch", zap.Int("shard", id), zap.Error(err))
+		} else if len(ids) > 0 {
+			r.cfg.Guilds.Restore(id, ids)
+		}
+	}
+	cancel()
 	c := r.cfg.Template
 	c.ShardID, c.NumShards = id, r.cfg.TotalShards
 	c.Sink = r.cfg.Sink.Fenced(lease)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,4 +131,48 @@ func (ss *SessionStore) Delete(ctx context.Context, id, num int) error {
 		return err
 	}
 	return ss.kv.del(ctx, key, e.Revision)
+}
+
+// ShardGuilds knows each shard's guild ids: the gateway's event filter, which learns them from READY and
+// GUILD_CREATE. A shard that resumes in another process gets neither, so its ids are kept in the KV
+// beside its session and restored there.
+type ShardGuilds interface {
+	// GuildsChanged returns shard's guild ids when they changed since version (0, or a value it
+	// returned before), and the current version.
+	GuildsChanged(shard int, version uint64) (ids []uint64, now uint64, changed bool)
+	// Restore gives shard the ids it held before it moved here, unless it learnt some already.
+	Restore(shard int, ids []uint64)
+}
+
+// GuildsKey is the key of the guild ids of shard id of num shards, beside its session: "<num>.<id>.guilds".
+func GuildsKey(id, num int) string { return SessionKey(id, num) + ".guilds" }
+
+// SaveGuilds writes the guild ids of shard id of num shards: 8 bytes each, big-endian, as one machine
+// stores them beside its sessions. Only the shard's holder writes them (EventSink, fenced by the lease).
+func (ss *SessionStore) SaveGuilds(ctx context.Context, id, num int, ids []uint64) error {
+	v := make([]byte, 0, 8*len(ids))
+	for _, g := range ids {
+		v = binary.BigEndian.AppendUint64(v, g)
+	}
+	if _, err := ss.c.KV(BucketSessions).Put(ctx, GuildsKey(id, num), v); err != nil {
+		return fmt.Errorf("cluster: saving the guilds of shard %d/%d: %w", id, num, err)
+	}
+	return nil
+}
+
+// LoadGuilds reads the guild ids stored for shard id of num shards (none: nil), from the bucket's
+// leader, so that it sees the previous holder's last write.
+func (ss *SessionStore) LoadGuilds(ctx context.Context, id, num int) ([]uint64, error) {
+	e, err := ss.kv.last(ctx, GuildsKey(id, num))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: loading the guilds of shard %d/%d: %w", id, num, err)
+	}
+	if e.Revision == 0 || e.Deleted || len(e.Value) == 0 {
+		return nil, nil
+	}
+	ids := make([]uint64, 0, len(e.Value)/8)
+	for i := 0; i+8 <= len(e.Value); i += 8 {
+		ids = append(ids, binary.BigEndian.Uint64(e.Value[i:]))
+	}
+	return ids, nil
 }
