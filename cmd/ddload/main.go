@@ -72,6 +72,7 @@ func run(args []string) int {
 		baseline  = fs.Int("baseline-shards", 0, "shards: also run with this many shards and report the RSS slope per shard")
 		compress  = fs.String("compress", "", "shards: dd's gateway.compress, zstd-stream | zlib-stream | none (default: dd's)")
 		fill      = fs.Int("fill-events", 0, "shards: MESSAGE_CREATEs per shard after startup, before the settle (80 fill a 32 KiB window)")
+		settleGCs = fs.Int("settle-collections", 0, "shards: after -settle, wait on until dd has collected its heap this many times since going idle, plus 20s (2: RSS not at the collector's phase)")
 
 		perGuild     = fs.Int("members-per-guild", 1000, "members: members of each of -guilds (the bot included)")
 		largeGuilds  = fs.Int("large-guilds", 1, "members: more guilds, of -large-members each (-1: none)")
@@ -161,7 +162,7 @@ func run(args []string) int {
 		var r loadtool.ShardsResult
 		r, err = loadtool.RunShards(ctx, loadtool.ShardsOptions{Binaries: bins, Shards: *shards, MaxConcurrency: *maxConc,
 			GuildsPerShard: *perShard, Heartbeat: *heartbeat, IdentifyWindow: *window, Settle: *settle,
-			BaselineShards: *baseline, Compress: *compress, FillEvents: *fill, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+			BaselineShards: *baseline, Compress: *compress, FillEvents: *fill, SettleCollections: *settleGCs, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil {
 			r.Print(human)

@@ -22,6 +22,10 @@ type ShardsOptions struct {
 	IdentifyWindow time.Duration
 	// Settle is how long dd sits idle after startup before its RSS and idle CPU are read [30s].
 	Settle time.Duration
+	// SettleCollections, if above 0, makes the settle go on past Settle until dd has collected its heap
+	// this many times since going idle, plus 20 s (see settle; 2 for a figure that does not depend on the
+	// collector's phase).
+	SettleCollections int
 	// BaselineShards, if above 0, runs the whole scenario a second time with this many shards, so that
 	// RSS per shard can be taken as a slope that removes dd's fixed costs.
 	BaselineShards int
@@ -265,7 +269,7 @@ func runShardsOnce(ctx context.Context, o ShardsOptions, n int) (run ShardsRun, 
 	if err != nil {
 		return run, err
 	}
-	if err := sleepCtx(ctx, o.Settle); err != nil {
+	if err := settle(ctx, dd, o.Settle, o.SettleCollections, o.Logf); err != nil {
 		return run, err
 	}
 	for _, p := range procs {
@@ -365,4 +369,55 @@ func fillShards(ctx context.Context, sim *simProcess, dd *ddProcess, procs []*pr
 			f, err := filtered()
 			return f-before >= float64(total), err
 		})
+}
+
+// settle waits at least d, and then until dd's heap has been collected want times since it went idle and the
+// runtime had time to give the garbage's pages back. An idle Go process collects every two minutes, or
+// sooner as it allocates, and its scavenger returns pages against the heap in use at the end of the
+// previous collection's mark, which still counts the burst's unswept spans: RSS falls at the second
+// collection after a burst (175 MiB against 83 MiB a few seconds after it, in one run of 1,000 shards),
+// so RSS read at a fixed time measures the collector's phase, not the shards. Bounded: d plus five
+// minutes.
+func settle(ctx context.Context, dd *ddProcess, d time.Duration, want int, logf func(string, ...any)) error {
+	if want <= 0 {
+		return sleepCtx(ctx, d)
+	}
+	const (
+		idleAfter = 10 * time.Second // the traffic's buffers and the decompressors' histories are packed by then
+		release   = 20 * time.Second // for the scavenger after the collection
+		poll      = time.Second
+	)
+	start := time.Now()
+	gcs := func() (float64, error) {
+		m, err := dd.metrics()
+		return m.Value("go_gc_duration_seconds_count"), err
+	}
+	last, err := gcs()
+	if err != nil {
+		return err
+	}
+	var collectedAt time.Time // last time the count was seen to move, once idleAfter has passed
+	collections := 0
+	for {
+		if err := sleepCtx(ctx, poll); err != nil {
+			return err
+		}
+		n, err := gcs()
+		if err != nil {
+			return err
+		}
+		if n != last && time.Since(start) >= idleAfter {
+			collectedAt = time.Now()
+			collections += int(n - last)
+		}
+		last = n
+		waited := time.Since(start)
+		if waited >= d && collections >= want && time.Since(collectedAt) >= release {
+			return nil
+		}
+		if waited >= d+5*time.Minute {
+			logf("shards: no collection in %v of idle; reading RSS anyway", waited.Round(time.Second))
+			return nil
+		}
+	}
 }
