@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/ddload -scenario firehose -shards 4 -rate 20000 -duration 10s -batch-max 100
 //	go run ./cmd/ddload -scenario shards -shards 1000 -max-concurrency 250 -guilds-per-shard 4 -heartbeat 10s -baseline-shards 200
+//	go run ./cmd/ddload -scenario shards -shards 1000 -baseline-shards 100 -compress zlib-stream -fill-events 80 -settle 30s -settle-collections 2
 //	go run ./cmd/ddload -scenario members -shards 2 -guilds 100 -members-per-guild 1000 -large-guilds 1 -large-members 100000
 //	go run ./cmd/ddload -scenario rest -callers 64 -fast 2s -slow 5s -latency 50ms
 //
