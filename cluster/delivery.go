@@ -1,20 +1,15 @@
 package cluster
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/ddhq/dd/delivery"
+	"github.com/ddhq/dd/internal/ctxsleep"
 )
 
 // Delivery to events.urls in cluster mode (PRODUCT.md §4 and §7): the bot gets what it gets from one
@@ -78,8 +76,7 @@ type Delivery struct {
 	c      *Conn
 	cfg    DeliveryConfig
 	stream jetstream.Stream
-	client *http.Client
-	shown  []string
+	poster *delivery.BotPoster
 	log    *zap.Logger
 
 	delivered prometheus.Counter
@@ -104,14 +101,6 @@ func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, e
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("cluster: delivery needs at least one URL (events.urls)")
 	}
-	shown := make([]string, len(cfg.URLs))
-	for i, u := range cfg.URLs {
-		p, err := url.Parse(u)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, fmt.Errorf("cluster: events.urls: entry %d is not an http(s) URL", i)
-		}
-		shown[i] = p.Redacted()
-	}
 	if cfg.BatchMax <= 0 {
 		cfg.BatchMax = 1
 	}
@@ -133,18 +122,11 @@ func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, e
 	if cfg.Log == nil {
 		cfg.Log = c.log
 	}
-	client := cfg.Client
-	if client == nil {
-		client = &http.Client{
-			Transport: &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConnsPerHost: 256,
-				IdleConnTimeout:     90 * time.Second,
-				ForceAttemptHTTP2:   true,
-			},
-			// A redirect would turn the POST into a GET without the events; it counts as a failure.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	// The POST itself is the one-machine delivery's: same headers, client, URL check and failure labels.
+	poster, err := delivery.NewBotPoster(delivery.PosterOptions{URLs: cfg.URLs, Secret: cfg.Secret,
+		Batch: cfg.BatchMax > 1, Timeout: cfg.Timeout, Client: cfg.Client})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -152,7 +134,7 @@ func NewDelivery(ctx context.Context, c *Conn, cfg DeliveryConfig) (*Delivery, e
 	if err != nil {
 		return nil, fmt.Errorf("cluster: delivery: stream %s: %w", StreamName(c.name), err)
 	}
-	d := &Delivery{c: c, cfg: cfg, stream: stream, client: client, shown: shown, log: cfg.Log.Named("delivery"),
+	d := &Delivery{c: c, cfg: cfg, stream: stream, poster: poster, log: cfg.Log.Named("delivery"),
 		running: map[int]*deliveryRun{},
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "dd_delivery_delivered_events_total",
 			Help: "Events the bot acknowledged with a 2xx."}),
@@ -276,21 +258,20 @@ func (d *Delivery) run(ctx context.Context, shardID int, run *deliveryRun) {
 				return
 			}
 			d.log.Warn("delivery consumer not ready; retrying", zap.Int("shard", shardID), zap.Error(err))
-			if sleepCtx(ctx, backoff) != nil {
+			if ctxsleep.Sleep(ctx, backoff) != nil {
 				return
 			}
 		}
 	}
 	p := &puller{c: d.c, cons: cons, n: d.cfg.BatchMax, ackWait: d.cfg.AckWait, wait: d.cfg.PullWait, log: d.log.With(zap.Int("shard", shardID))}
 	defer p.close()
-	target := d.cfg.URLs[shardID%len(d.cfg.URLs)]
-	shown := d.shown[shardID%len(d.shown)]
+	target, shown := d.poster.URL(shardID)
 	for ctx.Err() == nil {
 		msgs, err := p.next(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Debug("pull failed; retrying", zap.Int("shard", shardID), zap.Error(err))
-				_ = sleepCtx(ctx, time.Second)
+				_ = ctxsleep.Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -503,7 +484,7 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 				zap.Int("shard", shardID), zap.Int("events", len(msgs)), zap.NamedError("last_error", lastErr))
 			return false, false
 		}
-		reason, err := d.post(ctx, target, body, ids)
+		reason, err := d.poster.Post(ctx, target, body, ids)
 		if err == nil {
 			if attempt > 0 {
 				d.log.Info("delivering events to the bot works again", zap.Int("shard", shardID), zap.String("url", shown), zap.Int("attempts", attempt+1))
@@ -553,21 +534,10 @@ func sleepHeld(ctx context.Context, d time.Duration, h *holder) error {
 		if left <= 0 {
 			return nil
 		}
-		if err := sleepCtx(ctx, min(left, h.ackWait/8)); err != nil {
+		if err := ctxsleep.Sleep(ctx, min(left, h.ackWait/8)); err != nil {
 			return err
 		}
 		h.held()
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -593,44 +563,6 @@ func (d *Delivery) encode(msgs []jetstream.Msg) (body []byte, ids []string) {
 		body = append(body, ']')
 	}
 	return body, ids
-}
-
-// post sends one attempt; on failure reason is the metric label.
-func (d *Delivery) post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
-	pctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return "request", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if d.cfg.Secret != "" {
-		req.Header.Set("Authorization", d.cfg.Secret)
-	}
-	req.Header.Set("X-DD-Event-Id", ids[0])
-	if d.cfg.BatchMax > 1 {
-		req.Header.Set("X-DD-Event-Ids", strings.Join(ids, ","))
-	}
-	resp, err := d.client.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return "timeout", fmt.Errorf("no answer within %s: %w", d.cfg.Timeout, err)
-		}
-		return "network", err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return "", nil
-	case resp.StatusCode >= 500:
-		reason = "status_5xx"
-	case resp.StatusCode >= 400:
-		reason = "status_4xx"
-	default:
-		reason = "status_other"
-	}
-	return reason, fmt.Errorf("bot answered %s", resp.Status)
 }
 
 func (d *Delivery) backoff(attempt int) time.Duration {

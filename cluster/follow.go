@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/internal/ctxsleep"
 	"github.com/ddhq/dd/internal/rawjson"
 )
 
@@ -77,7 +78,7 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 				return nil
 			}
 			log.Warn("stream consumer not ready; retrying", zap.Error(err))
-			if sleepCtx(ctx, backoff) != nil {
+			if ctxsleep.Sleep(ctx, backoff) != nil {
 				return nil
 			}
 		}
@@ -89,7 +90,7 @@ func Follow(ctx context.Context, c *Conn, cfg FollowConfig, apply func(payloads 
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Debug("pull failed; retrying", zap.Error(err))
-				_ = sleepCtx(ctx, time.Second)
+				_ = ctxsleep.Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -137,7 +138,7 @@ func FollowConnecting(ctx context.Context, o Options, cfg FollowConfig, apply fu
 		cancel()
 		if err != nil {
 			log.Warn("cannot follow the event stream yet: NATS unreachable; retrying", zap.Error(err), zap.Duration("after", backoff))
-			if sleepCtx(ctx, backoff) != nil {
+			if ctxsleep.Sleep(ctx, backoff) != nil {
 				return nil
 			}
 		}
