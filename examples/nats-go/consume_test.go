@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,36 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ddhq/dd/cluster"
-	"github.com/ddhq/dd/cluster/clustertest"
+	"github.com/ddhq/dd/examples/internal/streamtest"
 	"github.com/ddhq/dd/internal/testkit"
-	"github.com/ddhq/dd/shard"
 )
-
-// publish sends shard's events from..to of session sess through dd's real EventSink, in batches of 5
-// as a shard does; the events in drop are dropped by the OnDispatch hook (never published).
-func publish(t *testing.T, sink *cluster.EventSink, shardID int, sess string, from, to int64, drop ...int64) {
-	t.Helper()
-	for lo := from; lo <= to; lo += 5 {
-		var evs []shard.Event
-		hi := min(lo+4, to)
-		for s := lo; s <= hi; s++ {
-			typ := []string{"MESSAGE_CREATE", "TYPING_START", "MESSAGE_REACTION_ADD"}[s%3]
-			raw := fmt.Sprintf(`{"op":0,"t":%q,"s":%d,"d":{"shard":%d,"n":%d}}`, typ, s, shardID, s)
-			ev := shard.Event{Seq: s, Type: typ, Raw: json.RawMessage(raw)}
-			for _, d := range drop {
-				ev.Dropped = ev.Dropped || d == s
-			}
-			evs = append(evs, ev)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := sink.Dispatch(ctx, evs, shard.Session{ShardID: shardID, NumShards: 3, ID: sess, ResumeURL: "wss://resume", Seq: hi})
-		cancel()
-		if err != nil {
-			t.Fatalf("publishing shard %d events %d-%d: %v", shardID, lo, hi, err)
-		}
-	}
-}
 
 // handled collects what the bot handled.
 type handled struct {
@@ -71,11 +43,11 @@ func (h *handled) count() int {
 
 // run runs Consume until the bot has handled want events and every consumer has nothing pending or
 // unacknowledged, then stops it.
-func run(t *testing.T, js jetstream.JetStream, cfg Config, h *handled, want int) {
+func run(t *testing.T, st *streamtest.Stream, cfg Config, h *handled, want int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Consume(ctx, js, cfg) }()
+	go func() { done <- Consume(ctx, st.JS, cfg) }()
 	defer func() {
 		cancel()
 		select {
@@ -88,20 +60,11 @@ func run(t *testing.T, js jetstream.JetStream, cfg Config, h *handled, want int)
 		}
 	}()
 	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("%d events handled", want), func() bool { return h.count() >= want })
-	testkit.Eventually(t, 10*time.Second, "every shard's consumer with 0 events pending and 0 unacknowledged", func() bool {
-		for _, id := range cfg.Shards {
-			c, err := js.Consumer(context.Background(), cluster.StreamName("dd"), ShardConsumer(cfg.Durable, id))
-			if err != nil {
-				return false
-			}
-			info, err := c.Info(context.Background())
-			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	time.Sleep(100 * time.Millisecond) // nothing more should come
+	var consumers []string
+	for _, id := range cfg.Shards {
+		consumers = append(consumers, ShardConsumer(cfg.Durable, id))
+	}
+	st.WaitAcked(t, consumers...)
 	if n := h.count(); n != want {
 		t.Errorf("%d events handled; want %d", n, want)
 	}
@@ -113,38 +76,19 @@ func run(t *testing.T, js jetstream.JetStream, cfg Config, h *handled, want int)
 // shard's in order, and acknowledges them all. A second run of the same durable consumers handles only
 // what was published since.
 func TestEveryEventOnceInShardOrder(t *testing.T) {
-	srv := clustertest.Server(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := cluster.Connect(ctx, cluster.Options{URL: srv.ClientURL(), Instance: "gateway"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sink, err := cluster.NewEventSink(ctx, conn, cluster.EventSinkConfig{DuplicateWindow: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publish(t, sink, 0, "a", 1, 20)
-	publish(t, sink, 1, "b", 1, 20, 7) // 7 dropped by a hook: a gap the bot must not wait for
-	publish(t, sink, 2, "c", 1, 10)
-	publish(t, sink, 2, "c", 11, 20)
+	st := streamtest.Start(t)
+	sink := st.Sink
+	st.Publish(t, 0, "a", 1, 20)
+	st.Publish(t, 1, "b", 1, 20, 7) // 7 dropped by a hook: a gap the bot must not wait for
+	st.Publish(t, 2, "c", 1, 10)
+	st.Publish(t, 2, "c", 11, 20)
 	time.Sleep(400 * time.Millisecond)
-	publish(t, sink, 1, "b", 16, 25) // a resume's replay of 16-20, past the duplicate window: copies in the stream
+	st.Publish(t, 1, "b", 16, 25) // a resume's replay of 16-20, past the duplicate window: copies in the stream
 	if sink.Duplicates() != 0 || sink.Published() != 20+19+20+10 {
 		t.Fatalf("stream took %d events and dropped %d copies; want 69 and 0 (the replay's copies past the window)",
 			sink.Published(), sink.Duplicates())
 	}
 
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &handled{}
 	slowOnce := sync.Once{}
 	cfg := Config{Durable: "bot", Shards: []int{0, 1, 2}, AckWait: time.Second, Log: h.log,
@@ -154,7 +98,7 @@ func TestEveryEventOnceInShardOrder(t *testing.T) {
 			}
 			return h.handle(ctx, ev)
 		}}
-	run(t, js, cfg, h, 20+24+20)
+	run(t, st, cfg, h, 20+24+20)
 
 	want := map[int][]string{}
 	for s := int64(1); s <= 20; s++ {
@@ -169,8 +113,7 @@ func TestEveryEventOnceInShardOrder(t *testing.T) {
 	got := map[int][]string{}
 	for _, ev := range h.events {
 		got[ev.Shard] = append(got[ev.Shard], ev.ID)
-		if wantT := []string{"MESSAGE_CREATE", "TYPING_START", "MESSAGE_REACTION_ADD"}[ev.Seq%3]; ev.Type != wantT ||
-			string(ev.Data) != fmt.Sprintf(`{"shard":%d,"n":%d}`, ev.Shard, ev.Seq) {
+		if ev.Type != streamtest.Types[ev.Seq%3] || string(ev.Data) != streamtest.Data(ev.Shard, ev.Seq) {
 			t.Errorf("event %s decoded as type %q data %s", ev.ID, ev.Type, ev.Data)
 		}
 	}
@@ -191,10 +134,10 @@ func TestEveryEventOnceInShardOrder(t *testing.T) {
 	}
 
 	// A restart: the durable consumers go on after the last acknowledged event.
-	publish(t, sink, 0, "a", 21, 23)
+	st.Publish(t, 0, "a", 21, 23)
 	h2 := &handled{}
 	cfg.Handle, cfg.Log = h2.handle, h2.log
-	run(t, js, cfg, h2, 3)
+	run(t, st, cfg, h2, 3)
 	var ids []string
 	for _, ev := range h2.events {
 		ids = append(ids, ev.ID)
@@ -205,8 +148,8 @@ func TestEveryEventOnceInShardOrder(t *testing.T) {
 
 	// A crash while handling a-26 (its connection gone, nothing acknowledged or given back), events
 	// published meanwhile, and a restart: the shard goes on at a-26, in order, once AckWait has passed.
-	publish(t, sink, 0, "a", 24, 30)
-	crashNC, err := nats.Connect(srv.ClientURL())
+	st.Publish(t, 0, "a", 24, 30)
+	crashNC, err := nats.Connect(st.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,10 +179,10 @@ func TestEveryEventOnceInShardOrder(t *testing.T) {
 	if n := h3.count(); n != 2 {
 		t.Errorf("before the crash %d events handled; want 2 (a-24, a-25)", n)
 	}
-	publish(t, sink, 0, "a", 31, 33)
+	st.Publish(t, 0, "a", 31, 33)
 	h4 := &handled{}
 	cfg.Handle, cfg.Log = h4.handle, h4.log
-	run(t, js, cfg, h4, 8)
+	run(t, st, cfg, h4, 8)
 	ids = nil
 	for _, ev := range h4.events {
 		ids = append(ids, ev.ID)

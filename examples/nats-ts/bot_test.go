@@ -4,7 +4,6 @@ package natsts
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,40 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/ddhq/dd/cluster"
-	"github.com/ddhq/dd/cluster/clustertest"
+	"github.com/ddhq/dd/examples/internal/streamtest"
 	"github.com/ddhq/dd/internal/testkit"
-	"github.com/ddhq/dd/shard"
 )
-
-var types = []string{"MESSAGE_CREATE", "TYPING_START", "MESSAGE_REACTION_ADD"}
-
-// publish sends shard's events from..to of session sess through dd's real EventSink, in batches of 5
-// as a shard does; the events in drop are dropped by the OnDispatch hook (never published).
-func publish(t *testing.T, sink *cluster.EventSink, shardID int, sess string, from, to int64, drop ...int64) {
-	t.Helper()
-	for lo := from; lo <= to; lo += 5 {
-		var evs []shard.Event
-		hi := min(lo+4, to)
-		for s := lo; s <= hi; s++ {
-			raw := fmt.Sprintf(`{"op":0,"t":%q,"s":%d,"d":{"shard":%d,"n":%d}}`, types[s%3], s, shardID, s)
-			ev := shard.Event{Seq: s, Type: types[s%3], Raw: json.RawMessage(raw)}
-			for _, d := range drop {
-				ev.Dropped = ev.Dropped || d == s
-			}
-			evs = append(evs, ev)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := sink.Dispatch(ctx, evs, shard.Session{ShardID: shardID, NumShards: 3, ID: sess, ResumeURL: "wss://resume", Seq: hi})
-		cancel()
-		if err != nil {
-			t.Fatalf("publishing shard %d events %d-%d: %v", shardID, lo, hi, err)
-		}
-	}
-}
 
 // event is a line the bot prints.
 type event struct {
@@ -77,9 +45,9 @@ func build(t *testing.T) {
 // runBot runs the bot until it printed want events and its consumers have nothing pending or
 // unacknowledged, then stops it with SIGTERM and checks it exits cleanly. It returns the events and
 // what the bot wrote to stderr.
-func runBot(t *testing.T, url string, js jetstream.JetStream, want int) ([]event, string) {
+func runBot(t *testing.T, st *streamtest.Stream, want int) ([]event, string) {
 	t.Helper()
-	cmd := exec.Command("node", "dist/bot.js", "--nats", url, "--name", "dd", "--durable", "ts-bot", "--shards", "3")
+	cmd := exec.Command("node", "dist/bot.js", "--nats", st.URL, "--name", "dd", "--durable", "ts-bot", "--shards", "3")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -126,20 +94,7 @@ func runBot(t *testing.T, url string, js jetstream.JetStream, want int) ([]event
 		}
 		return count() >= want
 	})
-	testkit.Eventually(t, 10*time.Second, "every shard's consumer with 0 events pending and 0 unacknowledged", func() bool {
-		for id := 0; id < 3; id++ {
-			c, err := js.Consumer(context.Background(), "DD_EVENTS", fmt.Sprintf("ts-bot-shard-%d", id))
-			if err != nil {
-				return false
-			}
-			info, err := c.Info(context.Background())
-			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	time.Sleep(100 * time.Millisecond) // nothing more should come
+	st.WaitAcked(t, "ts-bot-shard-0", "ts-bot-shard-1", "ts-bot-shard-2")
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
@@ -184,41 +139,21 @@ func seqIDs(sess string, from, to int64, skip ...int64) string {
 // published since.
 func TestTypeScriptBotReadsEveryEventOnceInShardOrder(t *testing.T) {
 	build(t)
-	srv := clustertest.Server(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := cluster.Connect(ctx, cluster.Options{URL: srv.ClientURL(), Instance: "gateway"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sink, err := cluster.NewEventSink(ctx, conn, cluster.EventSinkConfig{DuplicateWindow: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publish(t, sink, 0, "a", 1, 20)
-	publish(t, sink, 1, "b", 1, 20, 7) // 7 dropped by a hook: a gap the bot must not wait for
-	publish(t, sink, 2, "c", 1, 20)
+	st := streamtest.Start(t)
+	st.Publish(t, 0, "a", 1, 20)
+	st.Publish(t, 1, "b", 1, 20, 7) // 7 dropped by a hook: a gap the bot must not wait for
+	st.Publish(t, 2, "c", 1, 20)
 	time.Sleep(400 * time.Millisecond)
-	publish(t, sink, 1, "b", 16, 25) // a resume's replay of 16-20, past the duplicate window: copies in the stream
+	st.Publish(t, 1, "b", 16, 25) // a resume's replay of 16-20, past the duplicate window: copies in the stream
 
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, stderr := runBot(t, srv.ClientURL(), js, 20+24+20)
+	evs, stderr := runBot(t, st, 20+24+20)
 	for shardID, want := range []string{seqIDs("a", 1, 20), seqIDs("b", 1, 25, 7), seqIDs("c", 1, 20)} {
 		if got := ids(evs, shardID); got != want {
 			t.Errorf("shard %d printed, in this order:\n  %s\nwant each event once, in order:\n  %s", shardID, got, want)
 		}
 	}
 	for _, ev := range evs {
-		if ev.Type != types[ev.Seq%3] || string(ev.Data) != fmt.Sprintf(`{"shard":%d,"n":%d}`, ev.Shard, ev.Seq) {
+		if ev.Type != streamtest.Types[ev.Seq%3] || string(ev.Data) != streamtest.Data(ev.Shard, ev.Seq) {
 			t.Errorf("event %s decoded as type %q seq %d data %s", ev.ID, ev.Type, ev.Seq, ev.Data)
 		}
 	}
@@ -226,8 +161,8 @@ func TestTypeScriptBotReadsEveryEventOnceInShardOrder(t *testing.T) {
 		t.Errorf("%d copies dropped; want 5 (b-16..b-20 stored twice); stderr:\n%s", n, stderr)
 	}
 
-	publish(t, sink, 2, "c", 21, 23)
-	evs, _ = runBot(t, srv.ClientURL(), js, 3)
+	st.Publish(t, 2, "c", 21, 23)
+	evs, _ = runBot(t, st, 3)
 	if got := ids(evs, 2); got != "c-21 c-22 c-23" || len(evs) != 3 {
 		t.Errorf("second run printed %v; want only what was published since: c-21 c-22 c-23", evs)
 	}
