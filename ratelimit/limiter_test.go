@@ -149,6 +149,13 @@ func (h *harness) headers(limit, remaining int, reset time.Time, hash string) ht
 	return hd
 }
 
+// answer has one request of route granted at once and answered with status and those headers.
+func (h *harness) answer(ctx context.Context, route Route, status, limit, remaining int, reset time.Time, hash string) {
+	p := h.acquire(ctx, route)
+	<-p.done
+	p.tk.Done(Response{Status: status, Header: h.headers(limit, remaining, reset, hash)})
+}
+
 var msgRoute = Route{Key: "POST /channels/{channel_id}/messages", Major: "1", Global: true}
 
 func TestUnknownBucketSendsOneRequestFirstThenSeveralInFlight(t *testing.T) {
@@ -236,12 +243,8 @@ func TestRoutesSharingAHashShareTheBudget(t *testing.T) {
 	get := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
 	patch := Route{Key: "PATCH /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
 	reset := h.clock.Now().Add(time.Second)
-	p := h.acquire(ctx, get)
-	<-p.done
-	p.tk.Done(Response{Status: 200, Header: h.headers(3, 2, reset, "msg")})
-	p = h.acquire(ctx, patch)
-	<-p.done
-	p.tk.Done(Response{Status: 200, Header: h.headers(3, 1, reset, "msg")})
+	h.answer(ctx, get, 200, 3, 2, reset, "msg")
+	h.answer(ctx, patch, 200, 3, 1, reset, "msg")
 	// One left in the shared bucket: one of GET/PATCH goes, the other waits for the reset.
 	a, b := h.acquire(ctx, get), h.acquire(ctx, patch)
 	if n := granted([]*pendingAcquire{a, b}); n != 1 {
@@ -426,9 +429,7 @@ func TestInvalidRequestGuardRefusesNearTheCeiling(t *testing.T) {
 
 func TestDeadlineAnswersWouldWait(t *testing.T) {
 	h := newHarness(t, Options{})
-	p := h.acquire(context.Background(), msgRoute)
-	<-p.done
-	p.tk.Done(Response{Status: 200, Header: h.headers(1, 0, h.clock.Now().Add(30*time.Second), "h1")})
+	h.answer(context.Background(), msgRoute, 200, 1, 0, h.clock.Now().Add(30*time.Second), "h1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	ctx2, cancel2 := context.WithDeadline(context.Background(), h.clock.Now().Add(time.Second))
@@ -445,9 +446,7 @@ func TestDeadlineAnswersWouldWait(t *testing.T) {
 
 func TestCancelledWaitersLeaveTheQueue(t *testing.T) {
 	h := newHarness(t, Options{})
-	p := h.acquire(context.Background(), msgRoute)
-	<-p.done
-	p.tk.Done(Response{Status: 200, Header: h.headers(1, 0, h.clock.Now().Add(time.Second), "h1")})
+	h.answer(context.Background(), msgRoute, 200, 1, 0, h.clock.Now().Add(time.Second), "h1")
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := h.acquire(ctx, msgRoute)
 	stay := h.acquire(context.Background(), msgRoute)
@@ -586,9 +585,7 @@ func TestAnUnknownRouteWaitsForASpentBucketOfItsMajor(t *testing.T) {
 	ctx := context.Background()
 	known := Route{Key: "PATCH /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
 	unknown := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
-	k := h.acquire(ctx, known)
-	<-k.done
-	k.tk.Done(Response{Status: 200, Header: h.headers(1, 0, h.clock.Now().Add(time.Second), "msg")})
+	h.answer(ctx, known, 200, 1, 0, h.clock.Now().Add(time.Second), "msg")
 	queued := []*pendingAcquire{h.acquire(ctx, known), h.acquire(ctx, known)}
 	settle()
 	u := h.acquire(ctx, unknown)
@@ -615,9 +612,7 @@ func TestAnUnknownRouteDoesNotWaitMinutesForASibling(t *testing.T) {
 	ctx := context.Background()
 	rename := Route{Key: "PATCH /channels/{channel_id}", Major: "1", Global: true}
 	unknown := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
-	k := h.acquire(ctx, rename)
-	<-k.done
-	k.tk.Done(Response{Status: 200, Header: h.headers(2, 0, h.clock.Now().Add(10*time.Minute), "rename")})
+	h.answer(ctx, rename, 200, 2, 0, h.clock.Now().Add(10*time.Minute), "rename")
 	if n := granted([]*pendingAcquire{h.acquire(ctx, unknown)}); n != 1 {
 		t.Fatal("the channel's spent bucket resets in 10 minutes: the unknown route must not wait for it")
 	}
@@ -631,12 +626,8 @@ func TestARouteWithAKnownHashIgnoresSpentBucketsOfItsMajor(t *testing.T) {
 	create := Route{Key: "POST /channels/{channel_id}/messages", Major: "1", Global: true}
 	react := Route{Key: "PUT|DELETE /channels/{channel_id}/messages/{id}/reactions", Major: "2", Global: true}
 	reset := h.clock.Now().Add(time.Second)
-	c := h.acquire(ctx, create)
-	<-c.done
-	c.tk.Done(Response{Status: 200, Header: h.headers(1, 0, reset, "create")}) // channel 1's creates: spent
-	r := h.acquire(ctx, react)
-	<-r.done
-	r.tk.Done(Response{Status: 204, Header: h.headers(1, 0, reset, "react")}) // the hash of reactions, on channel 2
+	h.answer(ctx, create, 200, 1, 0, reset, "create") // channel 1's creates: spent
+	h.answer(ctx, react, 204, 1, 0, reset, "react")   // the hash of reactions, on channel 2
 	react.Major = "1"
 	if n := granted([]*pendingAcquire{h.acquire(ctx, react)}); n != 1 {
 		t.Fatal("reactions have their own known bucket: their first request on channel 1 must go at once")
@@ -651,9 +642,7 @@ func TestAnUnknownRouteLearningCountsAgainstItsMajor(t *testing.T) {
 	known := Route{Key: "GET /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
 	unknown := Route{Key: "PATCH /channels/{channel_id}/messages/{id}", Major: "1", Global: true}
 	reset := h.clock.Now().Add(time.Second)
-	k := h.acquire(ctx, known)
-	<-k.done
-	k.tk.Done(Response{Status: 200, Header: h.headers(3, 1, reset, "msg")})
+	h.answer(ctx, known, 200, 3, 1, reset, "msg")
 	u := h.acquire(ctx, unknown)
 	<-u.done
 	k2 := h.acquire(ctx, known)
@@ -673,9 +662,7 @@ func TestAnUnknownRouteLearningCountsAgainstItsMajor(t *testing.T) {
 func TestANewChannelOfAKnownBucketDoesNotWaitForALearningRequest(t *testing.T) {
 	h := newHarness(t, Options{})
 	ctx := context.Background()
-	a := h.acquire(ctx, msgRoute)
-	<-a.done
-	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.answer(ctx, msgRoute, 200, 5, 4, h.clock.Now().Add(5*time.Second), "msg")
 	h.clock.Advance(5 * time.Second) // the token has been in use for a whole window of the bucket
 
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
@@ -705,9 +692,7 @@ func TestANewChannelOfAKnownBucketDoesNotWaitForALearningRequest(t *testing.T) {
 func TestANewChannelLearnsFirstWhileTheTokenIsYoungerThanTheWindow(t *testing.T) {
 	h := newHarness(t, Options{})
 	ctx := context.Background()
-	a := h.acquire(ctx, msgRoute)
-	<-a.done
-	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.answer(ctx, msgRoute, 200, 5, 4, h.clock.Now().Add(5*time.Second), "msg")
 	h.clock.Advance(5*time.Second - time.Millisecond)
 
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
@@ -731,9 +716,7 @@ func TestANewChannelLearnsFirstWhileTheTokenIsYoungerThanTheWindow(t *testing.T)
 func TestANewChannelLearnsFirstWhenTheWindowOutlastsIdleState(t *testing.T) {
 	h := newHarness(t, Options{IdleAfter: 2 * time.Second})
 	ctx := context.Background()
-	a := h.acquire(ctx, msgRoute)
-	<-a.done
-	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.answer(ctx, msgRoute, 200, 5, 4, h.clock.Now().Add(5*time.Second), "msg")
 	h.clock.Advance(5 * time.Second)
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
 	var ps []*pendingAcquire
