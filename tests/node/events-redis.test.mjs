@@ -7,16 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { PubSubRedisBroker } from '@discordjs/brokers';
 import { Redis } from 'ioredis';
+import { admin as simAdmin, build, spawnDD, spawnSim, simURL as waitSimURL, stop, waitFor, waitListening } from './dd.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = mkdtempSync(join(tmpdir(), 'dd-node-redis-'));
 const token = 'sim-token-for-node-redis-tests';
 const prefix = 'gw:';
@@ -27,20 +25,6 @@ try {
 } catch {}
 const skip = redisBin ? false : 'redis-server is not installed (apt-get install redis-server; .ci/run does it)';
 let sim, dd, redisServer, simURL, ddURL, redisPort;
-
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(what, f, ms = 30000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -53,32 +37,8 @@ function freePort() {
   });
 }
 
-// waitListening reads dd's JSON log until the gateway listener's address shows.
-function waitListening(proc) {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: proc.stderr });
-    const timer = setTimeout(() => reject(new Error('dd did not start listening')), 20000);
-    lines.on('line', (line) => {
-      try {
-        const e = JSON.parse(line);
-        if (e.msg === 'listening' && e.role === 'gateway') {
-          clearTimeout(timer);
-          resolve(`http://${e.addr}`);
-        }
-      } catch {}
-    });
-    proc.on('exit', (code) => reject(new Error(`dd exited with ${code}`)));
-  });
-}
-
-async function admin(method, path, body) {
-  const res = await fetch(simURL + path, {
-    method,
-    headers: body ? { 'content-type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-  return res.status === 204 ? undefined : res.json();
+function admin(method, path, body) {
+  return simAdmin(simURL, method, path, body);
 }
 
 function newRedis() {
@@ -93,23 +53,15 @@ before(async () => {
   redisServer = spawn(redisBin, ['--port', String(redisPort), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
     '--appendonly', 'no', '--requirepass', password], { stdio: 'ignore' });
   const probe = newRedis();
-  await waitFor('redis-server', async () => (await probe.ping().catch(() => null)) === 'PONG');
+  await waitFor('redis-server', async () => (await probe.ping().catch(() => null)) === 'PONG', 30000);
   probe.disconnect();
-  execFileSync('go', ['build', '-o', join(dir, 'dd'), '.'], { cwd: repo, stdio: 'inherit' });
-  execFileSync('go', ['build', '-o', join(dir, 'discordsim'), './cmd/discordsim'], { cwd: repo, stdio: 'inherit' });
-  const urlFile = join(dir, 'sim.url');
-  sim = spawn(join(dir, 'discordsim'), ['--url-file', urlFile, '--tokens', token, '--guilds', '6'],
-    { stdio: ['ignore', 'ignore', 'inherit'] });
-  simURL = await waitFor('the simulator', () => existsSync(urlFile) && readFileSync(urlFile, 'utf8').trim());
+  build(dir);
+  sim = spawnSim(dir, token, ['--guilds', '6']);
+  simURL = await waitSimURL(dir);
 });
 
 after(async () => {
-  for (const p of [dd, sim, redisServer]) {
-    if (p && p.exitCode === null) {
-      p.kill('SIGTERM');
-      await new Promise((r) => p.once('exit', r));
-    }
-  }
+  await stop([dd, sim, redisServer]);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -147,25 +99,18 @@ test('a discord.js PubSubRedisBroker gets every event dd puts in Redis, as Disco
   }
   await broker.subscribe(events.map((e) => prefix + e));
 
-  dd = spawn(join(dir, 'dd'), ['--role=gateway'], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      DD_DISCORD__TOKEN: token,
-      DD_DISCORD__API_URL: `${simURL}/api`,
-      DD_GATEWAY__LISTEN: '127.0.0.1:0',
-      DD_GATEWAY__TOTAL_SHARDS: '2',
-      DD_GATEWAY__DEDUP_MESSAGE_UPDATES: 'false',
-      DD_EVENTS__SINK: 'redis',
-      DD_EVENTS__REDIS_URL: `redis://:${password}@127.0.0.1:${redisPort}/0`,
-      DD_EVENTS__REDIS_PREFIX: prefix,
-      DD_STORE__PATH: join(dir, 'data'),
-      DD_LOG__FORMAT: 'json',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
+  dd = spawnDD(dir, 'gateway', {
+    DD_DISCORD__TOKEN: token,
+    DD_DISCORD__API_URL: `${simURL}/api`,
+    DD_GATEWAY__LISTEN: '127.0.0.1:0',
+    DD_GATEWAY__TOTAL_SHARDS: '2',
+    DD_GATEWAY__DEDUP_MESSAGE_UPDATES: 'false',
+    DD_EVENTS__SINK: 'redis',
+    DD_EVENTS__REDIS_URL: `redis://:${password}@127.0.0.1:${redisPort}/0`,
+    DD_EVENTS__REDIS_PREFIX: prefix,
   });
-  ddURL = await waitListening(dd);
-  await waitFor('dd ready', async () => (await fetch(`${ddURL}/readyz`)).status === 200);
+  ddURL = await waitListening(dd, 'gateway');
+  await waitFor('dd ready', async () => (await fetch(`${ddURL}/readyz`)).status === 200, 30000);
   // Only what the default intents (Guilds, GuildMessages) let through, so that every event is counted.
   await admin('POST', '/_sim/gateway/firehose', { rate: 2000, total: 3000, message_create: 3, message_update: 1 });
 

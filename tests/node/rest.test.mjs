@@ -7,61 +7,20 @@
 // simulator answered no 429 at all.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { createRestManager } from '@discordeno/rest';
 import { REST } from '@discordjs/rest';
+import { admin as simAdmin, build, spawnDD, spawnSim, simURL as waitSimURL, stop, waitListening } from './dd.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = mkdtempSync(join(tmpdir(), 'dd-node-'));
 const secret = 'node-test-secret-0123456789';
 const token = 'sim-token-for-node-tests';
 let sim, dd, simURL, ddURL;
 
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(what, f, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-// waitListening reads dd's JSON log until the rest listener's address shows.
-function waitListening(proc) {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: proc.stderr });
-    const timer = setTimeout(() => reject(new Error('dd did not start listening')), 20000);
-    lines.on('line', (line) => {
-      try {
-        const e = JSON.parse(line);
-        if (e.msg === 'listening' && e.role === 'rest') {
-          clearTimeout(timer);
-          resolve(`http://${e.addr}`);
-        }
-      } catch {}
-    });
-    proc.on('exit', (code) => reject(new Error(`dd exited with ${code}`)));
-  });
-}
-
-async function admin(method, path, body) {
-  const res = await fetch(simURL + path, {
-    method,
-    headers: body ? { 'content-type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-  return res.status === 204 ? undefined : res.json();
+function admin(method, path, body) {
+  return simAdmin(simURL, method, path, body);
 }
 
 async function simStats() {
@@ -79,36 +38,22 @@ async function newGuilds(n) {
 }
 
 before(async () => {
-  execFileSync('go', ['build', '-o', join(dir, 'dd'), '.'], { cwd: repo, stdio: 'inherit' });
-  execFileSync('go', ['build', '-o', join(dir, 'discordsim'), './cmd/discordsim'], { cwd: repo, stdio: 'inherit' });
-  const urlFile = join(dir, 'sim.url');
-  sim = spawn(join(dir, 'discordsim'), ['--url-file', urlFile, '--tokens', token], { stdio: ['ignore', 'ignore', 'inherit'] });
-  simURL = await waitFor('the simulator', () => existsSync(urlFile) && readFileSync(urlFile, 'utf8').trim());
-  dd = spawn(join(dir, 'dd'), ['--role=rest'], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      DD_DISCORD__TOKEN: token,
-      DD_DISCORD__API_URL: `${simURL}/api`,
-      DD_REST__LISTEN: '127.0.0.1:0',
-      DD_REST__SECRET: secret,
-      DD_STORE__PATH: join(dir, 'data'),
-      DD_LOG__FORMAT: 'json',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
+  build(dir);
+  sim = spawnSim(dir, token);
+  simURL = await waitSimURL(dir);
+  dd = spawnDD(dir, 'rest', {
+    DD_DISCORD__TOKEN: token,
+    DD_DISCORD__API_URL: `${simURL}/api`,
+    DD_REST__LISTEN: '127.0.0.1:0',
+    DD_REST__SECRET: secret,
   });
-  ddURL = await waitListening(dd);
+  ddURL = await waitListening(dd, 'rest');
   // Message creates: 5 per second per channel instead of 5 per 5 s, so that bursts take seconds.
   await admin('POST', '/_sim/rest/limits', { route: 'POST /channels/{channel_id}/messages', limit: 5, window_ns: 1e9 });
 });
 
 after(async () => {
-  for (const p of [dd, sim]) {
-    if (p && p.exitCode === null) {
-      p.kill('SIGTERM');
-      await new Promise((r) => p.once('exit', r));
-    }
-  }
+  await stop([dd, sim]);
   rmSync(dir, { recursive: true, force: true });
 });
 
