@@ -41,7 +41,7 @@ examples_npm() {
 
 step "gofmt" check_gofmt
 step "go vet" go vet ./...
-if command -v npm >/dev/null 2>&1; then
+if command -v npm >/dev/null 2>&1 && [ -d examples/nats-ts ]; then
   step "npm ci for examples/nats-ts" examples_npm
 fi
 step "go test -race" go test -race -count=1 -timeout 15m ./...
