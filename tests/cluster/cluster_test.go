@@ -5,15 +5,12 @@
 package clusterproc
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -38,85 +35,28 @@ const (
 	eventsSecret = "events-secret-0123456789"
 )
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dd-cluster-bin-")
-	if err != nil {
-		panic(err)
-	}
-	ddBinary = filepath.Join(dir, "dd")
-	if out, err := exec.Command("go", "build", "-o", ddBinary, "github.com/ddhq/dd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkit.MainWithDD(m, "dd-cluster-bin-", &ddBinary) }
 
-// ddProc is one dd process; its log is kept for failures.
+// ddProc is one dd gateway process; its log is shown when the test fails.
 type ddProc struct {
+	*testkit.DD
 	name string
 	addr string // gateway listener
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  strings.Builder
-	done chan struct{}
 }
 
 func startDD(t *testing.T, name, addr string, env []string) *ddProc {
 	t.Helper()
-	cmd := exec.Command(ddBinary, "--role=gateway")
-	cmd.Dir = t.TempDir()
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DD_CLUSTER__INSTANCE=" + name, "DD_GATEWAY__LISTEN=" + addr,
-		"DD_STORE__PATH=" + filepath.Join(cmd.Dir, "data")}, env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &ddProc{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", name, p.logText())
+	var p *ddProc
+	t.Cleanup(func() { // registered first, so that it runs after the process is killed
+		if p != nil && t.Failed() {
+			t.Logf("log of %s:\n%s", name, p.Log())
 		}
 	})
+	dir := t.TempDir()
+	env = append([]string{"DD_CLUSTER__INSTANCE=" + name, "DD_GATEWAY__LISTEN=" + addr,
+		"DD_STORE__PATH=" + filepath.Join(dir, "data")}, env...)
+	p = &ddProc{DD: testkit.StartDD(t, ddBinary, dir, env, "--role=gateway"), name: name, addr: addr}
 	return p
-}
-
-func (p *ddProc) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-func (p *ddProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *ddProc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	_ = p.cmd.Wait()
 }
 
 // gwStatus is what the test reads of GET /status.
@@ -193,6 +133,45 @@ func evenly(counts []int, each int) bool {
 		}
 	}
 	return len(counts) > 0
+}
+
+// startSim starts the simulator for token, closed with the test.
+func startSim(t *testing.T, guilds, maxConcurrency int) *discordsim.Server {
+	t.Helper()
+	sim := discordsim.New(discordsim.Config{Guilds: guilds, MaxConcurrency: maxConcurrency, Tokens: []string{token}})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	return sim
+}
+
+// gatewayEnv is the environment of the gateway processes of a test counting every event: total shards
+// on sim with the intents of guilds and messages, no event deduplicated or dropped, delivered to botURL;
+// then extra.
+func gatewayEnv(sim *discordsim.Server, total int, botURL string, extra ...string) []string {
+	return append([]string{
+		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
+		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
+		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
+		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
+	}, extra...)
+}
+
+// waitSplit waits until every shard of total runs ready exactly once across ps, each process running
+// each of them (0: however split), and fails the test if a process exits meanwhile.
+func waitSplit(t *testing.T, d time.Duration, what string, ps []*ddProc, total, each int) time.Duration {
+	t.Helper()
+	return testkit.Eventually(t, d, what, func() bool {
+		for _, p := range ps {
+			if p.Exited() {
+				_ = p.Cmd.Wait()
+				t.Fatalf("%s exited (%v)", p.name, p.Cmd.ProcessState)
+			}
+		}
+		c, all := readySplit(ps, total)
+		return all && (each == 0 || evenly(c, each))
+	})
 }
 
 // bot records every delivered event with the X-DD-Event-Id it came under (events.batch_max 1: one
@@ -353,35 +332,17 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 		ttl   = 3 * time.Second
 	)
 	nats := clustertest.Server(t)
-	sim := discordsim.New(discordsim.Config{Guilds: 48, MaxConcurrency: 16, Tokens: []string{token}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := startSim(t, 48, 16)
 	b, botURL := newBot(t)
-	env := []string{
-		"DD_DISCORD__TOKEN=" + sim.Config().Tokens[0], "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
-		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
-		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
-		"DD_CLUSTER__NATS_URL=" + nats.ClientURL(), "DD_CLUSTER__LEASE_TTL=" + ttl.String(),
-	}
+	env := gatewayEnv(sim, total, botURL,
+		"DD_CLUSTER__NATS_URL="+nats.ClientURL(), "DD_CLUSTER__LEASE_TTL="+ttl.String())
 	ports := clustertest.FreePorts(t, 3)
 	names := []string{"gw-a", "gw-b", "gw-c"}
 	var ps []*ddProc
 	for i, name := range names {
 		ps = append(ps, startDD(t, name, fmt.Sprintf("127.0.0.1:%d", ports[i]), env))
 	}
-	took := testkit.Eventually(t, 60*time.Second, "12 shards ready, 4/4/4", func() bool {
-		for _, p := range ps {
-			if p.exited() {
-				_ = p.cmd.Wait()
-				t.Fatalf("%s exited (%v)", p.name, p.cmd.ProcessState)
-			}
-		}
-		c, all := readySplit(ps, total)
-		return all && evenly(c, 4)
-	})
+	took := waitSplit(t, 60*time.Second, "12 shards ready, 4/4/4", ps, total, 4)
 	ids0 := len(sim.GatewayStats().Identifies)
 	t.Logf("three processes: 12 shards ready 4/4/4 %s after the start, %d identifies", took.Round(time.Millisecond), ids0)
 	for _, p := range ps {
@@ -407,7 +368,7 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumes0 := len(sim.GatewayStats().Resumes)
-	victim.kill()
+	victim.Kill()
 	t.Logf("SIGKILLed %s, which ran %d shards", victim.name, len(vst.Shards))
 	rest := ps[1:]
 	took = testkit.Eventually(t, 6*ttl, "the killed process's shards ready on the other two", func() bool {
@@ -442,17 +403,17 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	time.Sleep(time.Second)
 	leaving := ps[1]
 	termAt := time.Now()
-	_ = leaving.cmd.Process.Signal(syscall.SIGTERM)
+	_ = leaving.Cmd.Process.Signal(syscall.SIGTERM)
 	stayed := []*ddProc{ps[0], ps[2]}
 	took = testkit.Eventually(t, 6*ttl, "a stopped process's shards ready on the other two", func() bool {
 		_, all := readySplit(stayed, total)
 		return all
 	})
-	<-leaving.done
-	_ = leaving.cmd.Wait()
+	<-leaving.Done
+	_ = leaving.Cmd.Wait()
 	t.Logf("%s stopped with SIGTERM (exit %d): its shards READY on the other two %s later, %s after the signal it had exited",
-		leaving.name, leaving.cmd.ProcessState.ExitCode(), took.Round(time.Millisecond), time.Since(termAt).Round(time.Millisecond))
-	if code := leaving.cmd.ProcessState.ExitCode(); code != 0 {
+		leaving.name, leaving.Cmd.ProcessState.ExitCode(), took.Round(time.Millisecond), time.Since(termAt).Round(time.Millisecond))
+	if code := leaving.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("%s exited %d after SIGTERM; want 0", leaving.name, code)
 	}
 	if took > ttl {
@@ -491,24 +452,15 @@ func TestGatewayWithNATSUnreachable(t *testing.T) {
 	)
 	nats := clustertest.Server(t)
 	proxy := clustertest.NewProxy(t, strings.TrimPrefix(nats.ClientURL(), "nats://"))
-	sim := discordsim.New(discordsim.Config{Guilds: 16, MaxConcurrency: 16, Tokens: []string{token}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := startSim(t, 16, 16)
 	b, botURL := newBot(t)
-	env := []string{
-		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
-		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
-		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
-		"DD_CLUSTER__NATS_URL=" + proxy.URL(), "DD_CLUSTER__LEASE_TTL=" + ttl.String(),
-	}
+	env := gatewayEnv(sim, total, botURL,
+		"DD_CLUSTER__NATS_URL="+proxy.URL(), "DD_CLUSTER__LEASE_TTL="+ttl.String())
 	port := clustertest.FreePorts(t, 1)[0]
 	p := startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", port), env)
 	ps := []*ddProc{p}
 	testkit.Eventually(t, 60*time.Second, "4 shards ready", func() bool {
-		if p.exited() {
+		if p.Exited() {
 			t.Fatalf("%s exited", p.name)
 		}
 		_, all := readySplit(ps, total)
@@ -578,31 +530,13 @@ func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 	}
 	const total = 8
 	servers := clustertest.Cluster(t, 3)
-	sim := discordsim.New(discordsim.Config{Guilds: 32, MaxConcurrency: 16, Tokens: []string{token}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := startSim(t, 32, 16)
 	b, botURL := newBot(t)
-	env := []string{
-		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
-		"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
-		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
-		"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret,
-		"DD_CLUSTER__NATS_URL=" + clustertest.URLs(servers...), "DD_CLUSTER__REPLICAS=3", "DD_CLUSTER__LEASE_TTL=5s",
-	}
+	env := gatewayEnv(sim, total, botURL,
+		"DD_CLUSTER__NATS_URL="+clustertest.URLs(servers...), "DD_CLUSTER__REPLICAS=3", "DD_CLUSTER__LEASE_TTL=5s")
 	ports := clustertest.FreePorts(t, 2)
 	ps := []*ddProc{startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", ports[0]), env), startDD(t, "gw-b", fmt.Sprintf("127.0.0.1:%d", ports[1]), env)}
-	took := testkit.Eventually(t, 60*time.Second, "8 shards ready, 4/4", func() bool {
-		for _, p := range ps {
-			if p.exited() {
-				_ = p.cmd.Wait()
-				t.Fatalf("%s exited (%v)", p.name, p.cmd.ProcessState)
-			}
-		}
-		c, all := readySplit(ps, total)
-		return all && evenly(c, 4)
-	})
+	took := waitSplit(t, 60*time.Second, "8 shards ready, 4/4", ps, total, 4)
 	ids0 := len(sim.GatewayStats().Identifies)
 	t.Logf("two processes on three NATS nodes: 8 shards ready 4/4 in %s, %d identifies", took.Round(time.Millisecond), ids0)
 
@@ -659,24 +593,16 @@ func TestDeliveryRate(t *testing.T) {
 	for _, mode := range []string{"cluster", "one machine"} {
 		for _, batch := range []int{1, 100} {
 			t.Run(fmt.Sprintf("%s/batch_max=%d", mode, batch), func(t *testing.T) {
-				sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: 16, Tokens: []string{token}})
-				if err := sim.Start("127.0.0.1:0"); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { sim.Close() })
+				sim := startSim(t, 64, 16)
 				b, botURL := newBotBatch(t, batch > 1)
-				env := []string{
-					"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(),
-					"DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total), "DD_GATEWAY__INTENTS=" + strconv.Itoa(1|512|1024|2048),
-					"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_GATEWAY__DROP_KNOWN_GUILD_CREATES=false",
-					"DD_EVENTS__URLS=" + botURL, "DD_EVENTS__SECRET=" + eventsSecret, "DD_EVENTS__BATCH_MAX=" + strconv.Itoa(batch),
-				}
+				env := gatewayEnv(sim, total, botURL,
+					"DD_EVENTS__BATCH_MAX="+strconv.Itoa(batch))
 				if mode == "cluster" {
 					env = append(env, "DD_CLUSTER__NATS_URL="+clustertest.Server(t).ClientURL(), "DD_CLUSTER__LEASE_TTL=3s")
 				}
 				p := startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", clustertest.FreePorts(t, 1)[0]), env)
 				testkit.Eventually(t, 60*time.Second, "every shard connected and its first events delivered", func() bool {
-					if p.exited() {
+					if p.Exited() {
 						t.Fatalf("dd exited")
 					}
 					n := 0
@@ -724,11 +650,7 @@ func TestStartupPacesIdentifiesAcrossProcesses(t *testing.T) {
 		minimum = (total/conc - 1) * window
 	)
 	nats := clustertest.Server(t)
-	sim := discordsim.New(discordsim.Config{Guilds: 64, MaxConcurrency: conc, Tokens: []string{token}})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := startSim(t, 64, conc)
 	_, botURL := newBot(t)
 	env := []string{
 		"DD_DISCORD__TOKEN=" + token, "DD_DISCORD__API_URL=" + sim.APIURL(), "DD_GATEWAY__TOTAL_SHARDS=" + strconv.Itoa(total),
@@ -740,15 +662,7 @@ func TestStartupPacesIdentifiesAcrossProcesses(t *testing.T) {
 	for i, name := range []string{"gw-a", "gw-b", "gw-c"} {
 		ps = append(ps, startDD(t, name, fmt.Sprintf("127.0.0.1:%d", ports[i]), env))
 	}
-	took := testkit.Eventually(t, minimum+60*time.Second, "32 shards ready", func() bool {
-		for _, p := range ps {
-			if p.exited() {
-				t.Fatalf("%s exited", p.name)
-			}
-		}
-		_, all := readySplit(ps, total)
-		return all
-	})
+	took := waitSplit(t, minimum+60*time.Second, "32 shards ready", ps, total, 0)
 	st := sim.GatewayStats()
 	counts, _ := readySplit(ps, total)
 	var first, last time.Time

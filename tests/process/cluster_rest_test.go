@@ -72,7 +72,7 @@ func TestRestClusterLeaderKilledHalfway(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for leader < 0 || !isReady(urls[1-leader]) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no leader among the two rest processes after 20s; logs:\n%s\n%s", procs[0].log.String(), procs[1].log.String())
+			t.Fatalf("no leader among the two rest processes after 20s; logs:\n%s\n%s", procs[0].Log(), procs[1].Log())
 		}
 		leader = -1
 		for i, u := range urls {
@@ -165,7 +165,7 @@ func TestRestClusterLeaderKilledHalfway(t *testing.T) {
 				results[i] = r
 				done++
 				if done == total/2 && dead < 0 {
-					_ = procs[leader].cmd.Process.Signal(syscall.SIGKILL)
+					_ = procs[leader].Cmd.Process.Signal(syscall.SIGKILL)
 					killedAt, dead = time.Now(), leader
 					t.Logf("leader %s SIGKILLed after %d answers", names[leader], done)
 				}

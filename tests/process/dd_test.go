@@ -1,10 +1,7 @@
 package process
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -14,62 +11,34 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
 )
 
 var ddBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dd-bin-")
-	if err != nil {
-		panic(err)
-	}
-	ddBinary = filepath.Join(dir, "dd")
-	if out, err := exec.Command("go", "build", "-o", ddBinary, "github.com/ddhq/dd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkit.MainWithDD(m, "dd-bin-", &ddBinary) }
 
 // ddProcess is a running dd whose JSON log lines are collected.
-type ddProcess struct {
-	cmd   *exec.Cmd
-	lines chan map[string]any
-	log   strings.Builder
-	done  chan struct{}
-}
+type ddProcess struct{ *testkit.DD }
 
 func startDD(t *testing.T, dir string, env []string, args ...string) *ddProcess {
 	t.Helper()
-	cmd := exec.Command(ddBinary, args...)
-	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &ddProcess{cmd: cmd, lines: make(chan map[string]any, 1000), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.log.WriteString(sc.Text() + "\n")
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				select {
-				case p.lines <- m:
-				default:
-				}
+	return &ddProcess{testkit.StartDD(t, ddBinary, dir, env, args...)}
+}
+
+// sessionsConnected is whether n of sim's Gateway sessions are connected.
+func sessionsConnected(sim *discordsim.Server, n int) func() bool {
+	return func() bool {
+		c := 0
+		for _, s := range sim.Sessions() {
+			if s.Connected {
+				c++
 			}
 		}
-	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
-	return p
+		return c == n
+	}
 }
 
 // waitListening returns role -> address from the "listening" log lines.
@@ -79,12 +48,12 @@ func (p *ddProcess) waitListening(t *testing.T, n int) map[string]string {
 	deadline := time.After(20 * time.Second)
 	for len(addrs) < n {
 		select {
-		case m := <-p.lines:
+		case m := <-p.Lines:
 			if m["msg"] == "listening" {
 				addrs[m["role"].(string)] = m["addr"].(string)
 			}
 		case <-deadline:
-			t.Fatalf("dd did not report %d listeners in time; log:\n%s", n, p.log.String())
+			t.Fatalf("dd did not report %d listeners in time; log:\n%s", n, p.Log())
 		}
 	}
 	return addrs
@@ -95,12 +64,12 @@ func (p *ddProcess) wait(t *testing.T) int {
 	// The log is read to its end first: Wait closes the pipe, and what dd wrote last (the clean-stop
 	// line) could still be in it.
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("dd did not exit in time")
 	}
-	_ = p.cmd.Wait()
-	return p.cmd.ProcessState.ExitCode()
+	_ = p.Cmd.Wait()
+	return p.Cmd.ProcessState.ExitCode()
 }
 
 func runDD(t *testing.T, dir string, env []string, args ...string) (int, string, string) {
@@ -248,13 +217,13 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 		t.Errorf("second dd on the same store: exit %d, stderr %q; want 1 and a message about another dd", code, stderr)
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit %d after SIGTERM, want 0; log:\n%s", code, p.log.String())
+		t.Fatalf("exit %d after SIGTERM, want 0; log:\n%s", code, p.Log())
 	}
-	logs := p.log.String()
+	logs := p.Log()
 	if !strings.Contains(logs, "stopped cleanly") {
 		t.Errorf("no clean-stop line in log:\n%s", logs)
 	}
@@ -264,9 +233,9 @@ func TestServesHealthAndShutsDownCleanly(t *testing.T) {
 	// The store was closed: a new process can open it at once.
 	p2 := startDD(t, dir, env, "--role=cache")
 	p2.waitListening(t, 1)
-	_ = p2.cmd.Process.Signal(syscall.SIGINT)
+	_ = p2.Cmd.Process.Signal(syscall.SIGINT)
 	if code := p2.wait(t); code != 0 {
-		t.Fatalf("restart on the same store: exit %d; log:\n%s", code, p2.log.String())
+		t.Fatalf("restart on the same store: exit %d; log:\n%s", code, p2.Log())
 	}
 }
 

@@ -30,12 +30,12 @@ func watchLog(p *ddProcess) *logWatch {
 	go func() {
 		for {
 			select {
-			case m := <-p.lines:
+			case m := <-p.Lines:
 				msg, _ := m["msg"].(string)
 				w.mu.Lock()
 				w.msgs = append(w.msgs, msg)
 				w.mu.Unlock()
-			case <-p.done:
+			case <-p.Done:
 				return
 			}
 		}
@@ -88,15 +88,7 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	env := []string{"DD_DISCORD__TOKEN=tok-diskfull-0123456789", "DD_DISCORD__API_URL=" + sim.APIURL(),
 		"DD_STORE__PATH=" + data, "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=2", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}
-	connected := func() bool {
-		n := 0
-		for _, s := range sim.Sessions() {
-			if s.Connected {
-				n++
-			}
-		}
-		return n == 2
-	}
+	connected := sessionsConnected(sim, 2)
 	p := startDD(t, dir, env, "--role=gateway")
 	base := "http://" + p.waitListening(t, 1)["gateway"]
 	logs := watchLog(p)
@@ -128,8 +120,8 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	if n := resumes() - resumesAtFull; n > 2 {
 		t.Errorf("%d resumes in 5 s of full disk: the shards reconnect in a loop instead of waiting for space", n)
 	}
-	if p.cmd.ProcessState != nil {
-		t.Fatalf("dd exited while the disk was full; log:\n%s", p.log.String())
+	if p.Cmd.ProcessState != nil {
+		t.Fatalf("dd exited while the disk was full; log:\n%s", p.Log())
 	}
 	free, _, _ := diskspace.Stat(data)
 	t.Logf("disk full after %v of firehose (%d events sent); %s free; %d resumes until full, %d after",
@@ -164,7 +156,7 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	}
 
 	// 3. Killed, and the disk filled to the last byte: dd exits 1 and says what to free.
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
 	p.wait(t)
 	tmpfstest.Fill(t, filler, 1<<30)
 	code2, _, stderr := runDD(t, dir, env, "--role=gateway")
@@ -197,8 +189,8 @@ func TestFullDiskStopsEventsWithoutCrashAndResumesBySelf(t *testing.T) {
 	if n := len(sim.GatewayStats().Identifies); n != 2 {
 		t.Errorf("%d identifies; want the first 2 only (a full disk must not cost sessions)", n)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.log.String())
+		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.Log())
 	}
 }

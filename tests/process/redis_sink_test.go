@@ -89,15 +89,7 @@ func TestRedisSinkLosesAndRepeatsNothingAcrossRedisAndDDKills(t *testing.T) {
 		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_EVENTS__SINK=redis", "DD_EVENTS__REDIS_URL=" + srv.URL(pass),
 		"DD_EVENTS__REDIS_PREFIX=bot:", "DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=4",
 		"DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false", "DD_LOG__FORMAT=json"}
-	shardsReady := func() bool {
-		n := 0
-		for _, s := range sim.Sessions() {
-			if s.Connected {
-				n++
-			}
-		}
-		return n == 4
-	}
+	shardsReady := sessionsConnected(sim, 4)
 	p := startDD(t, dir, env, "--role=gateway")
 	addr := p.waitListening(t, 1)["gateway"]
 	logs := watchLog(p)
@@ -126,7 +118,7 @@ func TestRedisSinkLosesAndRepeatsNothingAcrossRedisAndDDKills(t *testing.T) {
 
 	// 2. dd SIGKILLed while events pour in, then restarted.
 	time.Sleep(300 * time.Millisecond)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	p.wait(t)
@@ -206,7 +198,7 @@ func TestRedisSinkLosesAndRepeatsNothingAcrossRedisAndDDKills(t *testing.T) {
 		t.Errorf("identifies = %d, want the first 4 only (the SIGKILLed dd resumes)", len(st.Identifies))
 	}
 	t.Logf("%d events in Redis across %d streams, each once", len(events), len(streamsOf(events)))
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}

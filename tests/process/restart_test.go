@@ -27,23 +27,15 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 		"DD_STORE__PATH=" + filepath.Join(dir, "data"), "DD_EVENTS__URLS=" + bot.URL(), "DD_EVENTS__SECRET=bot-secret-0123456789",
 		"DD_GATEWAY__LISTEN=127.0.0.1:0", "DD_GATEWAY__TOTAL_SHARDS=4", "DD_GATEWAY__DEDUP_MESSAGE_UPDATES=false"}
 
-	shardsReady := func() bool {
-		n := 0
-		for _, s := range sim.Sessions() {
-			if s.Connected {
-				n++
-			}
-		}
-		return n == 4
-	}
+	shardsReady := sessionsConnected(sim, 4)
 	p := startDD(t, dir, env, "--role=gateway")
 	p.waitListening(t, 1)
 	testkit.Eventually(t, 15*time.Second, "4 shards connected", shardsReady)
 
 	// 1. Clean restart.
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.log.String())
+		t.Fatalf("exit %d after SIGTERM; log:\n%s", code, p.Log())
 	}
 	p = startDD(t, dir, env, "--role=gateway")
 	testkit.Eventually(t, 15*time.Second, "4 shards resumed", shardsReady)
@@ -53,7 +45,7 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 4000, Total: 8000, Done: done})
 	defer stop()
 	time.Sleep(700 * time.Millisecond)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	p.wait(t)
@@ -95,9 +87,9 @@ func TestRestartsCostNoIdentifyAndLoseNothing(t *testing.T) {
 	if bs.BadAuth != 0 || len(bs.Invalid) != 0 {
 		t.Errorf("bad deliveries: auth %d, invalid %v", bs.BadAuth, bs.Invalid)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit %d; log:\n%s", code, p.log.String())
+		t.Fatalf("exit %d; log:\n%s", code, p.Log())
 	}
 }
 

@@ -111,12 +111,12 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 3000, Total: joins, MemberAdd: 1, Done: done})
 	defer stop()
 	time.Sleep(300 * time.Millisecond)
-	_ = cache.cmd.Process.Signal(syscall.SIGKILL)
+	_ = cache.Cmd.Process.Signal(syscall.SIGKILL)
 	cache.wait(t)
 	time.Sleep(200 * time.Millisecond) // the gateway keeps the cache's events in its queue meanwhile
 	cache = start("cache", cacheEnv)
 	time.Sleep(200 * time.Millisecond)
-	_ = gw.cmd.Process.Signal(syscall.SIGKILL)
+	_ = gw.Cmd.Process.Signal(syscall.SIGKILL)
 	gw.wait(t)
 	gw = start("gateway", gwEnv)
 	<-done
@@ -132,9 +132,9 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 	})
 
 	// The rest role restarts on its own; the others reach it again at the same URL.
-	_ = rest.cmd.Process.Signal(syscall.SIGTERM)
+	_ = rest.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := rest.wait(t); code != 0 {
-		t.Errorf("rest role exit %d after SIGTERM; log:\n%s", code, rest.log.String())
+		t.Errorf("rest role exit %d after SIGTERM; log:\n%s", code, rest.Log())
 	}
 	if restOK() {
 		t.Errorf("REST call answered while the rest role was down")
@@ -147,9 +147,9 @@ func TestSplitRolesWorkAndRestartAlone(t *testing.T) {
 		t.Errorf("identifies = %d, want the first 2 only (the killed gateway resumed)", len(st.Identifies))
 	}
 	for _, p := range []*ddProcess{gw, cache, rest} {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 		if code := p.wait(t); code != 0 {
-			t.Errorf("exit %d after SIGTERM; log:\n%s", code, p.log.String())
+			t.Errorf("exit %d after SIGTERM; log:\n%s", code, p.Log())
 		}
 	}
 }
