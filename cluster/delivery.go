@@ -547,21 +547,11 @@ func (d *Delivery) encode(msgs []jetstream.Msg) (body []byte, ids []string) {
 	for _, m := range msgs {
 		size += len(m.Data()) + 1
 	}
-	body = make([]byte, 0, size)
 	ids = make([]string, len(msgs))
-	if d.cfg.BatchMax > 1 {
-		body = append(body, '[')
-	}
-	for i, m := range msgs {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		body = append(body, m.Data()...)
-		ids[i] = m.Headers().Get(jetstream.MsgIDHeader)
-	}
-	if d.cfg.BatchMax > 1 {
-		body = append(body, ']')
-	}
+	body = delivery.AppendBody(make([]byte, 0, size), len(msgs), d.cfg.BatchMax > 1, func(b []byte, i int) []byte {
+		ids[i] = msgs[i].Headers().Get(jetstream.MsgIDHeader)
+		return append(b, msgs[i].Data()...)
+	})
 	return body, ids
 }
 

@@ -72,6 +72,24 @@ func NewBotPoster(o PosterOptions) (*BotPoster, error) {
 	return &BotPoster{urls: o.URLs, shown: shown, o: o}, nil
 }
 
+// AppendBody appends to b the POST body of n events, event i appended by add: the one envelope alone,
+// or, when batching (events.batch_max above 1), a JSON array of them (even of one).
+func AppendBody(b []byte, n int, batch bool, add func(b []byte, i int) []byte) []byte {
+	if batch {
+		b = append(b, '[')
+	}
+	for i := range n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = add(b, i)
+	}
+	if batch {
+		b = append(b, ']')
+	}
+	return b
+}
+
 // URL is where shard's events go, and that URL as logged (its password masked).
 func (p *BotPoster) URL(shard int) (target, shown string) {
 	return p.urls[shard%len(p.urls)], p.shown[shard%len(p.shown)]

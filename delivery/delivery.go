@@ -169,21 +169,11 @@ func (d *Deliverer) encode(shard int, recs []queue.Record) (body []byte, ids []s
 	for _, r := range recs {
 		size += len(r.Payload) + 40
 	}
-	body = make([]byte, 0, size)
 	ids = make([]string, len(recs))
-	if d.o.BatchMax > 1 {
-		body = append(body, '[')
-	}
-	for i, r := range recs {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		body = httpapi.AppendEnvelope(body, shard, r.Payload)
-		ids[i] = r.ID
-	}
-	if d.o.BatchMax > 1 {
-		body = append(body, ']')
-	}
+	body = AppendBody(make([]byte, 0, size), len(recs), d.o.BatchMax > 1, func(b []byte, i int) []byte {
+		ids[i] = recs[i].ID
+		return httpapi.AppendEnvelope(b, shard, recs[i].Payload)
+	})
 	return body, ids
 }
 
