@@ -195,18 +195,24 @@ func TestBadIntentFromEnvironmentNamesTheVariable(t *testing.T) {
 	}
 }
 
+// wantErrorsNaming loads each config file body of cases for role and wants an error naming its key.
+func wantErrorsNaming(t *testing.T, role Role, cases map[string]string) {
+	t.Helper()
+	for body, key := range cases {
+		if _, err := load(t, body, nil, role); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
+		}
+	}
+}
+
 func TestGatewayEventOptionsAreChecked(t *testing.T) {
-	for body, key := range map[string]string{
+	wantErrorsNaming(t, RoleCache, map[string]string{
 		"[gateway]\nlarge_threshold = 10\n":             "gateway.large_threshold",
 		"[gateway]\nloading_guild_event = \"loaded\"\n": "gateway.loading_guild_event",
 		"[events]\nbatch_max = 0\n":                     "events.batch_max",
 		"[events]\ndrop = [\"READY\"]\n":                "events.drop",
 		"[events]\ndrop = [\"typing_start\"]\n":         "events.drop",
-	} {
-		if _, err := load(t, body, nil, RoleCache); err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
-		}
-	}
+	})
 }
 
 func TestCacheFieldsFromTheEnvironment(t *testing.T) {
@@ -220,16 +226,12 @@ func TestCacheFieldsFromTheEnvironment(t *testing.T) {
 }
 
 func TestClusterSplitIsChecked(t *testing.T) {
-	for body, key := range map[string]string{
+	wantErrorsNaming(t, RoleCache, map[string]string{
 		"[gateway]\nclusters = 0\n":                  "gateway.clusters",
 		"[gateway]\nclusters = 2\ncluster_id = 2\n":  "gateway.cluster_id",
 		"[gateway]\nclusters = 2\nfirst_shard = 4\n": "gateway.clusters",
 		"[gateway]\nclusters = 2\ncluster_id = -1\n": "gateway.cluster_id",
-	} {
-		if _, err := load(t, body, nil, RoleCache); err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%q: want an error naming %s, got %v", body, key, err)
-		}
-	}
+	})
 }
 
 func TestSplitTotalMustDivideAmongClusters(t *testing.T) {
