@@ -203,6 +203,20 @@ func checkListen(addr string) (loopback bool, err error) {
 	return ip.IsLoopback(), nil
 }
 
+// parseURL parses s, its error never showing the password: url.Parse's quotes the URL whole, so only its
+// reason is kept.
+func parseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s is not a URL: %v", quoteURL(s), err)
+	}
+	return u, nil
+}
+
 // checkURL checks an http(s) URL; empty is allowed where optional.
 func checkURL(s string, optional bool) error {
 	if s == "" {
@@ -211,14 +225,9 @@ func checkURL(s string, optional bool) error {
 		}
 		return errors.New("must not be empty")
 	}
-	u, err := url.Parse(s)
+	u, err := parseURL(s)
 	if err != nil {
-		// url.Parse's error quotes the URL whole, password included: give only its reason.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("%s is not a URL: %v", quoteURL(s), err)
+		return err
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%s: scheme must be http or https", quoteURL(s))
@@ -235,13 +244,9 @@ func checkRedisURL(s string) error {
 	if s == "" {
 		return errors.New(`must be set when events.sink is "redis" (for example "redis://:password@127.0.0.1:6379/0")`)
 	}
-	u, err := url.Parse(s)
+	u, err := parseURL(s)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("%s is not a URL: %v", quoteURL(s), err)
+		return err
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return fmt.Errorf("%s: scheme must be redis or rediss (TLS)", quoteURL(s))
