@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ddhq/dd/internal/shardstatus"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -22,14 +23,12 @@ type GatewayStatus struct {
 	Owners        []string      // each shard's holder ("" free)
 	Free          []int         // the shards nobody holds
 	Shards        []ShardStatus // the shards this process runs
-	States        map[string]int
-	Guilds        int
-	Loading       int
-	Queued        int // the events of this process's shards that wait for the bot
-	MaxRTTMillis  float64
-	Filtered      int64 // events the filter dropped
-	Published     int64 // events the stream acknowledged as new
-	Duplicates    int64 // events the stream acknowledged as copies
+	// Summary sums Shards (its Queued: the events of this process's shards that wait for the bot). Its
+	// own Shards, their count, is hidden by the list.
+	shardstatus.Summary
+	Filtered   int64 // events the filter dropped
+	Published  int64 // events the stream acknowledged as new
+	Duplicates int64 // events the stream acknowledged as copies
 }
 
 // Process is one gateway process of the deployment and the shards it holds.
@@ -38,21 +37,14 @@ type Process struct {
 	Shards   []int  `json:"shards"`
 }
 
-// ShardStatus is one shard this process runs.
-type ShardStatus struct {
-	ID        int     `json:"id"`
-	State     string  `json:"state"`
-	RTTMillis float64 `json:"rtt_ms"`
-	Guilds    int     `json:"guilds"`
-	Loading   int     `json:"loading_guilds"`
-	Resumable bool    `json:"resumable"`
-	Queued    int     `json:"queued_events"` // in the stream, not yet delivered to the bot
-}
+// ShardStatus is one shard this process runs (its Queued: in the stream, not yet delivered to the bot).
+type ShardStatus = shardstatus.Line
 
 // Status is the deployment as this process sees it and the shards it runs.
 func (g *Gateway) Status() GatewayStatus {
 	out := GatewayStatus{Cluster: g.conn.Name(), Instance: g.conn.Instance(), NATSConnected: g.conn.Connected(),
-		Processes: []Process{}, Owners: []string{}, Free: []int{}, Shards: []ShardStatus{}, States: map[string]int{}}
+		Processes: []Process{}, Owners: []string{}, Free: []int{}, Shards: []ShardStatus{},
+		Summary: shardstatus.Summarize(nil)}
 	run := g.st.Load()
 	if run == nil {
 		return out
@@ -78,17 +70,13 @@ func (g *Gateway) Status() GatewayStatus {
 	}
 	sort.Slice(out.Processes, func(i, j int) bool { return out.Processes[i].Instance < out.Processes[j].Instance })
 	for _, s := range run.runner.Shards() {
-		st := ShardStatus{ID: s.ID(), State: s.State().String(), RTTMillis: float64(s.RTT().Microseconds()) / 1000,
-			Guilds: run.filter.GuildCount(s.ID()), Loading: run.filter.Loading(s.ID()), Resumable: s.Session().Resumable()}
+		queued := 0
 		if run.deliv != nil {
-			st.Queued = run.deliv.Backlog(s.ID())
+			queued = run.deliv.Backlog(s.ID())
 		}
+		st := shardstatus.Of(s, run.filter.GuildCount(s.ID()), run.filter.Loading(s.ID()), queued)
 		out.Shards = append(out.Shards, st)
-		out.States[st.State]++
-		out.Queued += st.Queued
-		out.Guilds += st.Guilds
-		out.Loading += st.Loading
-		out.MaxRTTMillis = max(out.MaxRTTMillis, st.RTTMillis)
+		out.Add(st)
 	}
 	out.Filtered = run.filter.Dropped()
 	out.Published, out.Duplicates = run.sink.Published(), run.sink.Duplicates()

@@ -12,7 +12,7 @@
 // What it needs from outside is small: a Queue (append, fence), a Store for its keys, a function that
 // fetches /gateway/bot, and optionally an identify.Limiter and a Coordinator (the processes of a split
 // deployment agree on one count). An embedder runs and reshards shards with New, Run and Reshard;
-// dd's gateway role adds delivery, the cache feed and the HTTP API around it (package roles).
+// NewHandler is its HTTP API; dd's gateway role adds delivery and the cache feed around it (package roles).
 //
 // It is not one connection's state machine (package shard), the durable log (package queue) or
 // delivery out of it (package delivery).

@@ -79,16 +79,11 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 	}
 	g := &clusterGateway{Gateway: cg}
 	mux := http.NewServeMux()
-	cmds := shardCommands{shards: g.shardSet, log: log}
-	mux.HandleFunc("POST /{$}", cmds.handleDiscordeno)
-	mux.HandleFunc("POST /shards/{id}/send", cmds.handleShardSend)
 	mux.HandleFunc("GET /status", g.handleStatus)
 	mux.HandleFunc("POST /reshard", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotImplemented, "resharding is not available in cluster mode yet: set gateway.total_shards on every process and restart them")
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
-	})
+	mux.Handle("/", gateway.CommandHandler(g.shardSet, log)) // and 404 for the rest
 	g.api = requireSecret(cfg.Gateway.Secret, mux)
 	return g, nil
 }
@@ -105,7 +100,7 @@ func (g *clusterGateway) run(ctx context.Context) error {
 }
 
 // shardSet is the shards this process runs, nil before they start.
-func (g *clusterGateway) shardSet() ShardSet {
+func (g *clusterGateway) shardSet() gateway.ShardSet {
 	if r := g.Running(); r != nil {
 		return r
 	}
@@ -121,7 +116,7 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		"total_shards": st.TotalShards, "processes": st.Processes}
 	summary := map[string]any{"shards": len(st.Shards), "states": st.States}
 	if st.Started {
-		summary["guilds"], summary["loading_guilds"], summary["queued_events"], summary["max_rtt_ms"] = st.Guilds, st.Loading, st.Queued, st.MaxRTTMillis
+		summary["guilds"], summary["loading_guilds"], summary["queued_events"], summary["max_rtt_ms"] = st.Guilds, st.Loading, st.Queued, st.MaxRTT
 		out["free_shards"], out["queue_depth"], out["filtered_events"] = st.Free, st.Queued, st.Filtered
 		out["published_events"], out["duplicate_events"] = st.Published, st.Duplicates
 	}

@@ -100,7 +100,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		q.Close()
 		return nil, err
 	}
-	g.api = requireSecret(cfg.Gateway.Secret, g.routes())
+	g.api = requireSecret(cfg.Gateway.Secret, gateway.NewHandler(g.gw, q))
 	return g, nil
 }
 
@@ -219,12 +219,4 @@ func (g *gatewayRole) startMemberRequests(ctx context.Context) (stop func(), err
 		})
 	}()
 	return func() { <-done }, nil
-}
-
-// shardSet is the running shard set, nil before the shards start.
-func (g *gatewayRole) shardSet() ShardSet {
-	if cur := g.gw.Current(); cur != nil {
-		return cur.Manager()
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ddhq/dd/config"
+	"github.com/ddhq/dd/gateway"
 	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/sim/botsim"
 	"github.com/ddhq/dd/sim/discordsim"
@@ -203,8 +204,8 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	_, body := call("GET", "/status", "gw-secret-0123456789", "")
 	var st struct {
-		TotalShards int           `json:"total_shards"`
-		Shards      []ShardStatus `json:"shards"`
+		TotalShards int                   `json:"total_shards"`
+		Shards      []gateway.ShardStatus `json:"shards"`
 	}
 	if err := json.Unmarshal([]byte(body), &st); err != nil || st.TotalShards != 2 || len(st.Shards) != 2 {
 		t.Fatalf("/status = %s (%v)", body, err)
@@ -215,8 +216,8 @@ func TestGatewayAPI(t *testing.T) {
 	// The summary alone, for probes of processes with many shards.
 	_, body = call("GET", "/status?shards=false", "gw-secret-0123456789", "")
 	var sum struct {
-		Summary StatusSummary   `json:"summary"`
-		Shards  json.RawMessage `json:"shards"`
+		Summary gateway.StatusSummary `json:"summary"`
+		Shards  json.RawMessage       `json:"shards"`
 	}
 	if err := json.Unmarshal([]byte(body), &sum); err != nil || sum.Shards != nil || sum.Summary.Shards != 2 ||
 		sum.Summary.States["ready"] != 2 || sum.Summary.Guilds != 10 {

@@ -485,7 +485,7 @@ func TestStatusCountsGuildsAfterARestart(t *testing.T) {
 	guilds := func(addr string) int {
 		_, body := call(t, "GET", "http://"+addr+"/status", hardSecret, "")
 		var st struct {
-			Shards []ShardStatus `json:"shards"`
+			Shards []gateway.ShardStatus `json:"shards"`
 		}
 		if json.Unmarshal([]byte(body), &st) != nil || len(st.Shards) != 2 {
 			return -1

@@ -1,4 +1,4 @@
-package roles
+package gateway
 
 import (
 	"encoding/json"
@@ -24,7 +24,21 @@ type ShardSet interface {
 	ShardForGuild(guildID uint64) int
 }
 
-// shardCommands serves the endpoints that send gateway commands to shards (README, "The gateway role").
+// CommandHandler serves the endpoints that send gateway commands to shards (README, "The gateway role"):
+// POST / (the messages of Discordeno's big-bot template) and POST /shards/{id}/send, to the set that
+// shards returns (nil before the shards start: 503). Every other request is answered 404. It does not check who asks
+// (the caller wraps it in its secret check) and does not listen (the role's server does).
+func CommandHandler(shards func() ShardSet, log *zap.Logger) http.Handler {
+	mux := http.NewServeMux()
+	c := shardCommands{shards: shards, log: log}
+	mux.HandleFunc("POST /{$}", c.handleDiscordeno)
+	mux.HandleFunc("POST /shards/{id}/send", c.handleShardSend)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no gateway endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
 type shardCommands struct {
 	shards func() ShardSet // nil before the shards start
 	log    *zap.Logger
