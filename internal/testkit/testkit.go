@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// Eventually polls cond every 10 ms until it holds, failing the test with what was awaited if it does
-// not within d. It returns how long it took, for tests that report it.
+// Eventually polls cond every 20 ms until it holds, failing the test with what was awaited if it does
+// not within d. It returns how long it took, for tests that report it. Some conditions are costly (a
+// score of HTTP reads of the process under test): polling them faster starves that process under -race.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -16,7 +17,7 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) ti
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(start)
 }
