@@ -84,7 +84,7 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 		httpapi.WriteError(w, http.StatusNotImplemented, "resharding is not available in cluster mode yet: set gateway.total_shards on every process and restart them")
 	})
 	mux.Handle("/", gateway.CommandHandler(g.shardSet, log)) // and 404 for the rest
-	g.api = requireSecret(cfg.Gateway.Secret, mux)
+	g.api = requireSecret(cfg.Gateway.Secret, withProfiles(mux))
 	return g, nil
 }
 

@@ -100,7 +100,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 		q.Close()
 		return nil, err
 	}
-	g.api = requireSecret(cfg.Gateway.Secret, gateway.NewHandler(g.gw, q))
+	g.api = requireSecret(cfg.Gateway.Secret, withProfiles(gateway.NewHandler(g.gw, q)))
 	return g, nil
 }
 

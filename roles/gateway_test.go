@@ -202,6 +202,14 @@ func TestGatewayAPI(t *testing.T) {
 	if code, _ := call("GET", "/status", "wrong", ""); code != http.StatusUnauthorized {
 		t.Errorf("/status with a wrong secret: %d", code)
 	}
+	// The process's profiles, behind the same secret: a heap profile after a collection.
+	if code, _ := call("GET", "/debug/pprof/heap?gc=1", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("/debug/pprof/heap without secret: %d", code)
+	}
+	if code, prof := call("GET", "/debug/pprof/heap?gc=1&debug=1", "gw-secret-0123456789", ""); code != http.StatusOK ||
+		!strings.Contains(prof, "heap profile:") {
+		t.Errorf("/debug/pprof/heap: %d %.100s", code, prof)
+	}
 	_, body := call("GET", "/status", "gw-secret-0123456789", "")
 	var st struct {
 		TotalShards int                   `json:"total_shards"`

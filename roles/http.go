@@ -2,6 +2,7 @@ package roles
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/ddhq/dd/internal/httpapi"
 )
@@ -16,4 +17,17 @@ func requireSecret(secret string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// withProfiles serves Go's runtime profiles under /debug/pprof/ (behind the role's secret, like the rest
+// of its API) and everything else with next: a heap or CPU profile of the real process is how a big
+// gateway's memory and CPU per shard are found; /debug/pprof/heap?gc=1 collects first.
+func withProfiles(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", next)
+	return mux
 }
