@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/ddhq/dd/internal/testkit"
 )
 
 // The README's first command runs this demo: it must show events flowing through a real dd, REST calls
@@ -18,8 +20,8 @@ func TestDemoShowsEventsFlowing(t *testing.T) {
 	}
 	dir := t.TempDir()
 	dd := filepath.Join(dir, "dd")
-	if out, err := exec.Command("go", "build", "-o", dd, "../..").CombinedOutput(); err != nil {
-		t.Fatalf("building dd: %v\n%s", err, out)
+	if err := testkit.BuildDD(dd); err != nil {
+		t.Fatal(err)
 	}
 	demo := filepath.Join(dir, "demo")
 	if out, err := exec.Command("go", "build", "-o", demo, ".").CombinedOutput(); err != nil {

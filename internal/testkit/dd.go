@@ -22,13 +22,21 @@ func MainWithDD(m *testing.M, prefix string, bin *string) {
 		panic(err)
 	}
 	*bin = filepath.Join(dir, "dd")
-	if out, err := exec.Command("go", "build", "-o", *bin, "github.com/ddhq/dd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building dd: %v\n%s", err, out)
+	if err := BuildDD(*bin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// BuildDD builds dd from this module into the file bin.
+func BuildDD(bin string) error {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ddhq/dd").CombinedOutput(); err != nil {
+		return fmt.Errorf("building dd: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // DD is a running dd process whose log (its stderr) is collected: all of it as text (Log), and the
