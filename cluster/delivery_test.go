@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ddhq/dd/cluster/clustertest"
 	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/shard"
 )
@@ -157,19 +158,8 @@ func (b *botRecorder) check(t *testing.T, shards int, last int64, session func(s
 		t.Error(p)
 	}
 	for sh := 0; sh < shards; sh++ {
-		seen := map[int64]bool{}
-		var high int64
-		for _, s := range b.arrivals[sh] {
-			if seen[s] {
-				copies++
-				continue
-			}
-			if s < high {
-				t.Errorf("shard %d: event %d arrived first after %d", sh, s, high)
-			}
-			seen[s] = true
-			high = max(high, s)
-		}
+		seen, n := clustertest.CheckOrder(t, sh, b.arrivals[sh])
+		copies += n
 		for s := int64(1); s <= last; s++ {
 			if !seen[s] {
 				t.Errorf("shard %d: event %d never delivered", sh, s)

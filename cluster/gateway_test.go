@@ -140,33 +140,11 @@ func (p *gatewayProcess) ready() []int {
 // split reports how many ready shards each process runs, and whether every shard of total runs ready
 // exactly once.
 func split(ps []*gatewayProcess, total int) ([]int, bool) {
-	seen := map[int]int{}
-	var counts []int
+	var ready [][]int
 	for _, p := range ps {
-		r := p.ready()
-		counts = append(counts, len(r))
-		for _, id := range r {
-			seen[id]++
-		}
+		ready = append(ready, p.ready())
 	}
-	if len(seen) != total {
-		return counts, false
-	}
-	for _, n := range seen {
-		if n != 1 {
-			return counts, false
-		}
-	}
-	return counts, true
-}
-
-func evenly(counts []int, each int) bool {
-	for _, n := range counts {
-		if n != each {
-			return false
-		}
-	}
-	return true
+	return clustertest.Split(ready, total)
 }
 
 // settled waits until every session the simulator holds has its last sequence in the KV: every event it
@@ -333,7 +311,7 @@ func TestGatewayProcessesShareShardsAndSurviveAKill(t *testing.T) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].name < ps[j].name })
 	took := testkit.Eventually(t, 30*time.Second, "12 shards ready, 4/4/4", func() bool {
 		c, all := split(ps, total)
-		return all && evenly(c, 4)
+		return all && clustertest.Evenly(c, 4)
 	})
 	ids0 := identifies(sim)
 	t.Logf("three processes: 12 shards ready, split 4/4/4, in %s with %d identifies", took.Round(time.Millisecond), ids0)
@@ -373,7 +351,7 @@ func TestGatewayProcessesShareShardsAndSurviveAKill(t *testing.T) {
 	ps = append(rest, startGatewayProcess(t, sim, "gw-d", o))
 	took = testkit.Eventually(t, 8*ttl, "shards rebalanced 4/4/4", func() bool {
 		c, all := split(ps, total)
-		return all && evenly(c, 4)
+		return all && clustertest.Evenly(c, 4)
 	})
 	t.Logf("a new process joined: rebalanced to 4/4/4 %s after it started", time.Since(joinedAt).Round(time.Millisecond))
 	if n := identifies(sim); n != ids0 {
@@ -496,7 +474,7 @@ func TestGatewaySurvivesLossOfANATSNode(t *testing.T) {
 	ps := []*gatewayProcess{startGatewayProcess(t, sim, "gw-a", o), startGatewayProcess(t, sim, "gw-b", o)}
 	took := testkit.Eventually(t, 30*time.Second, "8 shards ready, 4/4", func() bool {
 		c, all := split(ps, total)
-		return all && evenly(c, 4)
+		return all && clustertest.Evenly(c, 4)
 	})
 	ids0 := identifies(sim)
 	t.Logf("two processes on three NATS nodes: 8 shards ready in %s, %d identifies", took.Round(time.Millisecond), ids0)
@@ -509,17 +487,8 @@ func TestGatewaySurvivesLossOfANATSNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	si, err := str.Info(ctx)
-	if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
-		t.Fatalf("event stream cluster info: %+v, %v", si, err)
-	}
 	resumes0 := len(sim.GatewayStats().Resumes)
-	for _, s := range servers {
-		if s.Name() == si.Cluster.Leader {
-			s.Shutdown()
-		}
-	}
-	t.Logf("shut down %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
+	clustertest.ShutdownLeader(ctx, t, servers, str)
 	time.Sleep(8 * time.Second)
 	stopFirehose()
 	took = testkit.Eventually(t, 30*time.Second, "8 shards ready again", func() bool {

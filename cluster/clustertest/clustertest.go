@@ -4,6 +4,7 @@
 package clustertest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server starts a JetStream server on a random loopback port, its store in a temporary directory, and
@@ -226,4 +228,72 @@ func (p *Proxy) pipe(from, to net.Conn) {
 	}
 	from.Close()
 	to.Close()
+}
+
+// Split takes the shards each process runs ready and says how many each runs, and whether every shard
+// of total runs ready in exactly one of them.
+func Split(ready [][]int, total int) (counts []int, all bool) {
+	seen := map[int]int{}
+	for _, r := range ready {
+		counts = append(counts, len(r))
+		for _, id := range r {
+			seen[id]++
+		}
+	}
+	if len(seen) != total {
+		return counts, false
+	}
+	for _, n := range seen {
+		if n != 1 {
+			return counts, false
+		}
+	}
+	return counts, true
+}
+
+// Evenly says whether there are counts and each is each.
+func Evenly(counts []int, each int) bool {
+	for _, n := range counts {
+		if n != each {
+			return false
+		}
+	}
+	return len(counts) > 0
+}
+
+// CheckOrder checks the sequences of shard's events in the order they arrived at a bot: the first arrival
+// of each comes after the first arrivals of those before it (an error on t otherwise). It returns the
+// sequences seen and how many arrivals were copies.
+func CheckOrder(t testing.TB, shard int, arrivals []int64) (seen map[int64]bool, copies int) {
+	t.Helper()
+	seen = map[int64]bool{}
+	var high int64
+	for _, s := range arrivals {
+		if seen[s] {
+			copies++
+			continue
+		}
+		if s < high {
+			t.Errorf("shard %d: event %d arrived first after %d", shard, s, high)
+		}
+		seen[s] = true
+		high = max(high, s)
+	}
+	return seen, copies
+}
+
+// ShutdownLeader shuts down the server of servers that leads str (a replicated stream), mid-firehose in
+// the tests that call it, and logs which.
+func ShutdownLeader(ctx context.Context, t testing.TB, servers []*server.Server, str jetstream.Stream) {
+	t.Helper()
+	si, err := str.Info(ctx)
+	if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
+		t.Fatalf("event stream cluster info: %+v, %v", si, err)
+	}
+	for _, s := range servers {
+		if s.Name() == si.Cluster.Leader {
+			s.Shutdown()
+		}
+	}
+	t.Logf("shut down %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
 }

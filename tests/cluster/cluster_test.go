@@ -100,39 +100,21 @@ func readyz(addr string) int {
 // readySplit reads each process's ready shards: the count each runs ready, and whether every shard of
 // total runs ready in exactly one of them.
 func readySplit(ps []*ddProc, total int) (counts []int, all bool) {
-	seen := map[int]int{}
+	var ready [][]int
 	for _, p := range ps {
 		st, err := status(p.addr)
 		if err != nil {
 			return nil, false
 		}
-		n := 0
+		var r []int
 		for _, s := range st.Shards {
 			if s.State == "ready" {
-				n++
-				seen[s.ID]++
+				r = append(r, s.ID)
 			}
 		}
-		counts = append(counts, n)
+		ready = append(ready, r)
 	}
-	if len(seen) != total {
-		return counts, false
-	}
-	for _, n := range seen {
-		if n != 1 {
-			return counts, false
-		}
-	}
-	return counts, true
-}
-
-func evenly(counts []int, each int) bool {
-	for _, n := range counts {
-		if n != each {
-			return false
-		}
-	}
-	return len(counts) > 0
+	return clustertest.Split(ready, total)
 }
 
 // startSim starts the simulator for token, closed with the test.
@@ -170,7 +152,7 @@ func waitSplit(t *testing.T, d time.Duration, what string, ps []*ddProc, total, 
 			}
 		}
 		c, all := readySplit(ps, total)
-		return all && (each == 0 || evenly(c, each))
+		return all && (each == 0 || clustertest.Evenly(c, each))
 	})
 }
 
@@ -298,19 +280,8 @@ func (b *bot) checkIDs(t *testing.T, sessions []discordsim.SessionInfo, streamID
 		}
 	}
 	for sh, seqs := range b.arrivals {
-		seen := map[int64]bool{}
-		var high int64
-		for _, s := range seqs {
-			if seen[s] {
-				copies++
-				continue
-			}
-			if s < high {
-				t.Errorf("shard %d: event %d arrived first after %d", sh, s, high)
-			}
-			seen[s] = true
-			high = max(high, s)
-		}
+		_, n := clustertest.CheckOrder(t, sh, seqs)
+		copies += n
 	}
 	return events, copies
 }
@@ -392,7 +363,7 @@ func TestGatewayProcessesSurviveAKill(t *testing.T) {
 	ps[0] = startDD(t, victim.name, victim.addr, env)
 	took = testkit.Eventually(t, 12*ttl, "shards rebalanced 4/4/4", func() bool {
 		c, all := readySplit(ps, total)
-		return all && evenly(c, 4)
+		return all && clustertest.Evenly(c, 4)
 	})
 	t.Logf("%s restarted: shards rebalanced 4/4/4 %s after its start", victim.name, took.Round(time.Millisecond))
 	if n := len(sim.GatewayStats().Identifies); n != ids0 {
@@ -555,16 +526,7 @@ func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	si, err := str.Info(ctx)
-	if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
-		t.Fatalf("event stream cluster info: %+v, %v", si, err)
-	}
-	for _, s := range servers {
-		if s.Name() == si.Cluster.Leader {
-			s.Shutdown()
-		}
-	}
-	t.Logf("shut down %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
+	clustertest.ShutdownLeader(ctx, t, servers, str)
 	time.Sleep(8 * time.Second)
 	stopFirehose()
 	testkit.Eventually(t, 60*time.Second, "8 shards ready", func() bool {
