@@ -20,8 +20,13 @@ import (
 // shuts it down when the test ends.
 func Server(t testing.TB) *server.Server {
 	t.Helper()
-	opts := &server.Options{
-		ServerName: "dd-test",
+	return start(t, options(t, "dd-test"))
+}
+
+// options are a JetStream server's on a random loopback port, its store in a temporary directory.
+func options(t testing.TB, name string) *server.Options {
+	return &server.Options{
+		ServerName: name,
 		Host:       "127.0.0.1",
 		Port:       -1,
 		JetStream:  true,
@@ -29,7 +34,6 @@ func Server(t testing.TB) *server.Server {
 		NoLog:      true,
 		NoSigs:     true,
 	}
-	return start(t, opts)
 }
 
 func start(t testing.TB, opts *server.Options) *server.Server {
@@ -58,21 +62,9 @@ func Cluster(t testing.TB, n int) []*server.Server {
 	}
 	var servers []*server.Server
 	for i := 0; i < n; i++ {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster: server.ClusterOpts{
-				Name: "dd-test",
-				Host: "127.0.0.1",
-				Port: ports[i],
-			},
-			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
-		}
+		opts := options(t, fmt.Sprintf("n%d", i+1))
+		opts.Cluster = server.ClusterOpts{Name: "dd-test", Host: "127.0.0.1", Port: ports[i]}
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		s, err := server.NewServer(opts)
 		if err != nil {
 			t.Fatalf("nats server n%d: %v", i+1, err)
