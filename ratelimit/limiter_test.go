@@ -149,6 +149,16 @@ func (h *harness) headers(limit, remaining int, reset time.Time, hash string) ht
 	return hd
 }
 
+// acquireEach starts n acquires of route, one after the other (each settled before the next).
+func (h *harness) acquireEach(ctx context.Context, route Route, n int) []*pendingAcquire {
+	var ps []*pendingAcquire
+	for range n {
+		ps = append(ps, h.acquire(ctx, route))
+		settle()
+	}
+	return ps
+}
+
 // answer has one request of route granted at once and answered with status and those headers.
 func (h *harness) answer(ctx context.Context, route Route, status, limit, remaining int, reset time.Time, hash string) {
 	p := h.acquire(ctx, route)
@@ -287,11 +297,7 @@ func TestGlobalLimitIsASlidingWindowOfArrivals(t *testing.T) {
 	<-a.done
 	a.tk.Done(Response{Status: 200}) // answered at once: it arrived by t=0
 	h.clock.Advance(500 * time.Millisecond)
-	var ps []*pendingAcquire
-	for range 6 {
-		ps = append(ps, h.acquire(ctx, r))
-		settle()
-	}
+	ps := h.acquireEach(ctx, r, 6)
 	// One send at t=0, now t=0.5 s: three more fit in the window.
 	if n := granted(ps); n != 3 {
 		t.Fatalf("want 3 granted at t=0.5s (4 per second, one used at t=0), got %d", n)
@@ -666,11 +672,7 @@ func TestANewChannelOfAKnownBucketDoesNotWaitForALearningRequest(t *testing.T) {
 	h.clock.Advance(5 * time.Second) // the token has been in use for a whole window of the bucket
 
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
-	var ps []*pendingAcquire
-	for range 6 {
-		ps = append(ps, h.acquire(ctx, other))
-		settle()
-	}
+	ps := h.acquireEach(ctx, other, 6)
 	if n := granted(ps); n != 5 {
 		t.Fatalf("a new channel of a bucket known to allow 5 per window: %d granted at once, want 5", n)
 	}
@@ -696,11 +698,7 @@ func TestANewChannelLearnsFirstWhileTheTokenIsYoungerThanTheWindow(t *testing.T)
 	h.clock.Advance(5*time.Second - time.Millisecond)
 
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
-	var ps []*pendingAcquire
-	for range 3 {
-		ps = append(ps, h.acquire(ctx, other))
-		settle()
-	}
+	ps := h.acquireEach(ctx, other, 3)
 	if n := granted(ps); n != 1 {
 		t.Fatalf("the token is younger than the bucket's 5 s window: %d granted, want 1 learning request", n)
 	}
@@ -719,11 +717,7 @@ func TestANewChannelLearnsFirstWhenTheWindowOutlastsIdleState(t *testing.T) {
 	h.answer(ctx, msgRoute, 200, 5, 4, h.clock.Now().Add(5*time.Second), "msg")
 	h.clock.Advance(5 * time.Second)
 	other := Route{Key: msgRoute.Key, Major: "2", Global: true}
-	var ps []*pendingAcquire
-	for range 3 {
-		ps = append(ps, h.acquire(ctx, other))
-		settle()
-	}
+	ps := h.acquireEach(ctx, other, 3)
 	if n := granted(ps); n != 1 {
 		t.Fatalf("a 5 s window and idle state kept 2 s: %d granted, want 1 learning request", n)
 	}

@@ -13,17 +13,11 @@ func TestTakeOverStartsWithTheGlobalBudgetSpentAndBucketsUnknown(t *testing.T) {
 	h := newHarness(t, Options{GlobalRate: 3, GlobalMargin: 50 * time.Millisecond})
 	ctx := context.Background()
 	// Learn the message bucket: 5 per window.
-	a := h.acquire(ctx, msgRoute)
-	<-a.done
-	a.tk.Done(Response{Status: 200, Header: h.headers(5, 4, h.clock.Now().Add(5*time.Second), "msg")})
+	h.answer(ctx, msgRoute, 200, 5, 4, h.clock.Now().Add(5*time.Second), "msg")
 	h.clock.Advance(2 * time.Second)
 
 	h.l.TakeOver("Bot tok")
-	var ps []*pendingAcquire
-	for range 4 {
-		ps = append(ps, h.acquire(ctx, msgRoute))
-		settle()
-	}
+	ps := h.acquireEach(ctx, msgRoute, 4)
 	if n := granted(ps); n != 0 {
 		t.Fatalf("right after TakeOver: %d granted, want 0 (the last second's global budget counts as spent)", n)
 	}
