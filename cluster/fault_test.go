@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,23 +32,9 @@ func TestClusterSurvivesLossOfANode(t *testing.T) {
 	const window = time.Second
 	cfg := IdentifyConfig{Limit: identify.SessionStartLimit{MaxConcurrency: 1}, Window: window, Margin: 100 * time.Millisecond, TurnTTL: 15 * time.Second}
 	limiters := []*IdentifyLimiter{identifyLimiter(t, ca, cfg), identifyLimiter(t, cb, cfg)}
-	var mu sync.Mutex
-	var recs []identifyRecord
-	var wg sync.WaitGroup
-	for id := 0; id < 8; id++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := playIdentify(ctx, limiters[id%2], id, 1, 50*time.Millisecond)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			recs = append(recs, r)
-			mu.Unlock()
-		}()
-	}
+	wait := playShards(t, 8, func(id int) (identifyRecord, error) {
+		return playIdentify(ctx, limiters[id%2], id, 1, 50*time.Millisecond)
+	})
 
 	time.Sleep(1500 * time.Millisecond)
 	info, err := ca.JetStream().Stream(ctx, "KV_dd_leases")
@@ -91,11 +75,10 @@ func TestClusterSurvivesLossOfANode(t *testing.T) {
 	if la.Err() != nil {
 		t.Errorf("a lost its lease across the loss of one node of three: %v", la.Err())
 	}
-	wg.Wait()
+	recs := wait()
 	if len(recs) != 8 {
 		t.Fatalf("%d of 8 identifies completed", len(recs))
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].sent.Before(recs[j].sent) })
 	minGap := time.Hour
 	for i := 1; i < len(recs); i++ {
 		gap := recs[i].sent.Sub(recs[i-1].answered)

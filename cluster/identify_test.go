@@ -33,6 +33,33 @@ type identifyRecord struct {
 	sent, answered time.Time
 }
 
+// playShards plays the identifies of shards 0 to n-1 at once, each through play; wait waits for them and
+// returns the records of those that completed, in the order they were sent (a failure is an error on t).
+func playShards(t *testing.T, n int, play func(id int) (identifyRecord, error)) (wait func() []identifyRecord) {
+	var mu sync.Mutex
+	var recs []identifyRecord
+	var wg sync.WaitGroup
+	for id := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := play(id)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			recs = append(recs, r)
+			mu.Unlock()
+		}()
+	}
+	return func() []identifyRecord {
+		wg.Wait()
+		sort.Slice(recs, func(i, j int) bool { return recs[i].sent.Before(recs[j].sent) })
+		return recs
+	}
+}
+
 func playIdentify(ctx context.Context, l identify.Limiter, shardID, buckets int, answerIn time.Duration) (identifyRecord, error) {
 	turn, err := l.Acquire(ctx, shardID)
 	if err != nil {
@@ -62,30 +89,14 @@ func TestIdentifySpacedAcrossProcesses(t *testing.T) {
 	}
 	ctx := ctxFor(t, 60*time.Second)
 	const shards = 18
-	var mu sync.Mutex
-	var recs []identifyRecord
-	var wg sync.WaitGroup
 	start := time.Now()
-	for id := 0; id < shards; id++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := playIdentify(ctx, limiters[id%3], id, 2, time.Duration(20+rand.IntN(150))*time.Millisecond)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			recs = append(recs, r)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	recs := playShards(t, shards, func(id int) (identifyRecord, error) {
+		return playIdentify(ctx, limiters[id%3], id, 2, time.Duration(20+rand.IntN(150))*time.Millisecond)
+	})()
 	span := time.Since(start)
 	if len(recs) != shards {
 		t.Fatalf("%d identifies, want %d", len(recs), shards)
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].sent.Before(recs[j].sent) })
 	minGap := time.Hour
 	var firsts [2]time.Time
 	prev := map[int]identifyRecord{}
