@@ -75,9 +75,19 @@ func (c *Cache) Guild(id uint64) ([]byte, error) {
 // appendKind appends a JSON array of a guild's objects of one kind; guildField, when set, names the
 // field that gets the guild's id.
 func appendKind(dst []byte, r store.Reader, g uint64, kind byte, idName, guildField string) ([]byte, error) {
+	return appendSubs(dst, r, g, kind, nil, 0, func(dst []byte, id uint64, v []byte) ([]byte, error) {
+		return appendSub(dst, g, id, v, idName, guildField), nil
+	})
+}
+
+// appendSubs appends a JSON array of a guild's objects of one kind, from the key from on (nil: all) and
+// at most limit of them (0: all), each appended by add.
+func appendSubs(dst []byte, r store.Reader, g uint64, kind byte, from []byte, limit int,
+	add func(dst []byte, id uint64, v []byte) ([]byte, error)) ([]byte, error) {
 	dst = append(dst, '[')
 	n := 0
-	err := r.Scan(kindPrefix(g, kind), nil, false, func(k, v []byte) error {
+	var aerr error
+	err := r.Scan(kindPrefix(g, kind), from, false, func(k, v []byte) error {
 		if len(k) != subKeyLen {
 			return nil
 		}
@@ -85,7 +95,12 @@ func appendKind(dst []byte, r store.Reader, g uint64, kind byte, idName, guildFi
 			dst = append(dst, ',')
 		}
 		n++
-		dst = appendSub(dst, g, keyID(k), v, idName, guildField)
+		if dst, aerr = add(dst, keyID(k), v); aerr != nil {
+			return aerr
+		}
+		if n == limit {
+			return store.ErrStopScan
+		}
 		return nil
 	})
 	return append(dst, ']'), err
@@ -156,32 +171,13 @@ func (c *Cache) GuildMembers(g, after uint64, limit int) ([]byte, error) {
 			return err
 		}
 		out = make([]byte, 0, 256*min(limit, 100))
-		out = append(out, '[')
-		n := 0
-		var from []byte
-		if after < 1<<64-1 {
-			from = subKey(g, kindMember, after+1)
-		} else {
+		if after == 1<<64-1 {
+			out = append(out, '[')
 			return nil
 		}
-		var ferr error
-		err := r.Scan(kindPrefix(g, kindMember), from, false, func(k, v []byte) error {
-			if len(k) != subKeyLen {
-				return nil
-			}
-			if n > 0 {
-				out = append(out, ',')
-			}
-			n++
-			if out, ferr = appendMember(out, r, keyID(k), v); ferr != nil {
-				return ferr
-			}
-			if n == limit {
-				return store.ErrStopScan
-			}
-			return nil
-		})
-		out = append(out, ']')
+		var err error
+		out, err = appendSubs(out, r, g, kindMember, subKey(g, kindMember, after+1), limit,
+			func(dst []byte, id uint64, v []byte) ([]byte, error) { return appendMember(dst, r, id, v) })
 		return err
 	})
 	return out, err
