@@ -86,13 +86,7 @@ func (c *Cache) noteChunk(b *batch, g uint64, d []byte) error {
 // when it does not hold the guild.
 func (c *Cache) MembersComplete(g uint64) (bool, error) {
 	complete := false
-	err := c.view(func(r store.Reader) error {
-		if has, err := r.Has(guildKey(g)); err != nil || !has {
-			if err == nil {
-				err = ErrNotFound
-			}
-			return err
-		}
+	err := c.viewGuild(g, func(r store.Reader) error {
 		v, err := r.Get(memberListKey(g))
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

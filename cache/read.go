@@ -118,16 +118,23 @@ func appendSub(dst []byte, g, id uint64, v []byte, idName, guildField string) []
 	return append(dst, '}')
 }
 
-// guildList returns a JSON array of a guild's objects of one kind, ErrNotFound for an unknown guild.
-func (c *Cache) guildList(g uint64, kind byte, idName, guildField string) ([]byte, error) {
-	var out []byte
-	err := c.view(func(r store.Reader) error {
+// viewGuild runs fn in a read of the store that holds guild g; ErrNotFound when the cache does not hold it.
+func (c *Cache) viewGuild(g uint64, fn func(r store.Reader) error) error {
+	return c.view(func(r store.Reader) error {
 		if has, err := r.Has(guildKey(g)); err != nil || !has {
 			if err == nil {
 				err = ErrNotFound
 			}
 			return err
 		}
+		return fn(r)
+	})
+}
+
+// guildList returns a JSON array of a guild's objects of one kind, ErrNotFound for an unknown guild.
+func (c *Cache) guildList(g uint64, kind byte, idName, guildField string) ([]byte, error) {
+	var out []byte
+	err := c.viewGuild(g, func(r store.Reader) error {
 		var err error
 		out, err = appendKind(make([]byte, 0, 1024), r, g, kind, idName, guildField)
 		return err
@@ -163,13 +170,7 @@ func (c *Cache) GuildMembers(g, after uint64, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("cache: limit %d is not between 1 and %d", limit, MaxMembersPage)
 	}
 	var out []byte
-	err := c.view(func(r store.Reader) error {
-		if has, err := r.Has(guildKey(g)); err != nil || !has {
-			if err == nil {
-				err = ErrNotFound
-			}
-			return err
-		}
+	err := c.viewGuild(g, func(r store.Reader) error {
 		out = make([]byte, 0, 256*min(limit, 100))
 		if after == 1<<64-1 {
 			out = append(out, '[')
