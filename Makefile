@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build demo test test-memory bench load clean
+.PHONY: build demo test bench load clean
 
 build:
 	$(GO) build -o $(BIN)/dd .
@@ -16,11 +16,6 @@ demo: build
 # What CI runs (.ci/run calls this target).
 test:
 	./scripts/test.sh
-
-# Issue #15's memory per shard of the whole process: 1,000 and 100 shards of the real binary, zlib-stream,
-# read once idle after two collections (five to twelve minutes, so not in every CI run).
-test-memory:
-	DD_E2E_MEMORY=1 $(GO) test -count=1 -timeout 25m -run TestThousandShards -v ./tests/e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -287,6 +287,22 @@ func (d *ddProcess) status() (st ddStatus, took time.Duration, size int, err err
 	return st, took, len(b), json.Unmarshal(b, &st)
 }
 
+// collect makes dd collect its heap now (GET /debug/pprof/heap?gc=1, behind the gateway secret).
+func (d *ddProcess) collect() error {
+	req, _ := http.NewRequest(http.MethodGet, d.url("gateway")+"/debug/pprof/heap?gc=1", nil)
+	req.Header.Set("Authorization", ddSecret)
+	resp, err := localClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/heap?gc=1: %s", resp.Status)
+	}
+	return nil
+}
+
 // ddEnv is the environment of a dd run against sim delivering to recv.
 func ddEnv(sim *simProcess, recv *Receiver, storeDir string, shards int, intents string, extra []string) []string {
 	env := []string{
