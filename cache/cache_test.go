@@ -357,6 +357,10 @@ func TestMembersArePagedInUserIDOrder(t *testing.T) {
 	if one := decodeList(t, "limit 1", r(c.GuildMembers(g1, 0, 1))); len(one) != 1 {
 		t.Errorf("limit 1: %d members", len(one))
 	}
+	// After the largest id nobody comes: an empty list, still JSON.
+	if last := decodeList(t, "after the largest id", r(c.GuildMembers(g1, 1<<64-1, 10))); len(last) != 0 {
+		t.Errorf("after the largest id: %d members", len(last))
+	}
 	for _, bad := range []int{0, 1001} {
 		if _, err := c.GuildMembers(g1, 0, bad); err == nil {
 			t.Errorf("limit %d accepted", bad)

@@ -173,7 +173,7 @@ func (c *Cache) GuildMembers(g, after uint64, limit int) ([]byte, error) {
 	err := c.viewGuild(g, func(r store.Reader) error {
 		out = make([]byte, 0, 256*min(limit, 100))
 		if after == 1<<64-1 {
-			out = append(out, '[')
+			out = append(out, "[]"...) // nobody comes after the largest id
 			return nil
 		}
 		var err error
