@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ddhq/dd/internal/idlepack"
 )
 
 // Source gives the compressed bytes of one message after another.
@@ -25,10 +27,6 @@ type Source interface {
 // cost more CPU than the bytes are worth.
 const tailMax = 1 << 10
 
-// wokenIdle is how long a Reader woken from its packed state by one message waits before packing
-// again; a message within that time makes it a busy Reader, which waits Options.Idle.
-const wokenIdle = 50 * time.Millisecond
-
 // Reader decodes a zlib stream from a Source. Read is for one goroutine; the packing runs on a timer
 // and takes the Reader's lock, which Read takes only when it parks and resumes.
 type Reader struct {
@@ -38,16 +36,9 @@ type Reader struct {
 	out    int  // bytes output since the decoder was made or unpacked
 	err    error
 
-	mu      sync.Mutex
-	d       *decompressor // nil before the first message and while packed
-	parked  bool          // between messages: the read goroutine is outside d
-	parks   uint64        // times parked
-	seen    uint64        // parks when the timer was armed
-	woken   bool          // unpacked for a message after an idle period
-	armed   bool
-	timer   *time.Timer
-	closed  bool
-	packed  []byte // while packed (and after, until repacked): the history was last32K(unpacked packed + tail)
+	p       idlepack.Parking // p.Mu guards what follows; p.Parked: the read goroutine is outside d
+	d       *decompressor    // nil before the first message and while packed
+	packed  []byte           // while packed (and after, until repacked): the history was last32K(unpacked packed + tail)
 	tail    []byte
 	b       uint32 // bits left over at the park
 	nb      uint
@@ -75,7 +66,7 @@ func (z *Reader) Read(p []byte) (int, error) {
 		}
 	}
 	for {
-		if z.parked {
+		if z.p.Parked {
 			// An idle connection waits here, with its history packed once idle has passed.
 			c, err := z.src.ReadByte()
 			if err != nil {
@@ -105,7 +96,7 @@ func (z *Reader) WaitMessage() error {
 	if z.err != nil || !z.header {
 		return nil // Read reports the error, or reads the header
 	}
-	for !z.parked {
+	for !z.p.Parked {
 		if len(z.d.toRead) > 0 {
 			return nil
 		}
@@ -141,37 +132,24 @@ func (z *Reader) readHeader() error {
 		return errors.New("zlibstream: preset dictionaries are not supported")
 	}
 	z.header = true
-	z.mu.Lock()
+	z.p.Mu.Lock()
 	z.d = decoders.get()
 	z.d.reset(z.src, nil, 0, 0, 2)
-	z.mu.Unlock()
+	z.p.Mu.Unlock()
 	return nil
 }
 
 // park notes that the decoder stopped at the end of a message, and arms the packing timer.
 func (z *Reader) park() {
-	z.mu.Lock()
-	z.parked = true
-	z.parks++
-	if !z.armed && !z.closed && z.idle > 0 {
-		z.armed, z.seen = true, z.parks
-		wait := z.idle
-		if z.woken {
-			wait = min(wait, wokenIdle)
-		}
-		if z.timer == nil {
-			z.timer = time.AfterFunc(wait, z.idleCheck)
-		} else {
-			z.timer.Reset(wait)
-		}
-	}
-	z.mu.Unlock()
+	z.p.Mu.Lock()
+	z.p.Park(z.idle, z.idleCheck)
+	z.p.Mu.Unlock()
 }
 
 // resume gives the decoder back its state, if it was packed, and the next message's first byte.
 func (z *Reader) resume(c byte) {
-	z.mu.Lock()
-	z.parked = false
+	z.p.Mu.Lock()
+	z.p.Parked = false
 	if z.d == nil {
 		// On a goroutine of its own: the Zstandard decoder needs about 6 KiB of stack, and the read
 		// goroutine's stack, grown once, would stay grown until a collection shrinks it (an idle
@@ -184,7 +162,7 @@ func (z *Reader) resume(c byte) {
 		<-done
 	}
 	d := z.d
-	z.mu.Unlock()
+	z.p.Mu.Unlock()
 	d.parked = false
 	d.b |= uint32(c) << d.nb
 	d.nb += 8
@@ -193,23 +171,14 @@ func (z *Reader) resume(c byte) {
 
 // idleCheck packs the history of a Reader that stayed parked since the timer was armed.
 func (z *Reader) idleCheck() {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.armed = false
-	if z.closed || !z.parked || z.d == nil {
-		return
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	if z.p.Due(z.idle, z.d != nil) {
+		z.pack()
 	}
-	if z.parks != z.seen {
-		// Messages came meanwhile: a busy Reader, which waits the whole idle period from now on.
-		z.woken = false
-		z.armed, z.seen = true, z.parks
-		z.timer.Reset(z.idle)
-		return
-	}
-	z.pack()
 }
 
-// pack keeps the history in packed form and gives the decoder back to the pool. Under mu, parked.
+// pack keeps the history in packed form and gives the decoder back to the pool. Under p.Mu, parked.
 func (z *Reader) pack() {
 	d := z.d
 	buf := scratch.get()
@@ -227,10 +196,10 @@ func (z *Reader) pack() {
 	z.b, z.nb, z.roffset = d.b, d.nb, d.roffset
 	d.r, d.toRead = nil, nil
 	decoders.put(d)
-	z.d, z.out, z.woken = nil, 0, false
+	z.d, z.out, z.p.Woken = nil, 0, false
 }
 
-// unpack makes a decoder with the packed history. Under mu.
+// unpack makes a decoder with the packed history. Under p.Mu.
 func (z *Reader) unpack() {
 	buf := scratch.get()
 	h := (*buf)[:0]
@@ -246,17 +215,14 @@ func (z *Reader) unpack() {
 	d.reset(z.src, h, z.b, z.nb, z.roffset)
 	*buf = h[:0]
 	scratch.put(buf)
-	z.d, z.out, z.woken = d, 0, true
+	z.d, z.out, z.p.Woken = d, 0, true
 }
 
 // Close gives the decoder back to the pool and stops the timer. Only once Read has returned for good.
 func (z *Reader) Close() {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.closed = true
-	if z.timer != nil {
-		z.timer.Stop()
-	}
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	z.p.Close()
 	if z.d != nil {
 		z.d.r, z.d.toRead = nil, nil
 		decoders.put(z.d)
@@ -268,8 +234,8 @@ func (z *Reader) Close() {
 // Packed reports the bytes an idle Reader holds for its history (packed and raw), and whether it is
 // packed now.
 func (z *Reader) Packed() (bytes int, packed bool) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
 	return len(z.packed) + len(z.tail), z.d == nil && z.header
 }
 

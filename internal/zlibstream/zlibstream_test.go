@@ -103,9 +103,9 @@ var packsWithBits int
 
 // packNow packs a parked Reader as its timer would.
 func packNow(z *Reader) bool {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if !z.parked || z.d == nil {
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	if !z.p.Parked || z.d == nil {
 		return false
 	}
 	if z.d.nb > 0 {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ddhq/dd/internal/idlepack"
 )
 
 // An idle Reader packs its history: between messages, a Reader whose caller waits through WaitMessage
@@ -17,24 +19,13 @@ import (
 // ACK now and then.
 const tailMax = 1 << 10
 
-// wokenIdle is how long a Reader woken from its packed state by one message waits before packing
-// again; a message within that time makes it a busy Reader, which waits the whole idle period.
-const wokenIdle = 50 * time.Millisecond
-
 type idleState struct {
 	after   time.Duration // 0: never pack
 	pre     byte          // the next block header's first byte, read while waiting
 	havePre bool
 	out     int // bytes of output since the history was last packed or unpacked
 
-	mu     sync.Mutex
-	parked bool // waiting for a message in WaitMessage: the history is not in use
-	parks  uint64
-	seen   uint64
-	woken  bool
-	armed  bool
-	closed bool
-	timer  *time.Timer
+	p idlepack.Parking // p.Mu guards what follows; p.Parked: waiting for a message in WaitMessage
 	// While packed (hist == nil): the history is the last Window_Size bytes of packed (unpacked) + tail.
 	packed   []byte
 	tail     []byte
@@ -53,25 +44,12 @@ func (r *Reader) WaitMessage() error {
 		return nil // Read has bytes, or an error to report, or a frame header to read
 	}
 	z := &r.idle
-	z.mu.Lock()
-	z.parked = true
-	z.parks++
-	if z.after > 0 && !z.armed && !z.closed {
-		z.armed, z.seen = true, z.parks
-		wait := z.after
-		if z.woken {
-			wait = min(wait, wokenIdle)
-		}
-		if z.timer == nil {
-			z.timer = time.AfterFunc(wait, func() { r.idleCheck() })
-		} else {
-			z.timer.Reset(wait)
-		}
-	}
-	z.mu.Unlock()
+	z.p.Mu.Lock()
+	z.p.Park(z.after, r.idleCheck)
+	z.p.Mu.Unlock()
 	_, err := io.ReadFull(r.src, r.hdr[:1])
-	z.mu.Lock()
-	z.parked = false
+	z.p.Mu.Lock()
+	z.p.Parked = false
 	if z.isPacked {
 		// On a goroutine of its own: the Zstandard decoder needs about 6 KiB of stack, which the read
 		// goroutine would keep until a collection shrinks it.
@@ -82,7 +60,7 @@ func (r *Reader) WaitMessage() error {
 		}()
 		<-done
 	}
-	z.mu.Unlock()
+	z.p.Mu.Unlock()
 	if err != nil {
 		r.err = unexpected(err)
 		if err == io.EOF {
@@ -96,22 +74,14 @@ func (r *Reader) WaitMessage() error {
 
 func (r *Reader) idleCheck() {
 	z := &r.idle
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.armed = false
-	if z.closed || !z.parked || z.isPacked {
-		return
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	if z.p.Due(z.after, !z.isPacked) {
+		r.pack()
 	}
-	if z.parks != z.seen {
-		z.woken = false
-		z.armed, z.seen = true, z.parks
-		z.timer.Reset(z.after)
-		return
-	}
-	r.pack()
 }
 
-// pack keeps the history packed and drops the window. Under idle.mu, parked.
+// pack keeps the history packed and drops the window. Under idle.p.Mu, parked.
 func (r *Reader) pack() {
 	z := &r.idle
 	h := r.hist // not wrapped yet: wpos is its length
@@ -124,10 +94,10 @@ func (r *Reader) pack() {
 	} else {
 		z.packed, z.tail = packer().EncodeAll(h, nil), nil
 	}
-	r.hist, r.wpos, z.out, z.woken, z.isPacked = nil, 0, 0, false, true
+	r.hist, r.wpos, z.out, z.p.Woken, z.isPacked = nil, 0, 0, false, true
 }
 
-// unpack gives the Reader its window back. Under idle.mu.
+// unpack gives the Reader its window back. Under idle.p.Mu.
 func (r *Reader) unpack() {
 	z := &r.idle
 	h, err := unpacker().DecodeAll(z.packed, make([]byte, 0, min(r.window, 2*len(z.packed)+len(z.tail)+(4<<10))))
@@ -144,23 +114,20 @@ func (r *Reader) unpack() {
 	if r.wpos == r.window {
 		r.wpos = 0
 	}
-	z.out, z.woken, z.isPacked = 0, true, false
+	z.out, z.p.Woken, z.isPacked = 0, true, false
 }
 
 // newFrame forgets a packed history: a frame starts with none.
 func (z *idleState) newFrame() {
-	z.mu.Lock()
+	z.p.Mu.Lock()
 	z.packed, z.tail, z.out = nil, nil, 0
-	z.mu.Unlock()
+	z.p.Mu.Unlock()
 }
 
 func (z *idleState) close() {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.closed = true
-	if z.timer != nil {
-		z.timer.Stop()
-	}
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	z.p.Close()
 	z.packed, z.tail, z.isPacked = nil, nil, false
 }
 

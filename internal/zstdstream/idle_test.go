@@ -38,9 +38,9 @@ func (w *waitSource) Read(b []byte) (int, error) {
 // packNow packs a Reader waiting in WaitMessage, as its timer would.
 func packNow(r *Reader) bool {
 	z := &r.idle
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if !z.parked || z.isPacked {
+	z.p.Mu.Lock()
+	defer z.p.Mu.Unlock()
+	if !z.p.Parked || z.isPacked {
 		return false
 	}
 	r.pack()
@@ -124,9 +124,9 @@ func TestIdleReaderPacksItsWindow(t *testing.T) {
 	<-waiting
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r.idle.mu.Lock()
+		r.idle.p.Mu.Lock()
 		packed, size := r.idle.isPacked, len(r.idle.packed)+len(r.idle.tail)
-		r.idle.mu.Unlock()
+		r.idle.p.Mu.Unlock()
 		if packed {
 			t.Logf("packed history: %d bytes for a %d-byte window", size, 32<<10)
 			if size > 16<<10 {
