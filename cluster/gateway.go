@@ -54,13 +54,8 @@ type GatewayConfig struct {
 	Logger *zap.Logger
 }
 
-// Filter is what the shards drop or rename before the stream.
-type Filter struct {
-	Drop                  []string // event names never published
-	DedupMessageUpdates   bool     // drop a MESSAGE_UPDATE whose content and edit time did not change
-	DropKnownGuildCreates bool     // drop a GUILD_CREATE for a guild the shard already had available
-	LoadingGuildEvent     string   // rename the GUILD_CREATEs of the burst after READY (GUILD_LOADED_DD)
-}
+// Filter is what the shards drop or rename before the stream: events.drop and the gateway's dedup keys.
+type Filter = filter.Rules
 
 // FatalError is an error after which running again cannot help; Hint says what to change.
 type FatalError struct {
@@ -249,9 +244,7 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 	if err != nil {
 		return nil, err
 	}
-	fo := g.cfg.Filter
-	f := filter.New(filter.Options{Drop: fo.Drop, DedupMessageUpdates: fo.DedupMessageUpdates,
-		DropKnownGuildCreates: fo.DropKnownGuildCreates, LoadingGuildEvent: fo.LoadingGuildEvent})
+	f := filter.New(filter.Options{Rules: g.cfg.Filter})
 	// Each shard's guild ids go to the KV beside its session, and come back into the filter in the
 	// process that takes the shard over (it resumes: no READY to learn them from).
 	sink, err := NewEventSink(ctx, g.conn, EventSinkConfig{MaxEvents: g.cfg.MaxEvents, Guilds: f, Log: g.log})

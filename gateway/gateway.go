@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/identify"
+	"github.com/ddhq/dd/internal/filter"
 	"github.com/ddhq/dd/queue"
 	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/store"
@@ -78,13 +79,8 @@ type Config struct {
 	Logger     *zap.Logger
 }
 
-// Filter is what a shard set drops or renames before the queue.
-type Filter struct {
-	Drop                  []string // event names never queued
-	DedupMessageUpdates   bool     // drop a MESSAGE_UPDATE whose content and edit time did not change
-	DropKnownGuildCreates bool     // drop a GUILD_CREATE for a guild the shard already had available
-	LoadingGuildEvent     string   // rename the GUILD_CREATEs of the burst after READY (GUILD_LOADED_DD)
-}
+// Filter is what a shard set drops or renames before the queue: events.drop and the gateway's dedup keys.
+type Filter = filter.Rules
 
 // ReshardConfig configures automatic and coordinated resharding.
 type ReshardConfig struct {

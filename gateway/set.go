@@ -47,10 +47,8 @@ func (s *Set) Filtered() int64 { return s.filter.Dropped() }
 // startSet builds and starts a shard set. A held set (a reshard's new one) queues nothing until it goes
 // live, and starts without stored sessions.
 func (g *Gateway) startSet(ctx context.Context, total int, ids []int, held bool) (*Set, error) {
-	f := g.cfg.Filter
 	set := &Set{total: total, ids: ids, stopped: make(chan struct{}),
-		filter: filter.New(filter.Options{Drop: f.Drop, DedupMessageUpdates: f.DedupMessageUpdates,
-			DropKnownGuildCreates: f.DropKnownGuildCreates, LoadingGuildEvent: f.LoadingGuildEvent, DropLoadingBurst: held}),
+		filter: filter.New(filter.Options{Rules: g.cfg.Filter, DropLoadingBurst: held}),
 	}
 	set.sink = g.sw.newSink(held, set.filter, total)
 	sessions := g.cfg.Sessions

@@ -16,8 +16,9 @@ import (
 	"github.com/ddhq/dd/internal/rawjson"
 )
 
-// Options configure a Filter.
-type Options struct {
+// Rules are what a deployment asks of the filter (events.drop and the gateway's dedup keys); the gateway
+// pipeline and cluster mode take them as their Filter.
+type Rules struct {
 	// Drop lists event names never queued (events.drop).
 	Drop []string
 	// DedupMessageUpdates drops a MESSAGE_UPDATE whose content and edit time did not change: Discord sends
@@ -30,6 +31,11 @@ type Options struct {
 	// LoadingGuildEvent, when set, renames the GUILD_CREATEs of the burst that follows READY (the guilds
 	// READY listed), so the bot can tell "loaded at start" from "joined" (Discordeno's GUILD_LOADED_DD).
 	LoadingGuildEvent string
+}
+
+// Options configure a Filter.
+type Options struct {
+	Rules
 	// DropLoadingBurst drops READY and the GUILD_CREATEs that follow it: a shard set that takes over from
 	// another (a reshard) brings the bot nothing new there.
 	DropLoadingBurst bool

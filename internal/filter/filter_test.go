@@ -12,7 +12,7 @@ func payload(t string, d string) []byte {
 }
 
 func TestLoadingBurstIsRenamedAndKnownGuildCreatesDropped(t *testing.T) {
-	f := New(Options{DropKnownGuildCreates: true, LoadingGuildEvent: "GUILD_LOADED_DD"})
+	f := New(Options{Rules: Rules{DropKnownGuildCreates: true, LoadingGuildEvent: "GUILD_LOADED_DD"}})
 	f.Keep(0, "READY", payload("READY", `{"guilds":[{"id":"10","unavailable":true},{"id":"20","unavailable":true}]}`))
 	if f.GuildCount(0) != 2 || f.Loading(0) != 2 {
 		t.Fatalf("after READY: %d guilds, %d loading", f.GuildCount(0), f.Loading(0))
@@ -49,7 +49,7 @@ func TestLoadingBurstIsRenamedAndKnownGuildCreatesDropped(t *testing.T) {
 }
 
 func TestEmbedUnfurlUpdatesAreDroppedAndEditsKept(t *testing.T) {
-	f := New(Options{DedupMessageUpdates: true})
+	f := New(Options{Rules: Rules{DedupMessageUpdates: true}})
 	f.Keep(0, "MESSAGE_CREATE", payload("MESSAGE_CREATE", `{"id":"5","content":"see https://x","edited_timestamp":null}`))
 	if keep, _ := f.Keep(0, "MESSAGE_UPDATE", payload("MESSAGE_UPDATE", `{"id":"5","content":"see https://x","edited_timestamp":null,"embeds":[{"url":"https://x"}]}`)); keep {
 		t.Fatal("unfurl update kept")
@@ -69,7 +69,7 @@ func TestEmbedUnfurlUpdatesAreDroppedAndEditsKept(t *testing.T) {
 }
 
 func TestMessageMemoryIsBounded(t *testing.T) {
-	f := New(Options{DedupMessageUpdates: true, MessageMemory: 100, MessageTTL: 50 * time.Millisecond})
+	f := New(Options{Rules: Rules{DedupMessageUpdates: true}, MessageMemory: 100, MessageTTL: 50 * time.Millisecond})
 	for i := 1; i <= 1000; i++ {
 		f.Keep(0, "MESSAGE_CREATE", payload("MESSAGE_CREATE", fmt.Sprintf(`{"id":"%d","content":"c"}`, i)))
 	}
@@ -84,7 +84,7 @@ func TestMessageMemoryIsBounded(t *testing.T) {
 }
 
 func TestDropList(t *testing.T) {
-	f := New(Options{Drop: []string{"TYPING_START", "PRESENCE_UPDATE"}})
+	f := New(Options{Rules: Rules{Drop: []string{"TYPING_START", "PRESENCE_UPDATE"}}})
 	if keep, _ := f.Keep(0, "TYPING_START", payload("TYPING_START", `{}`)); keep {
 		t.Fatal("dropped event kept")
 	}
@@ -94,7 +94,7 @@ func TestDropList(t *testing.T) {
 }
 
 func BenchmarkKeepMessageCreate(b *testing.B) {
-	f := New(Options{DedupMessageUpdates: true})
+	f := New(Options{Rules: Rules{DedupMessageUpdates: true}})
 	p := payload("MESSAGE_CREATE", `{"id":"123456789012345678","channel_id":"1","guild_id":"2","content":"hello there, this is a message of typical length","author":{"id":"3","username":"u"},"embeds":[],"attachments":[],"edited_timestamp":null}`)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
