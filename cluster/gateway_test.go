@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -178,9 +179,12 @@ func checkStream(t *testing.T, c *Conn, sim *discordsim.Server, total int) strea
 	var str jetstream.Stream
 	var info *jetstream.StreamInfo
 	var err error
-	testkit.Eventually(t, 30*time.Second, "the event stream's info", func() bool {
+	var cons jetstream.Consumer
+	testkit.Eventually(t, 30*time.Second, "the event stream's info and a consumer of it", func() bool {
 		if str, err = c.JetStream().Stream(ctx, StreamName(c.Name())); err == nil {
-			info, err = str.Info(ctx)
+			if info, err = str.Info(ctx); err == nil {
+				cons, err = str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+			}
 		}
 		return err == nil
 	})
@@ -188,15 +192,15 @@ func checkStream(t *testing.T, c *Conn, sim *discordsim.Server, total int) strea
 	for _, s := range sim.Sessions() {
 		want[s.ID] = shard.Session{ShardID: s.Shard, NumShards: s.NumShards, ID: s.ID, Seq: s.Seq}
 	}
-	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := map[string][]int64{}
 	var problems []string
 	n := uint64(0)
 	for n < info.State.Msgs {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond) // the same moment as above
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
