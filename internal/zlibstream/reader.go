@@ -131,8 +131,8 @@ func (z *Reader) readHeader() error {
 	if flg&0x20 != 0 {
 		return errors.New("zlibstream: preset dictionaries are not supported")
 	}
+	z.p.Mu.Lock() // Packed reads header from another goroutine
 	z.header = true
-	z.p.Mu.Lock()
 	z.d = decoders.get()
 	z.d.reset(z.src, nil, 0, 0, 2)
 	z.p.Mu.Unlock()
