@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,11 +54,7 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 	if gw.FirstShard != 0 || gw.LastShard != -1 {
 		fixed = gateway.ShardRange(gw.FirstShard, gw.LastShard)
 	}
-	// /gateway/bot through the rest role when rest.url is set.
-	apiURL, auth := cfg.Discord.APIURL, "Bot "+cfg.Discord.Token
-	if cfg.Rest.URL != "" {
-		apiURL, auth = strings.TrimRight(cfg.Rest.URL, "/")+"/api", cfg.Rest.Secret
-	}
+	apiURL, auth := gatewayBotAPI(cfg)
 	cg, err := cluster.NewGateway(cluster.GatewayConfig{
 		Conn:        conn,
 		GatewayBot:  gateway.GatewayBotFrom(apiURL, cfg.Discord.APIVersion, auth, log.With(zap.String("instance", conn.Instance()))),

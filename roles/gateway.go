@@ -64,11 +64,7 @@ func newGateway(cfg *config.Config, st *store.Store, reg prometheus.Registerer, 
 	}
 	gc := cfg.Gateway
 	split := gc.Clusters > 1 && cfg.Rest.URL != ""
-	// /gateway/bot through the rest role when rest.url is set.
-	apiURL, auth := cfg.Discord.APIURL, "Bot "+cfg.Discord.Token
-	if cfg.Rest.URL != "" {
-		apiURL, auth = strings.TrimRight(cfg.Rest.URL, "/")+"/api", cfg.Rest.Secret
-	}
+	apiURL, auth := gatewayBotAPI(cfg)
 	var limiter identify.Limiter // nil: a Local one from /gateway/bot's limits
 	var coord gateway.Coordinator
 	if cfg.Rest.URL != "" {

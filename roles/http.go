@@ -3,7 +3,9 @@ package roles
 import (
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
+	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/internal/httpapi"
 )
 
@@ -30,4 +32,13 @@ func withProfiles(next http.Handler) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("/", next)
 	return mux
+}
+
+// gatewayBotAPI is where a gateway asks for /gateway/bot, and with what Authorization: through the rest
+// role when rest.url is set (it holds the token), else Discord with the bot token.
+func gatewayBotAPI(cfg *config.Config) (apiURL, auth string) {
+	if cfg.Rest.URL != "" {
+		return strings.TrimRight(cfg.Rest.URL, "/") + "/api", cfg.Rest.Secret
+	}
+	return cfg.Discord.APIURL, "Bot " + cfg.Discord.Token
 }
