@@ -16,6 +16,10 @@ const WokenIdle = 50 * time.Millisecond
 // Parking is a decoder's state between messages and the timer of its packing. Mu guards it and what the
 // decoder packs; every method is called with Mu held.
 type Parking struct {
+	// Check is what the timer calls: it takes Mu and asks Due. Set once by the owner, so that parking,
+	// once per message, allocates nothing.
+	Check func()
+
 	Mu     sync.Mutex
 	Parked bool // between messages: the decoder's history is not in use
 	Woken  bool // unpacked for a message after an idle period
@@ -27,9 +31,9 @@ type Parking struct {
 	timer *time.Timer
 }
 
-// Park notes that the decoder stopped at the end of a message, and arms the timer to call check (which
-// takes Mu and asks Due) after idle, or WokenIdle after a wake. idle 0: never.
-func (p *Parking) Park(idle time.Duration, check func()) {
+// Park notes that the decoder stopped at the end of a message, and arms the timer to call Check after
+// idle, or WokenIdle after a wake. idle 0: never.
+func (p *Parking) Park(idle time.Duration) {
 	p.Parked = true
 	p.parks++
 	if p.armed || p.Closed || idle <= 0 {
@@ -41,7 +45,7 @@ func (p *Parking) Park(idle time.Duration, check func()) {
 		wait = min(wait, WokenIdle)
 	}
 	if p.timer == nil {
-		p.timer = time.AfterFunc(wait, check)
+		p.timer = time.AfterFunc(wait, p.Check)
 	} else {
 		p.timer.Reset(wait)
 	}

@@ -9,9 +9,8 @@ import (
 // decoder and waits a whole period more; one woken by a lone message packs again after WokenIdle.
 func TestParkingPacksOnlyAfterAQuietPeriod(t *testing.T) {
 	const idle = 500 * time.Millisecond // ten WokenIdles: a late timer on a loaded machine is not mistaken for one
-	var p Parking
 	checks := make(chan time.Time, 4)
-	check := func() { checks <- time.Now() }
+	p := Parking{Check: func() { checks <- time.Now() }}
 	due := func() bool {
 		<-checks
 		p.Mu.Lock()
@@ -21,7 +20,7 @@ func TestParkingPacksOnlyAfterAQuietPeriod(t *testing.T) {
 
 	start := time.Now()
 	p.Mu.Lock()
-	p.Park(idle, check)
+	p.Park(idle)
 	p.Mu.Unlock()
 	if !due() || time.Since(start) < idle {
 		t.Fatalf("a decoder parked for %v: not due", time.Since(start))
@@ -30,9 +29,9 @@ func TestParkingPacksOnlyAfterAQuietPeriod(t *testing.T) {
 	// Messages between the arming and the check: busy, re-armed for the whole period.
 	p.Mu.Lock()
 	p.Parked = false
-	p.Park(idle, check) // armed
+	p.Park(idle) // armed
 	p.Parked = false
-	p.Park(idle, check) // a second message, not armed again
+	p.Park(idle) // a second message, not armed again
 	p.Mu.Unlock()
 	if due() {
 		t.Fatal("due although a message came after the timer was armed")
@@ -46,7 +45,7 @@ func TestParkingPacksOnlyAfterAQuietPeriod(t *testing.T) {
 	p.Woken = true
 	p.Parked = false
 	start = time.Now()
-	p.Park(idle, check)
+	p.Park(idle)
 	p.Mu.Unlock()
 	if !due() || time.Since(start) >= idle {
 		t.Fatalf("a woken decoder was due after %v; want about %v", time.Since(start), WokenIdle)
@@ -54,7 +53,7 @@ func TestParkingPacksOnlyAfterAQuietPeriod(t *testing.T) {
 
 	// Closed: the timer never fires.
 	p.Mu.Lock()
-	p.Park(idle, check)
+	p.Park(idle)
 	p.Close()
 	p.Mu.Unlock()
 	select {

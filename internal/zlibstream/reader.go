@@ -48,7 +48,9 @@ type Reader struct {
 // NewReader returns a Reader of the zlib stream in src, which packs its history after idle without a
 // message (0: never).
 func NewReader(src Source, idle time.Duration) *Reader {
-	return &Reader{src: src, idle: idle}
+	z := &Reader{src: src, idle: idle}
+	z.p.Check = z.idleCheck
+	return z
 }
 
 // Read returns decompressed bytes. Between messages it waits for the next one outside the decoder.
@@ -142,7 +144,7 @@ func (z *Reader) readHeader() error {
 // park notes that the decoder stopped at the end of a message, and arms the packing timer.
 func (z *Reader) park() {
 	z.p.Mu.Lock()
-	z.p.Park(z.idle, z.idleCheck)
+	z.p.Park(z.idle)
 	z.p.Mu.Unlock()
 }
 

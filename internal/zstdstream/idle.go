@@ -34,7 +34,10 @@ type idleState struct {
 
 // SetIdle makes r pack its history after d without a message (0, the default: never). Call it before the
 // first Read.
-func (r *Reader) SetIdle(d time.Duration) { r.idle.after = d }
+func (r *Reader) SetIdle(d time.Duration) {
+	r.idle.after = d
+	r.idle.p.Check = r.idleCheck
+}
 
 // WaitMessage returns once Read has bytes to give without waiting for the source, so that a caller can
 // wait without holding a buffer to read into. Between messages it is where an idle connection waits, and
@@ -45,7 +48,7 @@ func (r *Reader) WaitMessage() error {
 	}
 	z := &r.idle
 	z.p.Mu.Lock()
-	z.p.Park(z.after, r.idleCheck)
+	z.p.Park(z.after)
 	z.p.Mu.Unlock()
 	_, err := io.ReadFull(r.src, r.hdr[:1])
 	z.p.Mu.Lock()
