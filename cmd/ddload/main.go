@@ -64,6 +64,7 @@ func run(args []string) int {
 		batchMax = fs.Int("batch-max", 1, "firehose: events.batch_max")
 		guilds   = fs.Int("guilds", 0, "firehose: guilds in the simulator (default 64); members: guilds of -members-per-guild (default 100)")
 		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose: bound on the delivery of the backlog after the firehose")
+		cpuProf  = fs.String("cpuprofile", "", "firehose: write dd's CPU profile from the firehose's start to the last delivery to this file (fetched from dd's /debug/pprof/profile a second at a time, merged by `go tool pprof`, which must be on PATH), and the receiver's (this process) to <file>.ddload; read them with `go tool pprof -top -cum <file>`")
 
 		maxConc   = fs.Int("max-concurrency", 250, "shards: the simulator's max_concurrency")
 		perShard  = fs.Int("guilds-per-shard", 4, "shards: guilds per shard")
@@ -153,7 +154,7 @@ func run(args []string) int {
 	case "firehose":
 		var r loadtool.FirehoseResult
 		r, err = loadtool.RunFirehose(ctx, loadtool.FirehoseOptions{Binaries: bins, Shards: *shards, Rate: *rate,
-			Duration: *duration, BatchMax: *batchMax, Guilds: *guilds, DrainTimeout: *drain, Env: env,
+			Duration: *duration, BatchMax: *batchMax, Guilds: *guilds, DrainTimeout: *drain, CPUProfile: *cpuProf, Env: env,
 			Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil || r.Delivered > 0 {

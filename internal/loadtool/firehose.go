@@ -28,6 +28,10 @@ type FirehoseOptions struct {
 	Dir          string   // parent of the run's directory (logs, store) [the system temp directory]
 	Keep         bool     // keep the run's directory
 	Logf         func(format string, args ...any)
+	// CPUProfile, if set, is the file that gets dd's CPU profile from the firehose's start until the last
+	// event is delivered (the drain included), for `go tool pprof`; CPUProfile + ".ddload" gets this
+	// process's (the receiver's) over the same time. Merging dd's needs `go` on PATH.
+	CPUProfile string
 }
 
 func (o *FirehoseOptions) defaults() {
@@ -205,6 +209,22 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 	total := int64(o.Rate * o.Duration.Seconds())
 	o.Logf("firehose: dd idle RSS %s; %d events at %.0f/s", mib(ddIdle.RSS), total, o.Rate)
 
+	var (
+		prof     *cpuProfile
+		stopSelf func() error
+	)
+	if o.CPUProfile != "" {
+		prof = startCPUProfile(ctx, dd, dir)
+		defer prof.cancel()
+		if stopSelf, err = profileSelf(o.CPUProfile + ".ddload"); err != nil {
+			return res, fmt.Errorf("profiling the receiver: %w", err)
+		}
+		defer func() {
+			if stopSelf != nil {
+				_ = stopSelf()
+			}
+		}()
+	}
 	t0 := time.Now()
 	if err := sim.startFirehose(o.Rate, total); err != nil {
 		return res, err
@@ -321,6 +341,18 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 			break
 		}
 		prevDelivered = [2]float64{t, float64(delivered)}
+	}
+	if prof != nil {
+		err := stopSelf()
+		stopSelf = nil
+		if err != nil {
+			return res, fmt.Errorf("profiling the receiver: %w", err)
+		}
+		if err := prof.finish(ctx, o.CPUProfile); err != nil {
+			return res, err
+		}
+		o.Logf("firehose: dd's CPU profile in %s, the receiver's (this process) in %s.ddload (go tool pprof -top <file>)",
+			o.CPUProfile, o.CPUProfile)
 	}
 	// Late duplicates would come within moments; give them a chance to be counted.
 	if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
