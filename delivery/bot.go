@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,9 +17,11 @@ import (
 // BotPoster is the HTTP side of delivering events to the bot, for any reader of events that delivers
 // them (the Deliverer here; cluster mode's delivery from the stream could share it): events.urls checked,
 // shard N's URL, one POST of a body with the events secret and the event ids, and the name of a failure
-// in dd_delivery_failed_attempts_total. It neither retries nor acknowledges: its caller does.
+// in dd_delivery_failed_attempts_total. It neither retries nor acknowledges: its caller does. http://
+// URLs are posted to over HTTP/1.1 on the caller's goroutine (h1.go), https ones through net/http.
 type BotPoster struct {
-	urls, shown []string // shown: as logged, passwords masked (url.URL.Redacted)
+	urls, shown []string             // shown: as logged, passwords masked (url.URL.Redacted)
+	h1          map[string]*h1Client // by URL: the http:// ones, unless o.Client was given
 	o           PosterOptions
 }
 
@@ -55,21 +58,33 @@ func NewBotPoster(o PosterOptions) (*BotPoster, error) {
 	if o.MaxIdle <= 0 {
 		o.MaxIdle = defaultMaxInFlight
 	}
+	var h1 map[string]*h1Client
 	if o.Client == nil {
-		o.Client = &http.Client{
-			Transport: &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConns:        o.MaxIdle * len(o.URLs),
-				MaxIdleConnsPerHost: o.MaxIdle,
-				IdleConnTimeout:     90 * time.Second,
-				ForceAttemptHTTP2:   true,
-			},
-			// A redirect is not followed: a 301/302 would turn the POST into a GET without the events, and
-			// its 2xx would acknowledge them. It counts as a failure instead.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		h1 = map[string]*h1Client{}
+		for _, u := range o.URLs {
+			if c := newH1Client(u, o.Secret, o.MaxIdle); c != nil {
+				h1[u] = c
+			}
 		}
+		o.Client = defaultClient(o.MaxIdle, len(o.URLs))
 	}
-	return &BotPoster{urls: o.URLs, shown: shown, o: o}, nil
+	return &BotPoster{urls: o.URLs, shown: shown, h1: h1, o: o}, nil
+}
+
+// defaultClient is net/http's client for https URLs (and, before the HTTP/1.1 path, every URL).
+func defaultClient(maxIdle, urls int) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        maxIdle * urls,
+			MaxIdleConnsPerHost: maxIdle,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+		},
+		// A redirect is not followed: a 301/302 would turn the POST into a GET without the events, and
+		// its 2xx would acknowledge them. It counts as a failure instead.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // AppendBody appends to b the POST body of n events, event i appended by add: the one envelope alone,
@@ -99,6 +114,13 @@ func (p *BotPoster) URL(shard int) (target, shown string) {
 // batching). Nil when the bot answered 2xx; otherwise reason is the failure's metric label (status_5xx,
 // status_4xx, status_other, timeout, network, request).
 func (p *BotPoster) Post(ctx context.Context, target string, body []byte, ids []string) (reason string, err error) {
+	if h := p.h1[target]; h != nil {
+		status, reason, err := h.post(ctx, p.o.Timeout, body, ids, p.o.Batch)
+		if err != nil {
+			return reason, err
+		}
+		return statusFailure(status, strconv.Itoa(status)+" "+http.StatusText(status))
+	}
 	pctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(pctx, http.MethodPost, target, bytes.NewReader(body))
@@ -123,15 +145,20 @@ func (p *BotPoster) Post(ctx context.Context, target string, body []byte, ids []
 	// Read what the bot sent so that the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	return statusFailure(resp.StatusCode, resp.Status)
+}
+
+// statusFailure is nil for a 2xx, else the failure's metric label and error.
+func statusFailure(code int, status string) (reason string, err error) {
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case code >= 200 && code < 300:
 		return "", nil
-	case resp.StatusCode >= 500:
+	case code >= 500:
 		reason = "status_5xx"
-	case resp.StatusCode >= 400:
+	case code >= 400:
 		reason = "status_4xx"
 	default:
 		reason = "status_other"
 	}
-	return reason, fmt.Errorf("bot answered %s", resp.Status)
+	return reason, fmt.Errorf("bot answered %s", status)
 }
