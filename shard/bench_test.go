@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/identify"
+	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/sim/discordsim"
 )
 
@@ -239,4 +241,49 @@ func seq(n int) []int {
 		out[i] = i
 	}
 	return out
+}
+
+// gatewayMessage is a MESSAGE_CREATE as Discord sends it (t, s and op before d).
+var gatewayMessage = []byte(`{"t":"MESSAGE_CREATE","s":1234,"op":0,"d":{"type":0,"tts":false,"timestamp":"2026-11-24T03:00:00.000000+00:00","pinned":false,"nonce":"evt-1","mentions":[],"mention_roles":[],"mention_everyone":false,"member":{"roles":[],"premium_since":null,"pending":false,"nick":null,"mute":false,"joined_at":"2026-01-01T00:00:00.000000+00:00","flags":0,"deaf":false,"communication_disabled_until":null,"avatar":null},"id":"1574627755297865729","flags":0,"embeds":[],"edited_timestamp":null,"content":"hello there, this is a message of typical length for a bot","components":[],"channel_id":"754679441002594320","author":{"username":"someone","public_flags":0,"id":"80351110224678912","global_name":"Someone","discriminator":"0","avatar":"a_d5efa99b3eeaa7dd43acca82f5692432"},"attachments":[],"guild_id":"754679441002594304"}}`)
+
+// parseHeaderWhole is parseHeader before it stopped at its three fields: it scanned every field, d
+// included. Kept for BenchmarkParseHeader's comparison in the same run.
+func parseHeaderWhole(raw []byte) (header, error) {
+	h := header{op: -1}
+	err := rawjson.EachField(raw, func(k, v []byte) bool {
+		switch string(k) {
+		case "op":
+			if n, ok := rawjson.Int(v); ok {
+				h.op = int(n)
+			}
+		case "s":
+			h.seq, _ = rawjson.Int(v)
+		case "t":
+			h.name, _ = rawjson.String(v)
+		}
+		return true
+	})
+	if err == nil && h.op < 0 {
+		err = errors.New("no op")
+	}
+	return h, err
+}
+
+// BenchmarkParseHeader reads op, s and t of a gateway MESSAGE_CREATE, stopping once it has them (now)
+// and scanning the whole payload (before).
+func BenchmarkParseHeader(b *testing.B) {
+	for _, impl := range []struct {
+		name  string
+		parse func([]byte) (header, error)
+	}{{"whole", parseHeaderWhole}, {"stops", parseHeader}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.SetBytes(int64(len(gatewayMessage)))
+			b.ReportAllocs()
+			for range b.N {
+				if h, err := impl.parse(gatewayMessage); err != nil || h.seq != 1234 {
+					b.Fatal(h, err)
+				}
+			}
+		})
+	}
 }

@@ -21,9 +21,12 @@ type header struct {
 	name string
 }
 
-// parseHeader reads op, s and t without decoding d (which is most of a payload).
+// parseHeader reads op, s and t without decoding d (which is most of a payload). It stops once it has
+// all three: Discord sends them before d, which is then not scanned a second time (the object reader
+// has found its end already).
 func parseHeader(raw []byte) (header, error) {
 	h := header{op: -1}
+	seen := 0
 	err := rawjson.EachField(raw, func(k, v []byte) bool {
 		switch string(k) {
 		case "op":
@@ -34,8 +37,11 @@ func parseHeader(raw []byte) (header, error) {
 			h.seq, _ = rawjson.Int(v)
 		case "t":
 			h.name, _ = rawjson.String(v)
+		default:
+			return true
 		}
-		return true
+		seen++
+		return seen < 3
 	})
 	if err == nil && h.op < 0 {
 		err = errors.New("no op")

@@ -592,3 +592,30 @@ func TestRepeatedRefusalsAreLoggedAsSuch(t *testing.T) {
 		t.Fatalf("a healthy connection and another code did not start the count again: %v", w)
 	}
 }
+
+// parseHeader finds op, s and t wherever they are, and stops scanning once it has them.
+func TestParseHeaderFindsTheFieldsInAnyOrder(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want header
+	}{
+		{`{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"x":"}"}}`, header{op: 0, seq: 7, name: "MESSAGE_CREATE"}},
+		{`{"d":{"a":[1,"]"]},"op":0,"s":8,"t":"TYPING_START"}`, header{op: 0, seq: 8, name: "TYPING_START"}},
+		{`{"op":11,"d":null}`, header{op: 11}},
+		{`{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}`, header{op: 10}},
+		// What follows the three fields is not scanned: a broken d after them is the object reader's
+		// business (it framed the object), not the header's.
+		{`{"t":"X","s":1,"op":0,"d":{"a"}}`, header{op: 0, seq: 1, name: "X"}},
+	} {
+		got, err := parseHeader([]byte(tc.raw))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %+v, %v; want %+v", tc.raw, got, err, tc.want)
+		}
+		if whole, err := parseHeaderWhole([]byte(tc.raw)); err == nil && whole != got {
+			t.Errorf("%s: %+v, the whole scan %+v", tc.raw, got, whole)
+		}
+	}
+	if _, err := parseHeader([]byte(`{"d":{},"s":1}`)); err == nil {
+		t.Error("a payload without op accepted")
+	}
+}
