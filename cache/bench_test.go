@@ -94,3 +94,26 @@ func BenchmarkCacheMember(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkApplyNotKept applies events the cache does not keep with the default options (MESSAGE_CREATE,
+// TYPING_START, MESSAGE_REACTION_ADD: 80 % of the simulator's firehose), one Apply each as the in-process
+// consumer does at one event per read. t-first is Discord's order, where the scan stops at t; d-first
+// puts d before t, so the whole payload is scanned, as every payload was before the scan stopped at t.
+func BenchmarkApplyNotKept(b *testing.B) {
+	c, _ := newCache(b, Options{})
+	d := `{"type":0,"tts":false,"timestamp":"2026-11-24T03:00:00.000000+00:00","pinned":false,"nonce":"evt-1","mentions":[],"mention_roles":[],"mention_everyone":false,"member":{"roles":[],"premium_since":null,"pending":false,"nick":null,"mute":false,"joined_at":"2026-01-01T00:00:00.000000+00:00","flags":0,"deaf":false,"communication_disabled_until":null,"avatar":null},"id":"1574627755297865729","flags":0,"embeds":[],"edited_timestamp":null,"content":"hello there, this is a message of typical length for a bot","components":[],"channel_id":"754679441002594320","author":{"username":"someone","public_flags":0,"id":"80351110224678912","global_name":"Someone","discriminator":"0","avatar":"a_d5efa99b3eeaa7dd43acca82f5692432"},"attachments":[],"guild_id":"754679441002594304"}`
+	for _, order := range []struct{ name, payload string }{
+		{"d-first", `{"d":` + d + `,"op":0,"s":1234,"t":"MESSAGE_CREATE"}`},
+		{"t-first", `{"t":"MESSAGE_CREATE","s":1234,"op":0,"d":` + d + `}`},
+	} {
+		b.Run(order.name, func(b *testing.B) {
+			p := []byte(order.payload)
+			b.ReportAllocs()
+			for range b.N {
+				if err := c.Apply(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

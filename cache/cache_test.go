@@ -1,10 +1,13 @@
 package cache
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 const g1 = uint64(1 << 40) // a guild id; its objects' ids are derived from it
@@ -502,4 +505,47 @@ func TestPresencesAndMessagesOnlyWhenEnabled(t *testing.T) {
 	if s := c.Stats(); s.Presences != 0 || s.Messages != 0 {
 		t.Errorf("stats = %+v", s)
 	}
+}
+
+// In Discord's order (t before d) an event the cache does not keep is skipped at its t, the rest unread; one it
+// keeps is applied whole, and a payload without a name is malformed, as in any order.
+func TestEventsNotKeptAreSkippedAtTheirName(t *testing.T) {
+	discordOrder := func(name string, d string) []byte {
+		return []byte(`{"t":` + name + `,"s":1,"op":0,"d":` + d + `}`)
+	}
+	count := func(c *Cache, reason string) float64 {
+		var m dto.Metric
+		if err := c.m.skipped.WithLabelValues(reason).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	gc, err := json.Marshal(guildCreate(g1, 2, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := json.Marshal(message(77, g1+16, g1, g1+1, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := string(m)
+
+	c, _ := newCache(t, Options{})
+	if err := c.Apply(discordOrder(`"GUILD_CREATE"`, string(gc)), discordOrder(`"MESSAGE_CREATE"`, msg),
+		discordOrder(`"TYPING_START"`, `{},"broken"`), discordOrder(`null`, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	decode(t, "the guild applied in Discord's order", r(c.Guild(g1)))
+	if n := count(c, "not_cached"); n != 2 {
+		t.Errorf("not_cached = %v, want 2 (the message, and the typing whose broken rest was not read)", n)
+	}
+	if n := count(c, "malformed"); n != 1 {
+		t.Errorf("malformed = %v, want 1 (the payload without t)", n)
+	}
+	// With messages kept, the same MESSAGE_CREATE is applied.
+	c, _ = newCache(t, Options{MessagesPerChannel: 10})
+	if err := c.Apply(discordOrder(`"GUILD_CREATE"`, string(gc)), discordOrder(`"MESSAGE_CREATE"`, msg)); err != nil {
+		t.Fatal(err)
+	}
+	decode(t, "the message kept", r(c.Message(g1+16, 77)))
 }

@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	applied      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	notCached    prometheus.Counter // skipped{reason="not_cached"}, looked up once
 	applySeconds prometheus.Histogram
 }
 
@@ -26,6 +27,7 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9), // 0.1ms .. 6.5s
 		}),
 	}
+	m.notCached = m.skipped.WithLabelValues("not_cached")
 	if reg == nil {
 		return m, nil
 	}
