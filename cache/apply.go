@@ -86,11 +86,16 @@ func (c *Cache) ready(b *batch, d []byte) error {
 
 // putGuild stores a guild's own record (state byte + fields), counting it and its availability.
 func (c *Cache) putGuild(b *batch, id uint64, v []byte) error {
-	k := guildKey(id)
-	old, err := b.get(k)
+	old, err := b.get(guildKey(id))
 	if err != nil {
 		return err
 	}
+	return c.putGuildOver(b, id, old, v)
+}
+
+// putGuildOver is putGuild when the caller has just read the stored record, old (nil: none).
+func (c *Cache) putGuildOver(b *batch, id uint64, old, v []byte) error {
+	k := guildKey(id)
 	wasDown := old != nil && old[0] == stateUnavailable
 	switch {
 	case old == nil:
@@ -355,7 +360,7 @@ func (c *Cache) adjustMemberCount(b *batch, g uint64, delta int) error {
 	if err != nil {
 		return err
 	}
-	return c.putGuild(b, g, v)
+	return c.putGuildOver(b, g, old, v)
 }
 
 // ---- channels and threads ----

@@ -1,11 +1,15 @@
 package cache
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ddhq/dd/store"
 )
 
 // BenchmarkApplyGuildCreate applies GUILD_CREATEs of large guilds (10,000 members each, Discord-shaped as
@@ -116,4 +120,54 @@ func BenchmarkApplyNotKept(b *testing.B) {
 			}
 		})
 	}
+}
+
+// countingStore counts the reads of one key (Get) its transactions make.
+type countingStore struct {
+	*store.Store
+	gets atomic.Int64
+}
+
+func (s *countingStore) Begin() store.Txn { return countingTxn{s.Store.Begin(), &s.gets} }
+
+type countingTxn struct {
+	store.Txn
+	gets *atomic.Int64
+}
+
+func (t countingTxn) Get(k []byte) ([]byte, error) {
+	t.gets.Add(1)
+	return t.Txn.Get(k)
+}
+
+// BenchmarkApplyMemberAdd applies GUILD_MEMBER_ADDs (5 % of the simulator's firehose) in Discord's order,
+// one Apply each, to a guild of 1,000 members, and reports the store reads each takes.
+func BenchmarkApplyMemberAdd(b *testing.B) {
+	st := &countingStore{Store: openStore(b, b.TempDir())}
+	b.Cleanup(func() { st.Close() })
+	c, err := Open(st, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	apply(b, c, "GUILD_CREATE", guildCreate(g1, 1000, nil))
+	payloads := make([][]byte, 4096)
+	for i := range payloads {
+		m := member(g1 + uint64(2000+i)*4096 + 1)
+		m["guild_id"] = id(g1)
+		d, err := json.Marshal(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		payloads[i] = []byte(`{"t":"GUILD_MEMBER_ADD","s":1,"op":0,"d":` + string(d) + `}`)
+	}
+	b.ReportAllocs()
+	gets0 := st.gets.Load()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := c.Apply(payloads[i%len(payloads)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(st.gets.Load()-gets0)/float64(b.N), "gets/op")
 }
