@@ -58,22 +58,29 @@ func (o *ObjectReader) Next() ([]byte, error) {
 	if o.buf[o.head] != '{' {
 		return nil, ErrSyntax
 	}
-	depth, inString, escaped := 0, false, false
+	depth, inString := 0, false
 	i := o.head
 	for {
-		for ; i < o.tail; i++ {
-			c := o.buf[i]
+		for i < o.tail {
 			if inString {
-				switch {
-				case escaped:
-					escaped = false
-				case c == '\\':
-					escaped = true
-				case c == '"':
-					inString = false
+				// To the string's end: its next quote not escaped by an odd run of backslashes. The run
+				// is in buf (it stops at the string's opening quote, and buf keeps the object from its
+				// start), so nothing needs carrying across reads.
+				k := bytes.IndexByte(o.buf[i:o.tail], '"')
+				if k < 0 {
+					i = o.tail
+					break
 				}
+				q := i + k
+				n := 0
+				for p := q - 1; o.buf[p] == '\\'; p-- {
+					n++
+				}
+				i, inString = q+1, n%2 == 1
 				continue
 			}
+			c := o.buf[i]
+			i++
 			switch c {
 			case '"':
 				inString = true
@@ -82,8 +89,8 @@ func (o *ObjectReader) Next() ([]byte, error) {
 			case '}', ']':
 				depth--
 				if depth == 0 {
-					obj := bytes.Clone(o.buf[o.head : i+1])
-					o.head = i + 1
+					obj := bytes.Clone(o.buf[o.head:i])
+					o.head = i
 					if o.head == o.tail && cap(o.buf) > o.maxKeep {
 						o.buf, o.head, o.tail = nil, 0, 0
 					}
@@ -247,15 +254,23 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string starting at b[i] (a quote), or -1.
+// skipString returns the index after the string starting at b[i] (a quote), or -1: its next quote not
+// escaped by an odd run of backslashes (found with IndexByte, not byte by byte).
 func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
+	for j := i + 1; j < len(b); {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return -1
 		}
+		q := j + k
+		n := 0
+		for p := q - 1; b[p] == '\\'; p-- { // stops at the opening quote at the latest
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1
+		}
+		j = q + 1
 	}
 	return -1
 }

@@ -1,9 +1,11 @@
 package rawjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -166,5 +168,87 @@ func TestSnowflakeAcceptsOnlyIDs(t *testing.T) {
 	}
 	if v, ok := Snowflake([]byte(`80351110224678912`)); !ok || v != 80351110224678912 {
 		t.Errorf("an id given as a number: %d, %v", v, ok)
+	}
+}
+
+// chunkReader returns at most the next size() bytes per Read.
+type chunkReader struct {
+	b    []byte
+	size func() int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), c.size(), len(c.b))
+	copy(p, c.b[:n])
+	c.b = c.b[n:]
+	return n, nil
+}
+
+// Strings full of backslashes, quotes and brackets, as encoding/json writes them, end where encoding/json
+// says, however the stream is split: the object reader finds each object, and EachField each value.
+func TestStringsWithEscapesEndWhereEncodingJSONSays(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{`\`, `\\`, `"`, `\"`, `}`, `{`, `]`, `[`, `a`, `é`, "\n", `\u00e9`}
+	randString := func() string {
+		var sb strings.Builder
+		for range rnd.IntN(12) {
+			sb.WriteString(alphabet[rnd.IntN(len(alphabet))])
+		}
+		return sb.String()
+	}
+	for round := range 200 {
+		var stream []byte
+		var want [][]byte
+		for range 1 + rnd.IntN(5) {
+			obj, err := json.Marshal(map[string]any{"t": randString(), "d": map[string]any{randString(): []any{randString(), randString()}}, "s": rnd.IntN(100)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, obj)
+			stream = append(stream, obj...)
+		}
+		r := NewObjectReader(&chunkReader{b: stream, size: func() int { return 1 + rnd.IntN(16) }})
+		for i, w := range want {
+			got, err := r.Next()
+			if err != nil || string(got) != string(w) {
+				t.Fatalf("round %d, object %d: %q, %v; want %q", round, i, got, err, w)
+			}
+			var dec map[string]json.RawMessage
+			if err := json.Unmarshal(w, &dec); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			if err := EachField(got, func(k, v []byte) bool {
+				n++
+				if string(v) != string(dec[string(k)]) {
+					t.Fatalf("round %d: field %s = %q, want %q", round, k, v, dec[string(k)])
+				}
+				return true
+			}); err != nil || n != len(dec) {
+				t.Fatalf("round %d: EachField: %v, %d fields of %d", round, err, n, len(dec))
+			}
+		}
+		if _, err := r.Next(); !errors.Is(err, io.EOF) {
+			t.Fatalf("round %d: after the last object: %v", round, err)
+		}
+	}
+}
+
+// BenchmarkObjectReader reads a stream of gateway MESSAGE_CREATEs, one object per Next.
+func BenchmarkObjectReader(b *testing.B) {
+	stream := bytes.Repeat(discordPayload, 256)
+	b.SetBytes(int64(len(discordPayload)))
+	b.ReportAllocs()
+	r := NewObjectReader(bytes.NewReader(stream))
+	for i := range b.N {
+		if i%256 == 0 {
+			r = NewObjectReader(bytes.NewReader(stream))
+		}
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
