@@ -65,8 +65,12 @@ type DeliveryConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 100 ms and 10 s.
 	MinBackoff, MaxBackoff time.Duration
 	// PullWait is how long one pull waits for an event before it is sent again. Default 5 s.
-	PullWait   time.Duration
-	Client     *http.Client
+	PullWait time.Duration
+	Client   *http.Client
+	// Fence, when set, says whether a batch of shard's events whose last stream sequence is seq may go
+	// to the bot now (a reshard's switch: a new shard's events wait until the old shards that shared its
+	// guilds were delivered through their last event). Asked again every 50 ms, the batch held meanwhile.
+	Fence      func(ctx context.Context, shard int, seq uint64) (bool, error)
 	Log        *zap.Logger
 	Registerer prometheus.Registerer // nil registers nothing
 }
@@ -89,6 +93,7 @@ type Delivery struct {
 }
 
 type deliveryRun struct {
+	users  int // holdings delivering it (under Delivery.mu)
 	cancel context.CancelFunc
 	done   chan struct{}
 	// backlog is how many of the shard's events were in the stream behind the last one pulled: the
@@ -173,41 +178,53 @@ func (d *Delivery) consumer(ctx context.Context, shardID int) (jetstream.Consume
 	})
 }
 
-// Start delivers shard id's events until the returned stop is called (or Close). Only the shard's owner
-// may deliver it (see puller). Starting a shard already delivered here stops the earlier run first. stop
-// gives a batch being posted up, unacknowledged (the next holder delivers it again under the same ids),
-// and returns once the run ended.
+// Start delivers shard id's events until the returned stop is called (or Close). Only the shard's
+// holders may deliver it (see puller): during a reshard, the holder of old shard id and the holder of
+// new shard id may be the same process, which then delivers the one consumer once, until both stopped.
+// stop gives a batch being posted up, unacknowledged (the next holder delivers it again under the same
+// ids), and returns once the run ended; calling it again does nothing.
 func (d *Delivery) Start(shardID int) (stop func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.running == nil {
 		return func() {} // closed
 	}
-	if run, ok := d.running[shardID]; ok {
-		run.cancel()
+	run, ok := d.running[shardID]
+	if !ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		run = &deliveryRun{cancel: cancel, done: make(chan struct{})}
+		d.running[shardID] = run
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer close(run.done)
+			d.run(ctx, shardID, run)
+		}()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	run := &deliveryRun{cancel: cancel, done: make(chan struct{})}
-	d.running[shardID] = run
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer close(run.done)
-		d.run(ctx, shardID, run)
-	}()
+	run.users++
+	var once sync.Once
 	return func() {
-		cancel()
-		d.mu.Lock()
-		if d.running != nil && d.running[shardID] == run {
-			delete(d.running, shardID)
-		}
-		d.mu.Unlock()
-		// Wait until the pull is closed and what it held given back, so that the shard's next holder
-		// (after the lease is released) finds nothing out but what the server knows of.
-		select {
-		case <-run.done:
-		case <-time.After(d.cfg.AckWait):
-		}
+		once.Do(func() {
+			d.mu.Lock()
+			run.users--
+			last := run.users == 0
+			if last {
+				run.cancel()
+				if d.running != nil && d.running[shardID] == run {
+					delete(d.running, shardID)
+				}
+			}
+			d.mu.Unlock()
+			if !last {
+				return
+			}
+			// Wait until the pull is closed and what it held given back, so that the shard's next holder
+			// (after the lease is released) finds nothing out but what the server knows of.
+			select {
+			case <-run.done:
+			case <-time.After(d.cfg.AckWait):
+			}
+		})
 	}
 }
 
@@ -277,6 +294,12 @@ func (d *Delivery) run(ctx context.Context, shardID int, run *deliveryRun) {
 		}
 		if md, err := msgs[len(msgs)-1].Metadata(); err == nil {
 			run.backlog.Store(int64(md.NumPending) + int64(len(msgs)))
+		}
+		if d.cfg.Fence != nil && !d.fenced(ctx, shardID, msgs, p.held()) {
+			if ctx.Err() == nil {
+				p.reset() // the batch was given up: the server gives it again; gather it first
+			}
+			continue
 		}
 		ok, acked := d.deliver(ctx, shardID, target, shown, msgs, p.held())
 		if ok {
@@ -524,6 +547,37 @@ func (d *Delivery) deliver(ctx context.Context, shardID int, target, shown strin
 	d.delivered.Add(float64(len(msgs)))
 	d.count.Add(int64(len(msgs)))
 	return true, err == nil
+}
+
+// fenced waits until Fence lets the batch go, keeping it held at the server meanwhile; false when it
+// gave the batch up (ctx ended, or the server may have given up on this holder).
+func (d *Delivery) fenced(ctx context.Context, shardID int, msgs, alsoHeld []jetstream.Msg) bool {
+	seq := streamSeq(msgs[len(msgs)-1])
+	h := newHolder(d.c, append(msgs[:len(msgs):len(msgs)], alsoHeld...), d.cfg.AckWait)
+	waited := time.Now()
+	logged := false
+	for {
+		ok, err := d.cfg.Fence(ctx, shardID, seq)
+		if err == nil && ok {
+			if logged {
+				d.log.Info("reshard: the old shards that shared this shard's guilds are delivered; delivering its events",
+					zap.Int("shard", shardID), zap.Duration("waited", time.Since(waited)))
+			}
+			return true
+		}
+		if !logged && time.Since(waited) > time.Second {
+			logged = true
+			d.log.Info("reshard: this shard's events wait until the old shards that shared its guilds are delivered",
+				zap.Int("shard", shardID), zap.NamedError("last_error", err))
+		}
+		if !h.held() {
+			return false
+		}
+		if sleepHeld(ctx, 50*time.Millisecond, h) != nil {
+			giveBack(msgs)
+			return false
+		}
+	}
 }
 
 // sleepHeld sleeps d, keeping the batch held meanwhile.

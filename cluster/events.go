@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/internal/eventmatch"
 	"github.com/ddhq/dd/shard"
 )
 
@@ -77,6 +78,28 @@ type EventSink struct {
 
 	guildMu  sync.Mutex
 	guildVer map[int]uint64 // shard -> the version of its guild ids last written
+
+	// window, while a reshard runs, remembers what this sink's shards handled (published, or dropped by
+	// the filter): an old shard stops for the switch once it handled the new shards' markers.
+	window atomic.Pointer[eventmatch.Window]
+}
+
+// recordHandled starts (w) or stops (nil) remembering what the sink handles.
+func (s *EventSink) recordHandled(w *eventmatch.Window) { s.window.Store(w) }
+
+// handled reports whether every key was handled since recordHandled began.
+func (s *EventSink) handled(keys []uint64) bool {
+	w := s.window.Load()
+	if w == nil {
+		return len(keys) == 0
+	}
+	m := w.Matcher(time.Time{})
+	for _, k := range keys {
+		if !m.HasKey(k) {
+			return false
+		}
+	}
+	return true
 }
 
 var _ shard.Sink = (*EventSink)(nil)
@@ -245,6 +268,11 @@ func (s *EventSink) dispatch(ctx context.Context, events []shard.Event, sess sha
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: shard %d: %d of %d events not acknowledged by %s within %s", sess.ShardID,
 				len(futures)-i, len(futures), s.stream, s.cfg.AckTimeout)
+		}
+	}
+	if w := s.window.Load(); w != nil {
+		for _, ev := range events {
+			w.Record(ev.Raw)
 		}
 	}
 	// The session is written over the revision this process last wrote or read. Another revision means

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -20,7 +21,11 @@ import (
 // runGateway runs a Gateway as an embedder would, without a role; stop ends it and returns Run's error.
 func runGateway(t *testing.T, sim *discordsim.Server, url, name string, cfg GatewayConfig) (g *Gateway, stop func() error) {
 	t.Helper()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("process", name))
+	level := zap.WarnLevel
+	if os.Getenv("DD_TEST_LOG") == "info" {
+		level = zap.InfoLevel
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(level)).With(zap.String("process", name))
 	simCfg := sim.Config()
 	cfg.Conn = connect(t, url, name, 1)
 	if cfg.GatewayBot == nil {

@@ -29,6 +29,8 @@ type GatewayStatus struct {
 	Filtered   int64 // events the filter dropped
 	Published  int64 // events the stream acknowledged as new
 	Duplicates int64 // events the stream acknowledged as copies
+	// Reshard is the deployment's reshard in progress (nil: none).
+	Reshard *ReshardStatus
 }
 
 // Process is one gateway process of the deployment and the shards it holds.
@@ -45,6 +47,10 @@ func (g *Gateway) Status() GatewayStatus {
 	out := GatewayStatus{Cluster: g.conn.Name(), Instance: g.conn.Instance(), NATSConnected: g.conn.Connected(),
 		Processes: []Process{}, Owners: []string{}, Free: []int{}, Shards: []ShardStatus{},
 		Summary: shardstatus.Summarize(nil)}
+	if v := g.reshardView(); v.rec != nil {
+		out.Reshard = &ReshardStatus{ID: v.rec.ID, From: v.rec.From, To: v.rec.To, Phase: v.rec.Phase,
+			Ready: len(v.ready), Stopped: len(v.stopped), Live: len(v.live)}
+	}
 	run := g.st.Load()
 	if run == nil {
 		return out

@@ -65,6 +65,9 @@ type OwnerConfig struct {
 	TTL time.Duration
 	// Settle is how long a process waits after joining before it takes shards. Default TTL/4.
 	Settle time.Duration
+	// SharedPresence: the process's presence key is held by its other owner (a reshard's second owner
+	// runs beside the first): this one counts itself joined while it sees that key, and holds none.
+	SharedPresence bool
 	// Log: default the Conn's.
 	Log *zap.Logger
 }
@@ -140,6 +143,13 @@ func (o *ShardOwner) Owned() []int {
 	return out
 }
 
+// lease is the lease of shard id while this process holds it, else nil.
+func (o *ShardOwner) lease(id int) *Lease {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.owned[id]
+}
+
 // Members lists the live processes as this one sees them.
 func (o *ShardOwner) Members() []string {
 	o.mu.Lock()
@@ -186,7 +196,7 @@ func (o *ShardOwner) poke() {
 func (o *ShardOwner) Run(ctx context.Context, host ShardHost) error {
 	var member *Lease
 	join := func() {
-		if member != nil && member.Err() == nil {
+		if o.cfg.SharedPresence || (member != nil && member.Err() == nil) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, o.cfg.TTL/3)
@@ -222,7 +232,13 @@ func (o *ShardOwner) Run(ctx context.Context, host ShardHost) error {
 	defer tick.Stop()
 	for {
 		join()
-		o.balance(ctx, host, member != nil && member.Err() == nil)
+		joined := member != nil && member.Err() == nil
+		if o.cfg.SharedPresence {
+			o.mu.Lock()
+			joined = o.members[MemberKey(o.me)] != ""
+			o.mu.Unlock()
+		}
+		o.balance(ctx, host, joined)
 		var memberDone <-chan struct{}
 		if member != nil {
 			memberDone = member.Done()

@@ -23,6 +23,9 @@ type RunnerConfig struct {
 	TotalShards int
 	// Sink publishes the events; each shard writes through Sink.Fenced(its lease).
 	Sink *EventSink
+	// SinkFor, when set, is the sink of one holding of a shard in place of Sink.Fenced(lease): a
+	// reshard's new shards, held until the switch (reshardSink).
+	SinkFor func(id int, lease *Lease) shard.Sink
 	// Sessions loads the sessions shards resume. Default Sink.Sessions().
 	Sessions *SessionStore
 	// Guilds, when set, gets the guild ids stored beside a shard's session (ShardGuilds.Restore) when
@@ -107,6 +110,9 @@ func (r *ShardRunner) StartShard(id int, lease *Lease) error {
 	c := r.cfg.Template
 	c.ShardID, c.NumShards = id, r.cfg.TotalShards
 	c.Sink = r.cfg.Sink.Fenced(lease)
+	if r.cfg.SinkFor != nil {
+		c.Sink = r.cfg.SinkFor(id, lease)
+	}
 	c.Logger = r.log
 	c.Session = shard.Session{}
 	if ok {

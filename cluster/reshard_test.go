@@ -1,0 +1,331 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ddhq/dd/discord"
+	"github.com/ddhq/dd/internal/rawjson"
+	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/sim/discordsim"
+)
+
+// reshardBot is the bot's event endpoint during a reshard: it records, per guild, the firehose messages
+// (their nonce is the simulator's event key, "evt-<n>", n in the order the simulator sent them) in the
+// order they arrive, with the event id each came under. While slowOld is set, it answers the old shard
+// count's POSTs slowly (10 ms an event), so that the old shards' deliveries lag behind when the new
+// shards go live.
+type reshardBot struct {
+	sim     *discordsim.Server
+	oldNum  int
+	slowOld atomic.Bool
+
+	mu       sync.Mutex
+	numOf    map[string]int // session id -> its shard count
+	byGuild  map[string][]int64
+	ids      map[int64]map[string]bool // event n -> the ids it arrived under
+	posts    int
+	problems []string
+}
+
+func newReshardBot(t *testing.T, sim *discordsim.Server, oldNum int) (*reshardBot, string) {
+	b := &reshardBot{sim: sim, oldNum: oldNum, numOf: map[string]int{}, byGuild: map[string][]int64{}, ids: map[int64]map[string]bool{}}
+	srv := httptest.NewServer(http.HandlerFunc(b.serve))
+	t.Cleanup(srv.Close)
+	return b, srv.URL + "/events"
+}
+
+func (b *reshardBot) sessionNum(session string) int {
+	b.mu.Lock()
+	n, ok := b.numOf[session]
+	b.mu.Unlock()
+	if ok {
+		return n
+	}
+	for _, s := range b.sim.Sessions() {
+		b.mu.Lock()
+		b.numOf[s.ID] = s.NumShards
+		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.numOf[session]
+}
+
+func (b *reshardBot) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var envs []struct {
+		ShardID int `json:"shardId"`
+		Payload struct {
+			T string `json:"t"`
+			D struct {
+				GuildID string `json:"guild_id"`
+				Nonce   string `json:"nonce"`
+			} `json:"d"`
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(body, &envs); err != nil {
+		b.mu.Lock()
+		b.problems = append(b.problems, fmt.Sprintf("body %.100s: %v", body, err))
+		b.mu.Unlock()
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	ids := strings.Split(r.Header.Get("X-DD-Event-Ids"), ",")
+	if len(ids) != len(envs) {
+		b.mu.Lock()
+		b.problems = append(b.problems, fmt.Sprintf("%d envelopes, ids %q", len(envs), ids))
+		b.mu.Unlock()
+	}
+	if b.slowOld.Load() && len(ids) > 0 {
+		if i := strings.LastIndexByte(ids[0], '-'); i > 0 && b.sessionNum(ids[0][:i]) == b.oldNum {
+			time.Sleep(time.Duration(len(envs)) * 10 * time.Millisecond) // 100 events a second, a shard: below the firehose's 150
+
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.posts++
+	for i, e := range envs {
+		if e.Payload.T != "MESSAGE_CREATE" || !strings.HasPrefix(e.Payload.D.Nonce, "evt-") {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimPrefix(e.Payload.D.Nonce, "evt-"), 10, 64)
+		if b.ids[n] == nil {
+			b.ids[n] = map[string]bool{}
+			b.byGuild[e.Payload.D.GuildID] = append(b.byGuild[e.Payload.D.GuildID], n)
+		}
+		if i < len(ids) {
+			b.ids[n][ids[i]] = true
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// check reports the firehose messages delivered, those that arrived under two event ids (the same
+// message published twice: the matcher's failure), and guilds whose messages arrived out of order.
+func (b *reshardBot) check(t *testing.T) (distinct, twice, outOfOrder int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.problems {
+		t.Errorf("bot: %s", p)
+	}
+	for n, ids := range b.ids {
+		if len(ids) > 1 {
+			twice++
+			if twice <= 5 {
+				t.Errorf("message evt-%d reached the bot under %d event ids %v: published twice", n, len(ids), ids)
+			}
+		}
+	}
+	for g, ns := range b.byGuild {
+		for i := 1; i < len(ns); i++ {
+			if ns[i] < ns[i-1] {
+				outOfOrder++
+				if outOfOrder <= 5 {
+					t.Errorf("guild %s: evt-%d arrived after evt-%d", g, ns[i], ns[i-1])
+				}
+			}
+		}
+	}
+	return len(b.ids), twice, outOfOrder
+}
+
+// TestReshardAcrossProcesses: three gateway processes of one deployment run 4 shards under a firehose;
+// one of them is asked to reshard to 8. The deployment identifies each new shard once, paced by the
+// shared limiter, switches without losing a message or publishing one twice, keeps every guild's
+// messages in order for the bot across the switch, even though the old shards' deliveries lag behind
+// (the bot answers them slowly) when the new ones go live, closes the old sessions, and every process
+// then runs 8. A second reshard is refused while the first runs.
+//
+// It fails without the matcher (the new shards' held events are published again: messages arrive under
+// two ids) and without the delivery fence (a guild's first messages on its new shard overtake its last
+// on the old one).
+func TestReshardAcrossProcesses(t *testing.T) {
+	sim := startGatewaySim(t, 48)
+	url := clustertestServer(t)
+	bot, botURL := newReshardBot(t, sim, 4)
+	cfg := GatewayConfig{Delivery: DeliveryConfig{URLs: []string{botURL}, BatchMax: 20}}
+	var gws []*Gateway
+	for i := 1; i <= 3; i++ {
+		g, _ := runGateway(t, sim, url, "gw-"+strconv.Itoa(i), cfg)
+		gws = append(gws, g)
+	}
+	testkit.Eventually(t, 30*time.Second, "4 shards ready across the three processes", func() bool {
+		n := 0
+		for _, g := range gws {
+			n += g.countReady()
+		}
+		return n == 4
+	})
+	fireDone := make(chan struct{})
+	const total = 6000
+	stopFire := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600, Total: total, MessageCreate: 1, Done: fireDone})
+	t.Cleanup(stopFire)
+	time.Sleep(time.Second)
+
+	before := len(sim.GatewayStats().Identifies)
+	bot.slowOld.Store(true)
+	ctx := ctxFor(t, 10*time.Second)
+	from, to, err := gws[1].Reshard(ctx, 8, "test")
+	if err != nil || from != 4 || to != 8 {
+		t.Fatalf("Reshard(8) = %d, %d, %v; want 4, 8, nil", from, to, err)
+	}
+	if _, _, err := gws[2].Reshard(ctx, 12, "test"); !errors.Is(err, ErrReshardBusy) {
+		t.Errorf("a second reshard while one runs: %v; want ErrReshardBusy", err)
+	}
+	testkit.Eventually(t, 60*time.Second, "every process on 8 shards, the reshard over", func() bool {
+		for _, g := range gws {
+			if st := g.Status(); st.TotalShards != 8 || st.Reshard != nil {
+				return false
+			}
+		}
+		return true
+	})
+	bot.slowOld.Store(false)
+	select {
+	case <-fireDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the firehose did not finish")
+	}
+	atBot := func() int {
+		bot.mu.Lock()
+		defer bot.mu.Unlock()
+		return len(bot.ids)
+	}
+	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := atBot(); n < total {
+		inStream, copies, notAtBot := streamNonces(t, gws[0].conn, bot)
+		t.Fatalf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
+			n, total, inStream, copies, notAtBot)
+	}
+	time.Sleep(500 * time.Millisecond) // any copy late
+	distinct, twice, outOfOrder := bot.check(t)
+	if distinct != total {
+		t.Errorf("%d distinct messages at the bot; the simulator sent %d", distinct, total)
+	}
+	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
+
+	st := sim.GatewayStats()
+	var ids []time.Time
+	for _, r := range st.Identifies[before:] {
+		if r.NumShards != 8 || r.Outcome != discordsim.IdentifyAccepted {
+			t.Errorf("identify during the reshard: %+v; want only the new count's, accepted", r)
+			continue
+		}
+		ids = append(ids, r.At)
+	}
+	if len(ids) != 8 {
+		t.Errorf("%d identifies of the new count; want 8 (one per new shard)", len(ids))
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Before(ids[j]) })
+	for i := 1; i < len(ids); i++ {
+		if gap := ids[i].Sub(ids[i-1]); gap < simWindow {
+			t.Errorf("identifies %d and %d of the new count %s apart; the window is %s", i-1, i, gap, simWindow)
+		}
+	}
+	if st.IdentifyViolations != 0 {
+		t.Errorf("%d identifies the simulator refused as early", st.IdentifyViolations)
+	}
+	for _, s := range sim.Sessions() {
+		if s.NumShards == 4 && s.Connected {
+			t.Errorf("old session of shard %d/4 still connected after the switch", s.Shard)
+		}
+	}
+	owned := 0
+	for _, g := range gws {
+		owned += len(g.Running().Running())
+	}
+	if owned != 8 {
+		t.Errorf("the processes run %d shards; want 8", owned)
+	}
+	e, err := gws[0].conn.KV(BucketTarget).Get(context.Background(), targetKey)
+	if err != nil || string(e.Value()) != "8" {
+		t.Errorf("target shard count: %v, %v; want 8", e, err)
+	}
+	for a := 0; a < 4; a++ {
+		if s, ok, _ := NewSessionStore(gws[0].conn).Load(context.Background(), a, 4); ok {
+			t.Errorf("the old count's session of shard %d still stored: %+v", a, s)
+		}
+	}
+	_ = discord.MaxGuildsPerShard
+}
+
+// streamNonces reads the stream's firehose messages: how many distinct, how many copies, and some of
+// those the bot did not get (subject and stream sequence).
+func streamNonces(t *testing.T, c *Conn, bot *reshardBot) (distinct, copies int, notAtBot []string) {
+	ctx := ctxFor(t, 30*time.Second)
+	str, err := c.JetStream().Stream(ctx, StreamName(c.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := str.Info(ctx)
+	seen := map[string]bool{}
+	for i := uint64(0); i < info.State.Msgs; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce := string(rawjson.Field(rawjson.Field(rawjson.Field(m.Data(), "payload"), "d"), "nonce"))
+		if nonce == "" {
+			continue
+		}
+		if seen[nonce] {
+			copies++
+			continue
+		}
+		seen[nonce] = true
+		n, _ := strconv.ParseInt(strings.Trim(strings.TrimPrefix(strings.Trim(nonce, `"`), "evt-"), `"`), 10, 64)
+		bot.mu.Lock()
+		_, ok := bot.ids[n]
+		bot.mu.Unlock()
+		if !ok && len(notAtBot) < 10 {
+			md, _ := m.Metadata()
+			notAtBot = append(notAtBot, fmt.Sprintf("%s@%d(%s)", m.Subject(), md.Sequence.Stream, m.Headers().Get("Nats-Msg-Id")))
+		}
+	}
+	return len(seen), copies, notAtBot
+}
+
+func TestSharingShards(t *testing.T) {
+	// A guild on shard a of 4 is on shard a or a+4 of 8, and on a mod 2 of 6's classes.
+	for g := uint64(0); g < 4000; g++ {
+		id := g << 22
+		a, b := discord.ShardForGuild(id, 4), discord.ShardForGuild(id, 6)
+		found := false
+		for _, x := range sharing(a, 4, 6) {
+			if x == b {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("guild %d: shard %d of 4 and %d of 6 share it, sharing(%d, 4, 6) = %v", g, a, b, a, sharing(a, 4, 6))
+		}
+	}
+	if got := sharing(1, 4, 8); len(got) != 2 || got[0] != 1 || got[1] != 5 {
+		t.Errorf("sharing(1, 4, 8) = %v; want [1 5]", got)
+	}
+	if got := sharing(5, 8, 4); len(got) != 1 || got[0] != 1 {
+		t.Errorf("sharing(5, 8, 4) = %v; want [1]", got)
+	}
+}
