@@ -32,6 +32,8 @@ type FirehoseOptions struct {
 	// event is delivered (the drain included), for `go tool pprof`; CPUProfile + ".ddload" gets this
 	// process's (the receiver's) over the same time. Merging dd's needs `go` on PATH.
 	CPUProfile string
+	// HeapProfile, if set, gets dd's heap profile at the deepest queue (heapprofile.go says what else).
+	HeapProfile string
 }
 
 func (o *FirehoseOptions) defaults() {
@@ -225,6 +227,7 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 			}
 		}()
 	}
+	heap := newHeapProfile(dd, o.HeapProfile, o.Logf)
 	t0 := time.Now()
 	if err := sim.startFirehose(o.Rate, total); err != nil {
 		return res, err
@@ -305,6 +308,9 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 			}
 			depth = int64(m.Value("dd_queue_depth_events", "consumer", "bot"))
 			res.MaxQueueDepth = max(res.MaxQueueDepth, depth)
+			if err := heap.sample(depth); err != nil {
+				return res, err
+			}
 			if full {
 				if ddLast, err = ReadProc(dd.pid()); err != nil {
 					return res, err
