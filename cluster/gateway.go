@@ -289,7 +289,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if g.cfg.Reshard {
 		if g.cfg.Shards != nil {
-			g.log.Warn("gateway.reshard is ignored: first_shard/last_shard fix this process's shards (cluster mode reshards only when the processes share every shard)")
+			g.log.Info("automatic resharding is off: first_shard/last_shard fix this process's shards (cluster mode reshards only when the processes share every shard)")
 		} else {
 			wg.Add(1)
 			go func() {

@@ -119,7 +119,7 @@ func (h *heldShard) Dispatch(ctx context.Context, evs []shard.Event, sess shard.
 }
 
 // markers returns, for each old shard of oldTotal in olds, the key of the newest held event of its
-// guilds (absent when the tail holds none).
+// guilds that every session gets alike (absent when the tail holds none).
 func (h *heldShard) markers(oldTotal int, olds []int) map[int]uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -129,6 +129,10 @@ func (h *heldShard) markers(oldTotal int, olds []int) map[int]uint64 {
 		want[a] = true
 	}
 	for i := len(h.evs) - 1; i >= 0 && len(out) < len(want); i-- {
+		switch h.evs[i].ev.Type {
+		case "READY", "RESUMED", "GUILD_CREATE":
+			continue // this session's own: the old shards never get it
+		}
 		a := guildShardOf(h.evs[i].ev.Raw, oldTotal)
 		if _, done := out[a]; want[a] && !done {
 			out[a] = eventmatch.Key(h.evs[i].ev.Raw)

@@ -21,8 +21,9 @@ import (
 // cluster.Gateway built from the config, and its HTTP API. The bot's events go to events.urls from the
 // stream, and with --role=all the in-process cache follows the stream with its own durable consumer.
 //
-// Not in cluster mode yet (refused by the config, or answered 501): the reshard (gateway.reshard, POST
-// /reshard), events.sink "redis", cache.request_members, gateway.clusters.
+// POST /reshard (and gateway.reshard's trigger) reshards the whole deployment: any process writes the
+// reshard into the target bucket and every process follows it (cluster/reshard.go). Not in cluster mode
+// (refused by the config): events.sink "redis", cache.request_members, gateway.clusters.
 type clusterGateway struct {
 	*cluster.Gateway
 	api http.Handler
@@ -65,7 +66,8 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 			DropKnownGuildCreates: gw.DropKnownGuildCreates, LoadingGuildEvent: gw.LoadingGuildEvent},
 		IdentifyWindow: identifyWin, LeaseTTL: cfg.Cluster.LeaseTTL, MaxEvents: int64(cfg.Events.MaxQueueEvents),
 		Delivery:   cluster.DeliveryConfig{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret, BatchMax: cfg.Events.BatchMax},
-		Reshard:    gw.Reshard,
+		Reshard: gw.Reshard, ReshardPercentage: gw.ReshardPercentage, ReshardEvery: gw.ReshardCheckInterval,
+		IdentifyReserve: gw.ReshardIdentifyReserve, CountFor: gateway.NewShardCount, CheckTarget: gateway.CheckCount,
 		Registerer: reg, Logger: log,
 	})
 	if err != nil {
@@ -75,9 +77,7 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 	g := &clusterGateway{Gateway: cg}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", g.handleStatus)
-	mux.HandleFunc("POST /reshard", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteError(w, http.StatusNotImplemented, "resharding is not available in cluster mode yet: set gateway.total_shards on every process and restart them")
-	})
+	mux.HandleFunc("POST /reshard", g.handleReshard)
 	mux.Handle("/", gateway.CommandHandler(g.shardSet, log)) // and 404 for the rest
 	g.api = requireSecret(cfg.Gateway.Secret, withProfiles(mux))
 	return g, nil
@@ -108,7 +108,7 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	lines := r.URL.Query().Get("shards") != "false"
 	st := g.Status()
 	out := map[string]any{"cluster": st.Cluster, "instance": st.Instance, "nats_connected": st.NATSConnected,
-		"total_shards": st.TotalShards, "processes": st.Processes}
+		"total_shards": st.TotalShards, "processes": st.Processes, "reshard": st.Reshard}
 	summary := map[string]any{"shards": len(st.Shards), "states": st.States}
 	if st.Started {
 		summary["guilds"], summary["loading_guilds"], summary["queued_events"], summary["max_rtt_ms"] = st.Guilds, st.Loading, st.Queued, st.MaxRTT
@@ -120,6 +120,49 @@ func (g *clusterGateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		out["owners"], out["shards"] = st.Owners, st.Shards
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// handleReshard serves POST /reshard [{"total_shards": N}] in cluster mode: the whole deployment moves to
+// N (0 or no body: Discord's recommendation), with the answers of one machine's (202, 409 while one
+// runs, 400 for a count dd cannot run or a fixed first_shard/last_shard, 422 for one that would hurt,
+// 502 when Discord or NATS did not answer).
+func (g *clusterGateway) handleReshard(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		TotalShards *int `json:"total_shards"`
+	}
+	if r.ContentLength != 0 {
+		if err := httpapi.DecodeBody(w, r, 4096, &body); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, "body must be empty or {\"total_shards\": N}: "+err.Error())
+			return
+		}
+	}
+	to := 0 // Discord's recommendation
+	if body.TotalShards != nil && *body.TotalShards != 0 {
+		if err := gateway.CheckCount(*body.TotalShards, 0); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		to = *body.TotalShards
+	}
+	from, to, err := g.Reshard(r.Context(), to, "requested with POST /reshard")
+	if err != nil {
+		status, msg := http.StatusUnprocessableEntity, "reshard not started: "+err.Error()
+		re, isRe := errors.AsType[*cluster.ReshardError](err)
+		switch {
+		case errors.Is(err, cluster.ErrNotStarted):
+			status, msg = http.StatusServiceUnavailable, err.Error()
+		case errors.Is(err, cluster.ErrReshardBusy):
+			status, msg = http.StatusConflict, err.Error()
+		case isRe && re.Reason == cluster.ReshardBadCount:
+			status = http.StatusBadRequest
+		case isRe && re.Reason == cluster.ReshardUnreachable:
+			status, msg = http.StatusBadGateway, err.Error()
+		}
+		httpapi.WriteError(w, status, msg)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusAccepted, map[string]any{"status": "started", "from": from, "to": to,
+		"progress": "every gateway process of the deployment follows it; GET /status on any shows it under reshard"})
 }
 
 // clusterCacheFollower is the cache role's feed in cluster mode without a gateway in the process: its

@@ -176,9 +176,6 @@ func TestClusterModeAllRole(t *testing.T) {
 	if code, body := clusterCall(t, "POST", gw+"/shards/7/send", gwSecret, presence); code != http.StatusNotFound {
 		t.Errorf("POST /shards/7/send (no such shard here): %d %s", code, body)
 	}
-	if code, body := clusterCall(t, "POST", gw+"/reshard", gwSecret, ""); code != http.StatusNotImplemented {
-		t.Errorf("POST /reshard in cluster mode: %d %s", code, body)
-	}
 	if code, _ := clusterCall(t, "GET", gw+"/status", "wrong-secret-0123456789", ""); code != http.StatusUnauthorized {
 		t.Errorf("/status with a wrong secret: %d", code)
 	}
