@@ -1,9 +1,11 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -16,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/identify"
@@ -285,5 +289,76 @@ func BenchmarkParseHeader(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// frameSource hands out server frames as a socket does when each message arrives on its own: a Read
+// returns at most what is left of the current frame. It counts the Reads (the system calls a socket
+// would take).
+type frameSource struct {
+	frames [][]byte
+	cur    []byte
+	reads  int
+}
+
+func (f *frameSource) Read(p []byte) (int, error) {
+	f.reads++
+	if len(f.cur) == 0 {
+		if len(f.frames) == 0 {
+			return 0, io.EOF
+		}
+		f.cur, f.frames = f.frames[0], f.frames[1:]
+	}
+	n := copy(p, f.cur)
+	f.cur = f.cur[n:]
+	return n, nil
+}
+
+// gatewayFrames are n text frames of payloads of about size bytes each.
+func gatewayFrames(tb testing.TB, n, size int) (frames [][]byte, payloads []string) {
+	for i := range n {
+		p := fmt.Sprintf(`{"t":"TYPING_START","s":%d,"op":0,"d":{"x":"%s"}}`, i+1, strings.Repeat("y", max(0, size-50)))
+		var b bytes.Buffer
+		if err := ws.WriteFrame(&b, ws.NewTextFrame([]byte(p))); err != nil {
+			tb.Fatal(err)
+		}
+		frames, payloads = append(frames, b.Bytes()), append(payloads, p)
+	}
+	return frames, payloads
+}
+
+// readPayloads reads every payload of src as a connection without compression does, through the peek
+// reader as dial sets it up, or (peek false) straight from src.
+func readPayloads(tb testing.TB, src io.Reader, peek bool, want []string) {
+	c := newConn(nil, src, CompressNone)
+	if !peek {
+		c.rd.Source = src
+	}
+	for i, w := range want {
+		got, err := c.next()
+		if err != nil || string(got) != w {
+			tb.Fatalf("payload %d: %.60q, %v; want %.60q", i, got, err, w)
+		}
+	}
+}
+
+// BenchmarkFrameReads reads gateway messages that arrive one at a time (without compression, as
+// zstd-stream's small compressed messages would), straight from the socket and through the peek reader,
+// and reports the socket reads each message takes.
+func BenchmarkFrameReads(b *testing.B) {
+	for _, size := range []int{100, 220, 900} {
+		for _, peek := range []bool{false, true} {
+			b.Run(fmt.Sprintf("size=%d/peek=%v", size, peek), func(b *testing.B) {
+				frames, payloads := gatewayFrames(b, 1000, size)
+				b.ReportAllocs()
+				reads := 0
+				for range b.N {
+					src := &frameSource{frames: frames}
+					readPayloads(b, src, peek, payloads)
+					reads += src.reads
+				}
+				b.ReportMetric(float64(reads)/float64(b.N*len(frames)), "reads/msg")
+			})
+		}
 	}
 }

@@ -37,7 +37,8 @@ type conn struct {
 	objs *rawjson.ObjectReader // payloads, one JSON object each, from the decompressed stream
 	zr   io.Closer             // decompressor, if any
 
-	ctl wsutil.FrameHandlerFunc
+	ctl  wsutil.FrameHandlerFunc
+	peek peekReader // the socket, for rd
 
 	wmu    sync.Mutex
 	closed bool
@@ -84,9 +85,16 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 		// MultiReader moves on to the socket and lets the reader's 4 KiB buffer go.
 		src = io.MultiReader(io.LimitReader(br, int64(br.Buffered())), nc)
 	}
+	return newConn(nc, src, compress), nil
+}
+
+// newConn reads the gateway's frames from src (nc, or what the handshake read ahead and then nc) and
+// writes to nc.
+func newConn(nc net.Conn, src io.Reader, compress string) *conn {
 	c := &conn{nc: nc}
+	c.peek.src = src
 	c.ctl = wsutil.ControlFrameHandler(lockedWriter{c}, ws.StateClientSide)
-	c.rd = &wsutil.Reader{Source: src, State: ws.StateClientSide, OnIntermediate: c.ctl}
+	c.rd = &wsutil.Reader{Source: &c.peek, State: ws.StateClientSide, OnIntermediate: c.ctl}
 	feed := &frameFeeder{c: c}
 	var payloads io.Reader = feed
 	switch compress {
@@ -101,7 +109,7 @@ func dial(ctx context.Context, rawURL, compress string) (*conn, error) {
 		payloads, c.zr = zr, zlibCloser{zr}
 	}
 	c.objs = rawjson.NewObjectReader(payloads)
-	return c, nil
+	return c
 }
 
 // next reads the next gateway payload, exactly as sent (after decompression).
@@ -175,6 +183,38 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.c.wmu.Lock()
 	defer w.c.wmu.Unlock()
 	return w.c.nc.Write(p)
+}
+
+// peekReader is the socket as the websocket reader reads it. A read smaller than its array (a frame's
+// 2-byte header, its extended length, the first byte of a message, a short rest) asks the socket for up
+// to the array's size instead and keeps what it did not need: a small message, which arrives whole, is
+// then read with one system call instead of three or four. The array is part of the connection, not a
+// buffer taken while waiting, so an idle shard blocked here holds nothing more; reads as large as the
+// array go to the socket directly.
+type peekReader struct {
+	src   io.Reader
+	small [peekSize]byte
+	r, w  int
+}
+
+const peekSize = 256
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if p.r < p.w {
+		n := copy(b, p.small[p.r:p.w])
+		p.r += n
+		return n, nil
+	}
+	if len(b) >= peekSize {
+		return p.src.Read(b)
+	}
+	n, err := p.src.Read(p.small[:])
+	if n > 0 {
+		err = nil // the socket says it again on the next read, once what is kept is read out
+	}
+	m := copy(b, p.small[:n])
+	p.r, p.w = m, n
+	return m, err
 }
 
 // frameFeeder is an io.Reader over the data frames of the connection: when one message is used up it
@@ -281,6 +321,9 @@ func (e *CloseError) Error() string {
 }
 
 func wrapClose(err error) error {
+	if err == nil {
+		return nil // without errors.As, whose target escapes: an allocation per read
+	}
 	var ce wsutil.ClosedError
 	if errors.As(err, &ce) {
 		return &CloseError{Code: int(ce.Code), Reason: ce.Reason}

@@ -619,3 +619,23 @@ func TestParseHeaderFindsTheFieldsInAnyOrder(t *testing.T) {
 		t.Error("a payload without op accepted")
 	}
 }
+
+// A message shorter than the peek reader's array, arriving on its own, is read from the socket once
+// (it was three reads or more: header, extended length, payload); a longer one twice. Payloads come out
+// whole and in order either way.
+func TestSmallMessagesTakeOneSocketRead(t *testing.T) {
+	for _, tc := range []struct {
+		size    int
+		maxRead float64 // socket reads per message, at most
+	}{{100, 1}, {220, 1}, {900, 2}} {
+		frames, payloads := gatewayFrames(t, 50, tc.size)
+		direct := &frameSource{frames: frames}
+		readPayloads(t, direct, false, payloads)
+		peeked := &frameSource{frames: frames}
+		readPayloads(t, peeked, true, payloads)
+		if got := float64(peeked.reads) / 50; got > tc.maxRead {
+			t.Errorf("size %d: %.2f socket reads per message through the peek reader, want at most %v (straight: %.2f)",
+				tc.size, got, tc.maxRead, float64(direct.reads)/50)
+		}
+	}
+}
