@@ -39,6 +39,9 @@ type GatewayConfig struct {
 	Filter Filter
 	// IdentifyWindow is Discord's identify window per bucket. Default 5 s.
 	IdentifyWindow time.Duration
+	// IdentifyTurnTTL is how long a dead process's identify turn blocks its bucket (IdentifyConfig's
+	// TurnTTL). Default 30 s.
+	IdentifyTurnTTL time.Duration
 	// LeaseTTL is the shard leases' TTL (cluster.lease_ttl), also how long the stream waits for a
 	// delivery batch's holder. Default 10 s.
 	LeaseTTL time.Duration
@@ -392,7 +395,7 @@ func (g *Gateway) autoReshard(ctx context.Context) {
 // filter, the runner and the owner.
 func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, ids []int, held bool) (*gatewayRun, error) {
 	limiter, err := NewIdentifyLimiter(ctx, g.conn, IdentifyConfig{Limit: info.SessionStartLimit,
-		Window: g.cfg.IdentifyWindow, Log: g.log.Named("identify")})
+		Window: g.cfg.IdentifyWindow, TurnTTL: g.cfg.IdentifyTurnTTL, Log: g.log.Named("identify")})
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +408,7 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 	}
 	run := &gatewayRun{total: total, sink: sink, filter: f}
 	if held {
-		run.rsink = newReshardSink(sink)
+		run.rsink = newReshardSink(sink, 0) // its floor is set by startNext
 	}
 	if d := g.cfg.Delivery; len(d.URLs) > 0 && !held {
 		if d.AckWait == 0 {
@@ -437,7 +440,7 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 		},
 		OnClose: func(_ *shard.Shard, code int, _ error) { g.closes.WithLabelValues(closeCodeLabel(code)).Inc() },
 	}
-	var sinkFor func(int, *Lease) shard.Sink
+	var sinkFor func(int, *Lease, bool) shard.Sink
 	if held {
 		sinkFor = run.rsink.sinkFor
 	}

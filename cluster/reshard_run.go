@@ -25,6 +25,7 @@ type reshardWork struct {
 	sampler *seqSampler
 	stop    context.CancelFunc // the sampler
 	seen    time.Time          // when this process began following it
+	last    reshardState       // the last view of it (its stopped shards, once it is gone)
 	log     *zap.Logger
 
 	mu        sync.Mutex
@@ -85,6 +86,7 @@ func (g *Gateway) stepReshard(ctx context.Context) {
 		g.work = work
 	}
 	work.rec = *rec
+	work.last = view
 	next := work.next
 	switch rec.Phase {
 	case phaseHeld:
@@ -127,7 +129,7 @@ func (g *Gateway) stepReshard(ctx context.Context) {
 			}
 			work.mu.Unlock()
 			if !busy {
-				go g.retireOld(ctx, work, cur, a, le)
+				go g.retireOld(ctx, work, *rec, cur, a, le)
 			}
 		}
 		if len(view.live) >= rec.To && len(view.stopped) >= rec.From && g.drained(ctx, cur, view) {
@@ -143,6 +145,7 @@ func (g *Gateway) startNext(ctx context.Context, cur *gatewayRun, rec reshardRec
 	if err != nil {
 		return nil, err
 	}
+	next.rsink.floor = rec.Seq
 	next.deliv, next.host.deliv = cur.deliv, cur.deliv
 	next.host.later = func(id int) bool { return id < rec.From }
 	sctx, stop := context.WithCancel(context.Background())
@@ -233,10 +236,13 @@ func (g *Gateway) newShardStep(ctx context.Context, work *reshardWork, view resh
 	stopped := view.stopped
 	go func() {
 		var read int
-		held, published, left, err := h.goLive(ctx, func(since time.Time) (*eventmatch.Matcher, error) {
+		held, published, left, err := h.goLive(ctx, func(since time.Time, from uint64) (*eventmatch.Matcher, error) {
 			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			m, n, err := readBack(rctx, g.conn, olds, stopped, work.sampler.before(since))
+			if from == 0 {
+				from = work.sampler.before(since)
+			}
+			m, n, err := readBack(rctx, g.conn, olds, stopped, from)
 			read = n
 			return m, err
 		})
@@ -257,8 +263,7 @@ func (g *Gateway) newShardStep(ctx context.Context, work *reshardWork, view resh
 
 // retireOld stops old shard a for the switch once it handled the new shards' markers, and writes the
 // stream sequence of its last event.
-func (g *Gateway) retireOld(ctx context.Context, work *reshardWork, cur *gatewayRun, a int, le *Lease) {
-	rec := work.rec
+func (g *Gateway) retireOld(ctx context.Context, work *reshardWork, rec reshardRecord, cur *gatewayRun, a int, le *Lease) {
 	news := sharing(a, rec.From, rec.To)
 	deadline := time.Now().Add(2*g.cfg.LeaseTTL + 30*time.Second)
 	var keys []uint64
@@ -503,6 +508,30 @@ func (g *Gateway) endReshard(ctx context.Context, cur *gatewayRun, work *reshard
 		return
 	}
 	next := work.next
+	next.rsink.done.Store(true) // a holding that starts from now on publishes at once
+	// A holding that began after its shard went live elsewhere, and that the switch no longer brings
+	// live, goes live now (its tail less the old shards' events).
+	stopped, rec := work.last.stopped, work.rec
+	for _, b := range next.owner.Owned() {
+		if h := next.rsink.holding(b); h != nil && !h.isLive() {
+			olds := sharing(b, rec.To, rec.From)
+			go func() {
+				for attempt := 1; h.lease.Valid(); attempt++ {
+					_, _, _, err := h.goLive(context.WithoutCancel(ctx), func(_ time.Time, _ uint64) (*eventmatch.Matcher, error) {
+						rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+						defer cancel()
+						m, _, err := readBack(rctx, g.conn, olds, stopped, rec.Seq)
+						return m, err
+					})
+					if err == nil {
+						return
+					}
+					work.log.Warn("reshard: a new shard held after the switch is not live yet; retrying", zap.Int("shard", b), zap.Error(err))
+					time.Sleep(time.Duration(min(attempt, 10)) * time.Second)
+				}
+			}()
+		}
+	}
 	g.st.Store(next)
 	g.next.Store(nil)
 	g.work = nil
@@ -515,7 +544,7 @@ func (g *Gateway) endReshard(ctx context.Context, cur *gatewayRun, work *reshard
 	next.host.release(func(id int) bool {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		e, err := leases.last(rctx, ShardLeaseKey(id, work.rec.From))
+		e, err := leases.last(rctx, ShardLeaseKey(id, rec.From))
 		return err == nil && (e.Revision == 0 || e.Deleted || e.Expired)
 	})
 	work.log.Info("reshard done here: this process runs the new count", zap.Ints("shards", next.owner.Owned()))

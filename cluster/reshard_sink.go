@@ -18,7 +18,9 @@ import (
 // first.
 type reshardSink struct {
 	sink      *EventSink
+	floor     uint64      // the stream's last sequence when the reshard began
 	switching atomic.Bool // the switch began: no session writes, no trimming
+	done      atomic.Bool // the reshard is over: a new holding publishes from the start
 
 	mu     sync.Mutex
 	shards map[int]*heldShard // the current holding of each shard here
@@ -29,6 +31,10 @@ type heldShard struct {
 	rs    *reshardSink
 	id    int
 	lease *Lease
+	// resumed: the holding began from a stored session, or resumed since. Discord's replay then brings
+	// events sent a while ago, which the old shards may have published long before they arrived here:
+	// the read-back starts where the reshard began.
+	resumed bool
 
 	mu         sync.Mutex
 	live       bool
@@ -44,13 +50,16 @@ type heldEvent struct {
 	at time.Time
 }
 
-func newReshardSink(sink *EventSink) *reshardSink {
-	return &reshardSink{sink: sink, shards: map[int]*heldShard{}}
+func newReshardSink(sink *EventSink, floor uint64) *reshardSink {
+	return &reshardSink{sink: sink, floor: floor, shards: map[int]*heldShard{}}
 }
 
 // sinkFor is RunnerConfig.SinkFor.
-func (rs *reshardSink) sinkFor(id int, lease *Lease) shard.Sink {
-	h := &heldShard{rs: rs, id: id, lease: lease}
+func (rs *reshardSink) sinkFor(id int, lease *Lease, resumed bool) shard.Sink {
+	if rs.done.Load() {
+		return rs.sink.Fenced(lease)
+	}
+	h := &heldShard{rs: rs, id: id, lease: lease, resumed: resumed}
 	rs.mu.Lock()
 	rs.shards[id] = h
 	rs.mu.Unlock()
@@ -93,6 +102,9 @@ func (h *heldShard) Dispatch(ctx context.Context, evs []shard.Event, sess shard.
 	}
 	now := time.Now()
 	for _, ev := range evs {
+		if ev.Type == "RESUMED" {
+			h.resumed = true
+		}
 		if !ev.Dropped {
 			h.evs = append(h.evs, heldEvent{ev, now})
 		}
@@ -149,8 +161,8 @@ func (h *heldShard) isLive() bool {
 }
 
 // goLive publishes the tail less what match (built by build from the sequence sampled before the
-// oldest held event) matched, and turns the holding live. The shard's dispatches wait meanwhile.
-func (h *heldShard) goLive(ctx context.Context, build func(since time.Time) (*eventmatch.Matcher, error)) (held, published, matchedLater int, err error) {
+// oldest held event, or from from when not 0) matched, and turns the holding live. The shard's dispatches wait meanwhile.
+func (h *heldShard) goLive(ctx context.Context, build func(since time.Time, from uint64) (*eventmatch.Matcher, error)) (held, published, matchedLater int, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.live {
@@ -163,7 +175,11 @@ func (h *heldShard) goLive(ctx context.Context, build func(since time.Time) (*ev
 	if len(h.evs) > 0 {
 		since = h.evs[0].at
 	}
-	m, err := build(since)
+	from := uint64(0) // the sample before since
+	if h.resumed {
+		from = h.rs.floor
+	}
+	m, err := build(since, from)
 	if err != nil {
 		return 0, 0, 0, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/internal/rawjson"
 	"github.com/ddhq/dd/internal/testkit"
+	"github.com/ddhq/dd/shard"
 	"github.com/ddhq/dd/sim/discordsim"
 )
 
@@ -199,6 +200,12 @@ func TestReshardAcrossProcesses(t *testing.T) {
 	bot.slowOld.Store(false)
 	select {
 	case <-fireDone:
+		t.Log("the firehose ended after the switch")
+	default:
+		t.Log("the switch happened mid-firehose")
+	}
+	select {
+	case <-fireDone:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the firehose did not finish")
 	}
@@ -327,5 +334,138 @@ func TestSharingShards(t *testing.T) {
 	}
 	if got := sharing(5, 8, 4); len(got) != 1 || got[0] != 1 {
 		t.Errorf("sharing(5, 8, 4) = %v; want [1]", got)
+	}
+}
+
+// killGateway ends a Gateway as SIGKILL would: its NATS connection closes without releasing anything,
+// and its Discord connections (of both counts) drop without a close frame.
+func killGateway(g *Gateway, sim *discordsim.Server, stop func() error) {
+	g.conn.Close()
+	for _, run := range []*gatewayRun{g.st.Load(), g.next.Load()} {
+		if run == nil {
+			continue
+		}
+		run.runner.mu.Lock()
+		for id, rs := range run.runner.running {
+			sim.DropShard(id, run.total)
+			rs.cancel()
+		}
+		run.runner.mu.Unlock()
+	}
+	_ = stop()
+}
+
+// TestReshardSurvivesAProcessKill: a reshard of three processes, 4 -> 8 under a firehose, during which
+// one process is killed while the new shards are held: the others take its old and its held new
+// shards over (RESUMEd from the KV's sessions), the switch waits for them, and the bot still gets
+// every message once, in order per guild, with one identify per new shard.
+func TestReshardSurvivesAProcessKill(t *testing.T) {
+	sim := startGatewaySim(t, 48)
+	url := clustertestServer(t)
+	bot, botURL := newReshardBot(t, sim, 4)
+	// A dead process's identify turn blocks its bucket for 3 s, not 30 (the window is 200 ms here).
+	cfg := GatewayConfig{Delivery: DeliveryConfig{URLs: []string{botURL}, BatchMax: 20}, IdentifyTurnTTL: 3 * time.Second}
+	var gws []*Gateway
+	var stops []func() error
+	for i := 1; i <= 3; i++ {
+		g, stop := runGateway(t, sim, url, "gw-"+strconv.Itoa(i), cfg)
+		gws, stops = append(gws, g), append(stops, stop)
+	}
+	testkit.Eventually(t, 30*time.Second, "4 shards ready across the three processes", func() bool {
+		n := 0
+		for _, g := range gws {
+			n += g.countReady()
+		}
+		return n == 4 && len(gws[0].Status().Processes) == 3
+	})
+	fireDone := make(chan struct{})
+	const total = 9000 // 15 s: past the switch
+	stopFire := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600, Total: total, MessageCreate: 1, Done: fireDone})
+	t.Cleanup(stopFire)
+	time.Sleep(time.Second)
+	before := len(sim.GatewayStats().Identifies)
+	bot.slowOld.Store(true)
+	if _, _, err := gws[0].Reshard(ctxFor(t, 10*time.Second), 8, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// The victim holds a new shard that is READY (its session in the KV), and others still connecting.
+	victim := 2
+	testkit.Eventually(t, 30*time.Second, "some new shards ready, the victim holding a ready one", func() bool {
+		st := gws[0].Status()
+		next := gws[victim].next.Load()
+		if st.Reshard == nil || st.Reshard.Ready < 3 || next == nil {
+			return false
+		}
+		for _, s := range next.runner.Shards() {
+			if s.State() == shard.StateReady {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("killing gw-%d, which holds new shards %v and old shards %v", victim+1,
+		gws[victim].next.Load().owner.Owned(), gws[victim].st.Load().owner.Owned())
+	killGateway(gws[victim], sim, stops[victim])
+	live := []*Gateway{gws[0], gws[1]}
+	testkit.Eventually(t, 90*time.Second, "both survivors on 8 shards, the reshard over", func() bool {
+		for _, g := range live {
+			if st := g.Status(); st.TotalShards != 8 || st.Reshard != nil {
+				return false
+			}
+		}
+		return true
+	})
+	bot.slowOld.Store(false)
+	select {
+	case <-fireDone:
+		t.Log("the firehose ended after the switch")
+	default:
+		t.Log("the switch happened mid-firehose")
+	}
+	select {
+	case <-fireDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the firehose did not finish")
+	}
+	atBot := func() int {
+		bot.mu.Lock()
+		defer bot.mu.Unlock()
+		return len(bot.ids)
+	}
+	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := atBot(); n < total {
+		inStream, copies, notAtBot := streamNonces(t, gws[0].conn, bot)
+		t.Fatalf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
+			n, total, inStream, copies, notAtBot)
+	}
+	time.Sleep(500 * time.Millisecond)
+	distinct, twice, outOfOrder := bot.check(t)
+	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
+	resumed := 0
+	for _, r := range sim.GatewayStats().Resumes {
+		if r.NumShards == 8 && r.OK {
+			resumed++
+		}
+	}
+	if resumed == 0 {
+		t.Error("no new shard resumed; the killed process's held ready shard should have")
+	}
+	n8 := 0
+	for _, r := range sim.GatewayStats().Identifies[before:] {
+		if r.NumShards == 8 && r.Outcome == discordsim.IdentifyAccepted {
+			n8++
+		}
+	}
+	if n8 != 8 {
+		t.Errorf("%d identifies of the new count; want 8 (the killed process's held shards resume)", n8)
+	}
+	owned := 0
+	for _, g := range live {
+		owned += len(g.Running().Running())
+	}
+	if owned != 8 {
+		t.Errorf("the survivors run %d shards; want 8", owned)
 	}
 }

@@ -25,7 +25,8 @@ type RunnerConfig struct {
 	Sink *EventSink
 	// SinkFor, when set, is the sink of one holding of a shard in place of Sink.Fenced(lease): a
 	// reshard's new shards, held until the switch (reshardSink).
-	SinkFor func(id int, lease *Lease) shard.Sink
+	// resumed says the holding starts from a stored session.
+	SinkFor func(id int, lease *Lease, resumed bool) shard.Sink
 	// Sessions loads the sessions shards resume. Default Sink.Sessions().
 	Sessions *SessionStore
 	// Guilds, when set, gets the guild ids stored beside a shard's session (ShardGuilds.Restore) when
@@ -111,7 +112,7 @@ func (r *ShardRunner) StartShard(id int, lease *Lease) error {
 	c.ShardID, c.NumShards = id, r.cfg.TotalShards
 	c.Sink = r.cfg.Sink.Fenced(lease)
 	if r.cfg.SinkFor != nil {
-		c.Sink = r.cfg.SinkFor(id, lease)
+		c.Sink = r.cfg.SinkFor(id, lease, ok)
 	}
 	c.Logger = r.log
 	c.Session = shard.Session{}
