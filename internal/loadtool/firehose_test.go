@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,10 +54,25 @@ func (s *scenarioTest) logf(f string, _ ...any) { s.logs.WriteString(f + "\n") }
 // the figures are filled in, and no process outlives the run, whether it ends normally or by its context.
 func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
 	s := newScenarioTest(t, 90*time.Second)
+	prof := filepath.Join(t.TempDir(), "dd.cpu")
 	res, err := RunFirehose(s.ctx, FirehoseOptions{Binaries: s.bins, Shards: 2, Rate: 500, Duration: 2 * time.Second,
-		BatchMax: 10, Guilds: 8, Settle: 200 * time.Millisecond, DrainTimeout: time.Minute, Dir: t.TempDir(), Logf: s.logf})
+		BatchMax: 10, Guilds: 8, Settle: 200 * time.Millisecond, DrainTimeout: time.Minute, Dir: t.TempDir(), Logf: s.logf,
+		CPUProfile: prof})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, s.logs.String())
+	}
+	// dd's profile, merged from its one-second pieces, spans the firehose (2 s) and the drain, and is
+	// dd's. The receiver's is beside it.
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", prof).CombinedOutput()
+	var secs float64
+	if i := strings.Index(string(out), "Duration: "); i >= 0 {
+		_, _ = fmt.Sscanf(string(out[i:]), "Duration: %fs", &secs)
+	}
+	if err != nil || !strings.Contains(string(out), "Type: cpu") || !strings.Contains(string(out), "github.com/ddhq/dd/") || secs < 2 {
+		t.Errorf("go tool pprof -top %s (%.2fs, want at least the firehose's 2s): %v\n%.2000s", prof, secs, err, out)
+	}
+	if st, err := os.Stat(prof + ".ddload"); err != nil || st.Size() == 0 {
+		t.Errorf("the receiver's profile: %v", err)
 	}
 	if res.Created != 1000 || res.Dispatched != 1000 || res.Received != 1000 || res.Delivered != 1000 {
 		t.Errorf("created %d, dispatched %d, received by dd %d, delivered %d: want 1000 each",
