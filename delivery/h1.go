@@ -27,13 +27,15 @@ import (
 // answers skipped, a body by Content-Length or chunked, a connection kept only if the bot keeps it.
 // https URLs, and a Client given in the options, use net/http (TLS, HTTP/2, proxies).
 type h1Client struct {
-	addr    string // host:port dialled
-	head    []byte // request line and the headers every POST has
-	maxIdle int
-	dialer  net.Dialer
+	addr        string // host:port dialled
+	head        []byte // request line and the headers every POST has
+	maxIdle     int
+	idleTimeout time.Duration // an idle connection is closed after this
+	dialer      net.Dialer
 
-	mu   sync.Mutex
-	idle []*h1Conn // most recently used last
+	mu      sync.Mutex
+	idle    []*h1Conn // most recently used last
+	pruning bool      // a prune is scheduled
 }
 
 type h1Conn struct {
@@ -70,7 +72,7 @@ func newH1Client(rawURL, secret string, maxIdle int) *h1Client {
 		head = fmt.Appendf(head, "Authorization: Basic %s\r\n", base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
 	}
 	head = append(head, "Content-Type: application/json\r\n"...)
-	return &h1Client{addr: net.JoinHostPort(u.Hostname(), port), head: head, maxIdle: maxIdle,
+	return &h1Client{addr: net.JoinHostPort(u.Hostname(), port), head: head, maxIdle: maxIdle, idleTimeout: h1IdleTimeout,
 		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
 }
 
@@ -158,7 +160,7 @@ func (h *h1Client) get(ctx context.Context, deadline time.Time) (c *h1Conn, reus
 		c = h.idle[len(h.idle)-1]
 		h.idle[len(h.idle)-1] = nil
 		h.idle = h.idle[:len(h.idle)-1]
-		if now.Sub(c.idleAt) < h1IdleTimeout {
+		if now.Sub(c.idleAt) < h.idleTimeout {
 			h.mu.Unlock()
 			return c, true, nil
 		}
@@ -180,9 +182,34 @@ func (h *h1Client) put(c *h1Conn) {
 	if len(h.idle) < h.maxIdle {
 		h.idle = append(h.idle, c)
 		c = nil
+		if !h.pruning {
+			h.pruning = true
+			time.AfterFunc(h.idleTimeout, h.prune)
+		}
 	}
 	h.mu.Unlock()
 	if c != nil {
+		_ = c.nc.Close()
+	}
+}
+
+// prune closes the connections idle for idleTimeout (as net/http's IdleConnTimeout does), so that a bot
+// that stops receiving events does not keep dd's sockets open; it runs again while some remain.
+func (h *h1Client) prune() {
+	now := time.Now()
+	h.mu.Lock()
+	n := 0
+	for n < len(h.idle) && now.Sub(h.idle[n].idleAt) >= h.idleTimeout {
+		n++
+	}
+	stale := append([]*h1Conn(nil), h.idle[:n]...)
+	h.idle = append(h.idle[:0], h.idle[n:]...)
+	clear(h.idle[len(h.idle):cap(h.idle)])
+	if h.pruning = len(h.idle) > 0; h.pruning {
+		time.AfterFunc(h.idleTimeout-now.Sub(h.idle[0].idleAt), h.prune)
+	}
+	h.mu.Unlock()
+	for _, c := range stale {
 		_ = c.nc.Close()
 	}
 }

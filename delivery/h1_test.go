@@ -24,6 +24,7 @@ import (
 type rawBot struct {
 	ln       net.Listener
 	accepted atomic.Int64
+	ended    atomic.Int64 // connections whose reading ended (the client closed them)
 	mu       sync.Mutex
 	reqs     []*http.Request
 	bodies   [][]byte
@@ -53,6 +54,7 @@ func newRawBot(t testing.TB, answer func(n int) (string, bool)) *rawBot {
 func (b *rawBot) url(path string) string { return "http://" + b.ln.Addr().String() + path }
 
 func (b *rawBot) serve(c net.Conn) {
+	defer b.ended.Add(1)
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for {
@@ -339,5 +341,42 @@ func cheapBot(c net.Conn) {
 		if _, err := io.WriteString(c, noContent); err != nil {
 			return
 		}
+	}
+}
+
+// A kept connection idle for the idle timeout is closed (net/http's IdleConnTimeout), not before; the
+// next POST dials anew.
+func TestH1ClosesIdleConnections(t *testing.T) {
+	b := newRawBot(t, func(int) (string, bool) { return noContent, false })
+	p, err := NewBotPoster(PosterOptions{URLs: []string{b.url("/")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = 300 * time.Millisecond
+	p.h1[b.url("/")].idleTimeout = idle
+	post := func() {
+		t.Helper()
+		if reason, err := p.Post(context.Background(), b.url("/"), []byte(`{}`), []string{"x"}); err != nil {
+			t.Fatalf("%s: %v", reason, err)
+		}
+	}
+	post()
+	start := time.Now()
+	time.Sleep(idle / 3)
+	if n := b.ended.Load(); n != 0 {
+		t.Fatalf("a connection idle for %v of %v was closed", time.Since(start), idle)
+	}
+	for b.ended.Load() == 0 {
+		if time.Since(start) > idle+2*time.Second {
+			t.Fatalf("the idle connection still open %v after its last POST (idle timeout %v)", time.Since(start), idle)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if took := time.Since(start); took < idle {
+		t.Fatalf("closed after %v, before the idle timeout %v", took, idle)
+	}
+	post()
+	if got := b.accepted.Load(); got != 2 {
+		t.Fatalf("%d connections, want 2 (the POST after the close dials)", got)
 	}
 }
