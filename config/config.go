@@ -79,8 +79,10 @@ type Discord struct {
 type Store struct {
 	Path       string `koanf:"path"`        // data
 	SyncWrites bool   `koanf:"sync_writes"` // false: fsync every commit (power-loss durability)
-	// MemoryLimit bounds what Badger keeps in memory (memtables, table builders, block cache), in bytes.
-	// Default 64 MiB, sized for an event queue; from MinStoreMemory to MaxStoreMemory.
+	// MemoryLimit is the memory budget of the roles that open the store, in bytes: Badger's memtables,
+	// table builders and block cache are sized to fit it (store/memory.go), the queue's cache of recent
+	// events takes a sixteenth, and it is Go's soft memory limit unless GOMEMLIMIT is set. Default
+	// 150 MiB; from MinStoreMemory to MaxStoreMemory.
 	MemoryLimit int64 `koanf:"memory_limit"`
 }
 

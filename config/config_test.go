@@ -242,15 +242,18 @@ func TestSplitTotalMustDivideAmongClusters(t *testing.T) {
 }
 
 func TestStoreMemoryLimitIsBounded(t *testing.T) {
-	for _, v := range []string{"1048576", "0", "-1", "68719476737"} {
+	for _, v := range []string{"1048576", "33554432", "67108863", "0", "-1", "68719476737"} {
 		_, err := load(t, "", []string{"DD_STORE__MEMORY_LIMIT=" + v}, RoleCache)
-		if err == nil || !strings.Contains(err.Error(), "store.memory_limit") || !strings.Contains(err.Error(), "16 MiB") ||
+		if err == nil || !strings.Contains(err.Error(), "store.memory_limit") || !strings.Contains(err.Error(), "64 MiB") ||
 			!strings.Contains(err.Error(), v) {
 			t.Errorf("store.memory_limit = %s: want an error naming the key, its bounds and the value, got %v", v, err)
 		}
 	}
-	cfg, err := load(t, "[store]\nmemory_limit = 33554432\n", nil, RoleCache)
-	if err != nil || cfg.Store.MemoryLimit != 32<<20 {
-		t.Fatalf("memory_limit = 33554432: %v, %+v", err, cfg)
+	cfg, err := load(t, "[store]\nmemory_limit = 67108864\n", nil, RoleCache)
+	if err != nil || cfg.Store.MemoryLimit != 64<<20 {
+		t.Fatalf("memory_limit = 67108864: %v, %+v", err, cfg)
+	}
+	if cfg, err := load(t, "", nil, RoleCache); err != nil || cfg.Store.MemoryLimit != 150<<20 {
+		t.Fatalf("store.memory_limit's default: %v, %d, want 150 MiB", err, cfg.Store.MemoryLimit)
 	}
 }

@@ -11,11 +11,12 @@ import (
 	"github.com/ddhq/dd/discord"
 )
 
-// The bounds of store.memory_limit: under 16 MiB Badger's memtables would take too few events per
-// commit (the queue's group commit and the cache's batches are split to fit them); past 64 GiB the
-// number is surely a typo (memtables stop growing at 1 GiB; only the block cache would).
+// The bounds of store.memory_limit: under 64 MiB Badger's memtables would take too few events per
+// commit (the queue's group commit and the cache's batches are split to fit them) and, as it is also
+// Go's soft memory limit, the collector would run all the time for a gateway of a few hundred shards;
+// past 64 GiB the number is surely a typo (memtables stop growing at 32 MB; only the block cache would).
 const (
-	MinStoreMemory = 16 << 20
+	MinStoreMemory = 64 << 20
 	MaxStoreMemory = 64 << 30
 )
 
@@ -59,7 +60,7 @@ func (c *Config) validate(role Role) error {
 		bad("store.path", "must name a directory")
 	}
 	if m := c.Store.MemoryLimit; m < MinStoreMemory || m > MaxStoreMemory {
-		bad("store.memory_limit", "must be from %d (16 MiB) to %d (64 GiB) bytes, got %d", int64(MinStoreMemory),
+		bad("store.memory_limit", "must be from %d (64 MiB) to %d (64 GiB) bytes, got %d", int64(MinStoreMemory),
 			int64(MaxStoreMemory), m)
 	}
 	if c.ShutdownTimeout <= 0 {

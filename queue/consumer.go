@@ -120,16 +120,14 @@ func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error
 			}
 			out := make([]Record, min(max, j-i))
 			copy(out, cp.ahead[i:])
-			if cp.ahead = cp.ahead[i+len(out):]; len(cp.ahead) == 0 {
-				cp.ahead = nil
-			}
+			c.q.dropAhead(cp, i+len(out))
 			cp.aheadAfter = out[len(out)-1].Seq
 			cp.lastRead.pos, cp.lastRead.to, cp.lastRead.n = pos, cp.aheadAfter, len(out)
 			s.mu.Unlock()
 			c.q.setIDs(out)
 			return out, 0, nil
 		}
-		cp.ahead = nil
+		c.q.dropAhead(cp, len(cp.ahead))
 	}
 	if s.cacheFrom <= pos+1 {
 		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq > pos })
@@ -147,11 +145,12 @@ func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error
 	s.mu.Unlock()
 
 	// Behind the cache: read the store, but not past the tail memory knows, so that Ack never has to
-	// accept a sequence the queue has not accounted for yet (nor past the fence).
+	// accept a sequence the queue has not accounted for yet (nor past the fence). Read ahead as far as
+	// the queue's read-ahead budget has room.
 	var out []Record
-	bytes := 0
+	bytes, aheadRoom := 0, min(readAheadBytes, int(int64(c.q.o.CacheBytes/2)-c.q.aheadBytes.Load()))
 	err = c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
-		if seqOfKey(k) > tail || len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= readAheadBytes) {
+		if seqOfKey(k) > tail || len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= aheadRoom) {
 			return store.ErrStopScan
 		}
 		r, err := decodeRecord(k, v)
@@ -160,7 +159,7 @@ func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error
 		}
 		out = append(out, r)
 		if len(out) > max {
-			bytes += len(r.Payload)
+			bytes += len(r.Payload) + recordOverhead
 		}
 		return nil
 	})
@@ -177,7 +176,9 @@ func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error
 	s.mu.Lock()
 	cp = &s.cons[c.idx]
 	cp.lastRead.pos, cp.lastRead.to, cp.lastRead.n = pos, out[len(out)-1].Seq, len(out)
-	cp.ahead, cp.aheadAfter = ahead, out[len(out)-1].Seq
+	c.q.dropAhead(cp, len(cp.ahead))
+	c.q.setAhead(cp, ahead)
+	cp.aheadAfter = out[len(out)-1].Seq
 	s.mu.Unlock()
 	c.q.setIDs(out)
 	return out, 0, nil
@@ -366,4 +367,37 @@ func (c *Consumer) Pending(shard int, seq uint64) (bool, error) {
 		return store.ErrStopScan
 	})
 	return pending, err
+}
+
+// setAhead makes recs cp's read-ahead (which must be empty), counted in the queue's read-ahead bytes.
+// Called with the shard's mu held.
+func (q *Queue) setAhead(cp *consumerPos, recs []Record) {
+	if len(recs) == 0 {
+		return
+	}
+	n := 0
+	for _, r := range recs {
+		n += len(r.Payload) + recordOverhead
+	}
+	cp.ahead, cp.aheadBytes = recs, n
+	q.aheadBytes.Add(int64(n))
+}
+
+// dropAhead removes the first k records of cp's read-ahead. Called with the shard's mu held.
+func (q *Queue) dropAhead(cp *consumerPos, k int) {
+	if k <= 0 {
+		return
+	}
+	if k >= len(cp.ahead) {
+		q.aheadBytes.Add(-int64(cp.aheadBytes))
+		cp.ahead, cp.aheadBytes = nil, 0
+		return
+	}
+	n := 0
+	for _, r := range cp.ahead[:k] {
+		n += len(r.Payload) + recordOverhead
+	}
+	clear(cp.ahead[:k]) // the payloads are not kept alive by the array
+	cp.ahead, cp.aheadBytes = cp.ahead[k:], cp.aheadBytes-n
+	q.aheadBytes.Add(-int64(n))
 }

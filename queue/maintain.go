@@ -92,13 +92,13 @@ func (q *Queue) persistAcks() error {
 			i++
 			continue
 		}
-		if maxMaintenanceOps-b.ops() < maxMaintenanceOps/8 {
+		if q.maintOps-b.ops() < q.maintOps/8 {
 			if err := q.commitMaint(&b); err != nil {
 				q.requeueDirty(work)
 				return err
 			}
 		}
-		more, err := q.planAckDeletes(s, names, &b, maxMaintenanceOps-b.ops())
+		more, err := q.planAckDeletes(s, names, &b, q.maintOps-b.ops())
 		if err != nil {
 			q.requeueDirty(work)
 			return err
@@ -210,7 +210,7 @@ func (q *Queue) enforceBound() error {
 		if excess <= 0 {
 			return nil
 		}
-		n, err := q.dropOldest(int(min(excess, maxMaintenanceOps)))
+		n, err := q.dropOldest(int(min(excess, int64(q.maintOps))))
 		if err != nil {
 			return err
 		}
@@ -305,9 +305,11 @@ func (q *Queue) dropOldest(k int) (int, error) {
 				after := len(seqs) - sort.Search(len(seqs), func(j int) bool { return seqs[j] > cp.pos })
 				cp.unacked -= after
 				s.resync(cp)
-				for len(cp.ahead) > 0 && cp.ahead[0].Seq <= seqs[len(seqs)-1] {
-					cp.ahead = cp.ahead[1:]
+				k := 0
+				for k < len(cp.ahead) && cp.ahead[k].Seq <= seqs[len(seqs)-1] {
+					k++
 				}
+				q.dropAhead(cp, k)
 			}
 			s.mu.Unlock()
 		})

@@ -53,7 +53,9 @@ type Options struct {
 	// dropped. Default 10,000,000.
 	MaxEvents int
 	// CacheBytes bounds the memory kept for the newest events of each shard, so that consumers that keep
-	// up read from memory instead of the store. Default 64 MiB.
+	// up read from memory instead of the store; what consumers behind it read ahead from the store is
+	// bounded by half as much, all shards and consumers together. Default: a sixteenth of the store's
+	// memory budget (store.memory_limit) when the store has one, else 64 MiB.
 	CacheBytes int
 	// FlushInterval is how long consumers' positions and the deletion of acknowledged events may lag.
 	// Default 100ms.
@@ -79,9 +81,11 @@ const (
 	// (4.8 MB with the store's options on a large disk, less on a small one).
 	maxBatchBytes   = 2 << 20
 	maxBatchRecords = 4096
-	// Deletions are written in transactions of at most this many operations.
+	// Deletions are written in transactions of at most this many operations (or half of what the store
+	// takes in one transaction, when it says).
 	maxMaintenanceOps = 4096
-	// A consumer reading the store reads this much ahead of what it asked for (per shard).
+	// A consumer reading the store reads this much ahead of what it asked for (per shard), while the
+	// read-ahead of every consumer and shard together stays under half of CacheBytes.
 	readAheadRecords = 256
 	readAheadBytes   = 64 << 10
 	// A shard keeps at most this many records in memory.
@@ -95,8 +99,8 @@ type Queue struct {
 	st   Store
 	disk diskStore // st, when it watches its disk
 	o    Options
-	// batch bounds of one commit
-	batchBytes, batchRecords int
+	// batch bounds of one commit, and the operations of one maintenance transaction
+	batchBytes, batchRecords, maintOps int
 	log                      *zap.Logger
 	instance                 string
 	m                        *metrics
@@ -131,7 +135,8 @@ type Queue struct {
 	closeErr  error
 	closeMu   sync.Once
 
-	total atomic.Int64 // events stored
+	total      atomic.Int64 // events stored
+	aheadBytes atomic.Int64 // what consumers have read ahead (consumerPos.ahead), all shards together
 
 	// Owned by the committer goroutine.
 	nextSeq    uint64
@@ -170,6 +175,7 @@ type consumerPos struct {
 	// readAheadRecords events instead of one per Read.
 	ahead      []Record
 	aheadAfter uint64
+	aheadBytes int // ahead's share of Queue.aheadBytes
 }
 
 type appendReq struct {
@@ -184,6 +190,9 @@ type appendReq struct {
 func Open(st Store, o Options) (*Queue, error) {
 	if o.MaxEvents <= 0 {
 		o.MaxEvents = defaultMaxEvents
+	}
+	if m, ok := st.(interface{ MemoryLimit() int64 }); ok && o.CacheBytes <= 0 {
+		o.CacheBytes = int(m.MemoryLimit() / 16)
 	}
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = defaultCacheBytes
@@ -202,6 +211,7 @@ func Open(st Store, o Options) (*Queue, error) {
 		o:             o,
 		batchBytes:    maxBatchBytes,
 		batchRecords:  maxBatchRecords,
+		maintOps:      maxMaintenanceOps,
 		log:           o.Logger.Named("queue"),
 		shards:        map[int]*shardLog{},
 		shardsChanged: make(chan struct{}),
@@ -219,6 +229,7 @@ func Open(st Store, o Options) (*Queue, error) {
 		q.disk = d
 		b, n := d.MaxTxn()
 		q.batchBytes, q.batchRecords = max(min(maxBatchBytes, b/2), 1), max(min(maxBatchRecords, n/3), 1)
+		q.maintOps = max(min(maxMaintenanceOps, n/2), 16)
 	}
 	if err := q.load(); err != nil {
 		return nil, err

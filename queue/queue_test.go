@@ -714,3 +714,76 @@ func TestPendingAnswersWithoutMovingAnything(t *testing.T) {
 		t.Fatal("an unknown shard has pending events")
 	}
 }
+
+// The queue's cache takes a sixteenth of the store's memory budget (store.memory_limit) unless told
+// otherwise.
+func TestCacheIsSizedFromTheStoresMemoryBudget(t *testing.T) {
+	st, err := store.Open(store.Options{Path: t.TempDir(), MemoryLimit: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, c := range []struct{ asked, want int }{{0, 4 << 20}, {1 << 20, 1 << 20}} {
+		q, err := Open(st, Options{CacheBytes: c.asked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.o.CacheBytes != c.want {
+			t.Errorf("CacheBytes %d with store.memory_limit 64 MiB: the queue caches %d bytes, want %d", c.asked, q.o.CacheBytes, c.want)
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Consumers behind the cache read ahead from the store, but all shards' read-ahead together stays
+// within half of CacheBytes (without the bound, 24 shards x 64 KiB), and every event is still read
+// once, in order, and the read-ahead is given back as it is read.
+func TestReadAheadOfAllShardsStaysWithinItsBudget(t *testing.T) {
+	const shards, perShard, cacheBytes = 24, 200, 64 << 10
+	e := newEnv(t, Options{CacheBytes: cacheBytes, FlushInterval: time.Hour})
+	c := e.consumer("bot")
+	payload := bytes.Repeat([]byte("x"), 500)
+	for i := range perShard {
+		var recs []Record
+		for s := range shards {
+			recs = append(recs, Record{Shard: s, Payload: append([]byte(fmt.Sprintf("%d-%d:", s, i)), payload...)})
+		}
+		e.append(recs)
+	}
+	budget := int64(cacheBytes/2 + len(payload) + 16 + recordOverhead) // a read may pass it by one record
+	next := make([]int, shards)
+	for round := 0; ; round++ {
+		done := true
+		for s := range shards {
+			recs, err := c.Read(s, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.q.aheadBytes.Load(); got > budget {
+				t.Fatalf("round %d, shard %d: %d bytes read ahead, want at most %d", round, s, got, budget)
+			}
+			if len(recs) == 0 {
+				continue
+			}
+			done = false
+			if want := fmt.Sprintf("%d-%d:", s, next[s]); !bytes.HasPrefix(recs[0].Payload, []byte(want)) {
+				t.Fatalf("shard %d: read %.10q, want %q next", s, recs[0].Payload, want)
+			}
+			next[s]++
+			c.Ack(s, recs[0].Seq)
+		}
+		if done {
+			break
+		}
+	}
+	for s, n := range next {
+		if n != perShard {
+			t.Errorf("shard %d: %d events read, want %d", s, n, perShard)
+		}
+	}
+	if got := e.q.aheadBytes.Load(); got != 0 {
+		t.Errorf("everything read, yet %d bytes still counted as read ahead", got)
+	}
+}

@@ -57,6 +57,9 @@ func (z sizing) resume(reserve int64) int64 {
 }
 
 func (z sizing) apply(o badger.Options) badger.Options {
+	// Every level's tables are the base level's size (Badger doubles them per level by default): a
+	// deeper level's compaction builds no larger tables, so a builder's memory stays what memory.go counts.
+	o.TableSizeMultiplier = 1
 	return o.WithMemTableSize(z.memTable).
 		WithNumMemtables(z.numMemtables).
 		WithValueLogFileSize(z.valueLogFile).

@@ -6,13 +6,37 @@ import "github.com/dgraph-io/badger/v4/skl"
 // of them, a 256 MB block cache. dd's store is mostly an event queue, written once, read back soon and
 // deleted, so it needs little of that; what it keeps is sized from a budget, and the disk's sizes
 // (disk.go) stay where they are smaller.
+//
+// What costs most under a firehose whose backlog grows is not the memtables but Badger's table
+// builders (measured with ddload -heapprofile: 112 to 176 MiB of dd's 200 MiB live heap with 3.75 MB
+// memtables and 2 MB tables). A builder holds its table's raw blocks and their compressed copies, in
+// buffers that double as they grow and that Badger's allocator pool keeps at the largest size they
+// reached, for up to 8 builders, while more are in flight as their files are written. A table is filled
+// to its size *compressed*, so its raw size is the table size times how well the events compress
+// (about 7 for the simulator's firehose, 3 to 5 for Discord's JSON); a flush builds a whole memtable.
+// And every compaction of level 0 rewrites the overlapping tables of the base level, which with
+// events of all shards in every level 0 table is all of it: a small base level is rewritten cheaply.
 const (
-	// DefaultMemoryLimit is store.memory_limit's default: memtables of 3.75 MB, an 8 MB block cache.
-	DefaultMemoryLimit = 64 << 20
-	// numCompactors is how many compactions run at once: 2 cores, and each holds a table builder.
+	// DefaultMemoryLimit is store.memory_limit's default: memtables of 2.25 MB, tables of 576 KB, a base
+	// level of 4.5 MB, a 9.4 MB block cache.
+	DefaultMemoryLimit = 150 << 20
+	// numCompactors is how many compactions run at once: 2 cores (Badger's minimum).
 	numCompactors = 2
 	// memTableStep is the granularity of memtable sizes chosen for a budget.
-	memTableStep = 256 << 10
+	memTableStep = 128 << 10
+	// tablesPerMemtable is a memtable's size over a table's. Smaller tables would cost less memory per
+	// builder but more builders in flight and more CPU: with 1.25 MB memtables and 160 KB tables Badger
+	// no longer kept up with ddload's 20,000 events/s (13,400 taken in).
+	tablesPerMemtable = 4
+	// assumedCompression is how well the model assumes events compress in Badger's blocks: Discord's
+	// JSON 3 to 5 times, the simulator's firehose about 7.
+	assumedCompression = 6
+	// numBuilders is how many table builders' buffers the model counts: Badger's allocator pool keeps 8.
+	// dd measured up to 15 alive at once, the ones in flight having smaller buffers.
+	numBuilders = 8
+	// builderOverhead is a builder's buffers over its raw data: the raw blocks and Snappy's bound for
+	// their compressed copies (1.17 times), in buffers that double.
+	builderOverhead = 4.4
 )
 
 // arena is the memory one memtable takes, whatever it holds: its skiplist arena is allocated whole
@@ -22,26 +46,41 @@ func (z sizing) arena() int64 {
 	return z.memTable + batch + batch/int64(skl.MaxNodeSize)*int64(skl.MaxNodeSize)
 }
 
-// memory is what Badger may keep in memory with these sizes, at worst (a firehose whose flushes fall
-// behind): the mutable memtable, numMemtables waiting to be flushed and the one being flushed; the
-// table builder of that flush, which holds the whole memtable's blocks, raw and compressed, in buffers
-// that double as they grow (up to 4 memtables); each compaction's builder (up to 4 base tables); and the
-// block cache. The index cache is not used: Badger uses it only for encrypted stores, and table indexes
-// and bloom filters are read from the memory-mapped tables (page cache the kernel can take back).
-func (z sizing) memory() int64 {
-	return int64(z.numMemtables+2)*z.arena() + 4*z.memTable + numCompactors*4*z.baseTable + z.blockCache
+// builders is what the table builders may hold at once: numBuilders of the largest raw table, a flush's
+// (a memtable) or a compaction's (a table of events that compress assumedCompression times).
+func (z sizing) builders() int64 {
+	raw := max(z.memTable, assumedCompression*z.baseTable)
+	return int64(numBuilders * builderOverhead * float64(raw))
 }
 
-// limitMemory shrinks the memtables (and the base tables with them) until memory() fits in limit, an
-// eighth of which goes to the block cache (Badger needs one because its tables are compressed).
+// memory is what Badger may keep in memory with these sizes, at worst (a firehose whose flushes fall
+// behind): the mutable memtable, numMemtables waiting to be flushed and the one being flushed; the
+// table builders; and the block cache. The index cache is not used: Badger uses it only for encrypted
+// stores, and table indexes and bloom filters are read from the memory-mapped tables (page cache the
+// kernel can take back).
+func (z sizing) memory() int64 {
+	return int64(z.numMemtables+2)*z.arena() + z.builders() + z.blockCache
+}
+
+// limitMemory keeps the disk's sizes when they fit in limit, a sixteenth of which goes to the block
+// cache (Badger needs one because its tables are compressed; the queue's consumers mostly read what is
+// in memory or what they have not read before). Otherwise it shrinks the memtables, the tables (a
+// quarter of a memtable) and the base level (two memtables) until memory() fits.
 func (z sizing) limitMemory(limit int64) sizing {
 	if limit <= 0 {
 		limit = DefaultMemoryLimit
 	}
-	z.blockCache = max(limit/8, 1<<20)
-	for z.memory() > limit && z.memTable > memTableStep*2 {
-		z.memTable = (z.memTable - 1) / memTableStep * memTableStep
-		z.baseTable = min(z.baseTable, z.memTable)
+	z.blockCache = max(limit/16, 1<<20)
+	if z.memory() <= limit {
+		return z // a small disk's sizes: its reserve (disk.go) was worked out for them
 	}
-	return z
+	disk := z
+	for {
+		z.baseTable = min(disk.baseTable, max(z.memTable/tablesPerMemtable, 64<<10))
+		z.baseLevel = min(disk.baseLevel, max(2*z.memTable, 2*z.baseTable))
+		if z.memory() <= limit || z.memTable <= memTableStep*2 {
+			return z
+		}
+		z.memTable = (z.memTable - 1) / memTableStep * memTableStep
+	}
 }

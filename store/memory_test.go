@@ -31,25 +31,30 @@ func TestMemoryLimitSizesBadger(t *testing.T) {
 		t.Fatalf("store.memory_limit defaults to %d, store.DefaultMemoryLimit is %d", limit, DefaultMemoryLimit)
 	}
 	var prev *Store
-	for _, v := range []int64{16 * mb, 64 * mb, 200 * mb, 1 << 30, 8 << 30} {
+	for _, v := range []int64{64 * mb, 150 * mb, 200 * mb, 1 << 30, 8 << 30} {
 		s := def
 		if v != DefaultMemoryLimit {
 			s, _ = open(fmt.Sprintf("DD_STORE__MEMORY_LIMIT=%d", v))
 		}
 		o := s.db.Opts()
 		z := s.size
-		t.Logf("store.memory_limit %4d MiB: memtables %.2f MiB x %d, base tables %.2f MiB, block cache %d MiB; model %.1f MiB",
-			v/mb, float64(o.MemTableSize)/mb, o.NumMemtables, float64(o.BaseTableSize)/mb, o.BlockCacheSize/mb,
-			float64(z.memory())/mb)
+		t.Logf("store.memory_limit %4d MiB: memtables %.2f MiB x %d, tables %.2f MiB, base level %.2f MiB, block cache %.1f MiB; model %.1f MiB",
+			v/mb, float64(o.MemTableSize)/mb, o.NumMemtables, float64(o.BaseTableSize)/mb, float64(o.BaseLevelSize)/mb,
+			float64(o.BlockCacheSize)/mb, float64(z.memory())/mb)
 		if o.MemTableSize != z.memTable || o.BaseTableSize != z.baseTable || o.BlockCacheSize != z.blockCache ||
+			o.BaseLevelSize != z.baseLevel || o.TableSizeMultiplier != 1 ||
 			o.NumMemtables != z.numMemtables || o.IndexCacheSize != 0 || o.NumCompactors != numCompactors {
 			t.Errorf("limit %d: Badger runs with %+v, not the sizing %+v", v, o, z)
 		}
 		if z.memory() > v && z.memTable > 2*memTableStep {
 			t.Errorf("limit %d MiB: Badger may keep %d MiB in memory", v/mb, z.memory()/mb)
 		}
-		if o.BlockCacheSize != v/8 {
-			t.Errorf("limit %d MiB: block cache %d, want an eighth of the limit", v/mb, o.BlockCacheSize)
+		if o.BlockCacheSize != v/16 {
+			t.Errorf("limit %d MiB: block cache %d, want a sixteenth of the limit", v/mb, o.BlockCacheSize)
+		}
+		if o.BaseTableSize > max(o.MemTableSize/tablesPerMemtable, 64<<10) || o.BaseLevelSize > max(2*o.MemTableSize, 2*o.BaseTableSize) {
+			t.Errorf("limit %d MiB: tables %d and base level %d for memtables of %d: want at most a quarter and twice",
+				v/mb, o.BaseTableSize, o.BaseLevelSize, o.MemTableSize)
 		}
 		if disk := sizeFor(1 << 40); o.MemTableSize > disk.memTable || o.BaseTableSize > disk.baseTable {
 			t.Errorf("limit %d MiB: memtables %d or base tables %d larger than the disk's %d, %d",
@@ -66,8 +71,9 @@ func TestMemoryLimitSizesBadger(t *testing.T) {
 
 	// A small disk's sizes stay smaller than the memory's, and the reserve follows what runs.
 	small := sizeFor(20 * mb).limitMemory(1 << 30)
-	if small.memTable != sizeFor(20*mb).memTable || small.reserve() != sizeFor(20*mb).reserve() {
-		t.Errorf("a 20 MB disk with 1 GiB of memory: %+v, want the disk's sizes %+v", small, sizeFor(20*mb))
+	if disk := sizeFor(20 * mb); small.memTable != disk.memTable || small.baseTable > disk.baseTable ||
+		small.baseLevel > disk.baseLevel || small.reserve() > disk.reserve() {
+		t.Errorf("a 20 MB disk with 1 GiB of memory: %+v, want at most the disk's sizes %+v", small, disk)
 	}
 	if z := sizeFor(1 << 40).limitMemory(DefaultMemoryLimit); z.reserve() >= sizeFor(1<<40).reserve() {
 		t.Errorf("smaller memtables kept the reserve at %d", z.reserve())
@@ -82,7 +88,7 @@ func TestSmallestMemoryLimitStillCommitsItsLargestTransaction(t *testing.T) {
 	}
 	defer s.Close()
 	maxBytes, maxCount := s.MaxTxn()
-	t.Logf("store.memory_limit 16 MiB: transactions up to %d bytes, %d entries", maxBytes, maxCount)
+	t.Logf("store.memory_limit 64 MiB: transactions up to %d bytes, %d entries", maxBytes, maxCount)
 	n := min(maxCount-2, maxBytes/(200+6+12)-2) // Badger counts 12 bytes more per entry
 	err = s.Update(func(w Writer) error {
 		for i := range n {

@@ -47,10 +47,11 @@ type Options struct {
 
 // Store is an open Badger database.
 type Store struct {
-	db   *badger.DB
-	path string
-	size sizing
-	disk *diskspace.Watcher // nil where free space cannot be measured
+	db       *badger.DB
+	path     string
+	size     sizing
+	memLimit int64              // store.memory_limit
+	disk     *diskspace.Watcher // nil where free space cannot be measured
 }
 
 // Open opens (creating if needed) the store at o.Path.
@@ -83,7 +84,10 @@ func Open(o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", o.Path, err)
 	}
-	s := &Store{db: db, path: o.Path, size: z}
+	s := &Store{db: db, path: o.Path, size: z, memLimit: o.MemoryLimit}
+	if s.memLimit <= 0 {
+		s.memLimit = DefaultMemoryLimit
+	}
 	reserve := max(z.reserve(), o.MinFree)
 	s.disk, err = diskspace.Start(diskspace.Options{Dir: o.Path, Key: "store.path", Reserve: reserve, Resume: z.resume(reserve),
 		Refused: "new events and cache updates are refused (shards stop reading; Discord replays on resume)",
@@ -116,6 +120,10 @@ func checkWritable(path string) error {
 	f.Close()
 	return os.Remove(name)
 }
+
+// MemoryLimit is the memory budget the store was opened with (store.memory_limit): Badger is sized to
+// fit it, and the queue takes its cache's share from it.
+func (s *Store) MemoryLimit() int64 { return s.memLimit }
 
 // Path is the directory the store lives in.
 func (s *Store) Path() string { return s.path }

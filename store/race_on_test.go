@@ -1,0 +1,6 @@
+//go:build race
+
+package store
+
+// raceDetector is whether the tests run under -race.
+const raceDetector = true
