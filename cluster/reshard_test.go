@@ -314,6 +314,47 @@ func streamNonces(t *testing.T, c *Conn, bot *reshardBot) (distinct, copies int,
 	return len(seen), copies, notAtBot
 }
 
+// oldGaps lists, for each session of num shards the simulator knows, the sequences missing from the
+// stream (a diagnosis when messages are missing).
+func oldGaps(t *testing.T, c *Conn, sim *discordsim.Server, num int) []string {
+	ctx := ctxFor(t, 30*time.Second)
+	str, err := c.JetStream().Stream(ctx, StreamName(c.Name()))
+	if err != nil {
+		return []string{err.Error()}
+	}
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return []string{err.Error()}
+	}
+	info, _ := str.Info(ctx)
+	have := map[string]bool{}
+	for i := uint64(0); i < info.State.Msgs; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			break
+		}
+		have[m.Headers().Get("Nats-Msg-Id")] = true
+	}
+	var out []string
+	for _, s := range sim.Sessions() {
+		if s.NumShards != num {
+			continue
+		}
+		missing, first, last := 0, int64(0), int64(0)
+		for q := int64(1); q <= s.Seq; q++ {
+			if !have[EventID(s.ID, q)] {
+				missing++
+				if first == 0 {
+					first = q
+				}
+				last = q
+			}
+		}
+		out = append(out, fmt.Sprintf("shard %d/%d session %.8s: %d of %d missing (%d..%d)", s.Shard, num, s.ID, missing, s.Seq, first, last))
+	}
+	return out
+}
+
 func TestSharingShards(t *testing.T) {
 	// A guild on shard a of 4 is on shard a or a+4 of 8, and on a mod 2 of 6's classes.
 	for g := uint64(0); g < 4000; g++ {
@@ -403,8 +444,16 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 		}
 		return false
 	})
-	t.Logf("killing gw-%d, which holds new shards %v and old shards %v", victim+1,
-		gws[victim].next.Load().owner.Owned(), gws[victim].st.Load().owner.Owned())
+	// A held shard the victim had not brought to READY (its session not yet in the KV) may be identified
+	// again by its next holder: at most one more identify for each.
+	notReady := 0
+	for _, id := range gws[victim].next.Load().owner.Owned() {
+		if s := gws[victim].next.Load().runner.Shard(id); s == nil || s.State() != shard.StateReady {
+			notReady++
+		}
+	}
+	t.Logf("killing gw-%d, which holds new shards %v (%d not ready) and old shards %v", victim+1,
+		gws[victim].next.Load().owner.Owned(), notReady, gws[victim].st.Load().owner.Owned())
 	killGateway(gws[victim], sim, stops[victim])
 	live := []*Gateway{gws[0], gws[1]}
 	testkit.Eventually(t, 90*time.Second, "both survivors on 8 shards, the reshard over", func() bool {
@@ -437,8 +486,9 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 	}
 	if n := atBot(); n < total {
 		inStream, copies, notAtBot := streamNonces(t, gws[0].conn, bot)
-		t.Fatalf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
+		t.Errorf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
 			n, total, inStream, copies, notAtBot)
+		t.Fatalf("old sessions' events missing from the stream: %v", oldGaps(t, gws[0].conn, sim, 4))
 	}
 	time.Sleep(500 * time.Millisecond)
 	distinct, twice, outOfOrder := bot.check(t)
@@ -458,8 +508,8 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 			n8++
 		}
 	}
-	if n8 != 8 {
-		t.Errorf("%d identifies of the new count; want 8 (the killed process's held shards resume)", n8)
+	if n8 < 8 || n8 > 8+notReady {
+		t.Errorf("%d identifies of the new count; want 8, and at most %d more for the victim's held shards that were not READY (the ready ones resume)", n8, notReady)
 	}
 	owned := 0
 	for _, g := range live {
