@@ -65,8 +65,8 @@ func newClusterGateway(cfg *config.Config, reg prometheus.Registerer, log *zap.L
 		Filter: cluster.Filter{Drop: cfg.Events.Drop, DedupMessageUpdates: gw.DedupMessageUpdates,
 			DropKnownGuildCreates: gw.DropKnownGuildCreates, LoadingGuildEvent: gw.LoadingGuildEvent},
 		IdentifyWindow: identifyWin, LeaseTTL: cfg.Cluster.LeaseTTL, MaxEvents: int64(cfg.Events.MaxQueueEvents),
-		Delivery:   cluster.DeliveryConfig{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret, BatchMax: cfg.Events.BatchMax},
-		Reshard: gw.Reshard, ReshardPercentage: gw.ReshardPercentage, ReshardEvery: gw.ReshardCheckInterval,
+		Delivery: cluster.DeliveryConfig{URLs: cfg.Events.URLs, Secret: cfg.Events.Secret, BatchMax: cfg.Events.BatchMax},
+		Reshard:  gw.Reshard, ReshardPercentage: gw.ReshardPercentage, ReshardEvery: gw.ReshardCheckInterval,
 		IdentifyReserve: gw.ReshardIdentifyReserve, CountFor: gateway.NewShardCount, CheckTarget: gateway.CheckCount,
 		Registerer: reg, Logger: log,
 	})
