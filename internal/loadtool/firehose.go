@@ -75,6 +75,15 @@ type ProcFigures struct {
 	CPUPer1000    float64 `json:"cpu_seconds_per_1000"` // CPUSeconds per 1,000 events delivered
 }
 
+// MachineFigures say how busy the machine was from the firehose's start to the run's end: dd, the
+// simulator and the receiver share its cores with whatever else runs there, which slows every rate.
+type MachineFigures struct {
+	Cores      int     `json:"cores"`
+	Seconds    float64 `json:"seconds"`
+	BusyCores  float64 `json:"busy_cores"`  // CPU time of the whole machine ÷ Seconds
+	OtherCores float64 `json:"other_cores"` // the same, less dd's, the simulator's and this process's
+}
+
 // DepthSample is one second of a firehose run.
 type DepthSample struct {
 	T          float64 `json:"t"`           // seconds since the firehose started
@@ -110,9 +119,10 @@ type FirehoseResult struct {
 	Filtered        int64         `json:"filtered"` // dd_gateway_events_filtered_total over the run
 	Dropped         int64         `json:"dropped"`  // dd_queue_dropped_events_total over the run
 
-	DD       ProcFigures `json:"dd"`
-	Sim      ProcFigures `json:"sim"`
-	Receiver ProcFigures `json:"receiver"` // the load tool's process (the receiver's CPU, mostly)
+	DD       ProcFigures    `json:"dd"`
+	Sim      ProcFigures    `json:"sim"`
+	Receiver ProcFigures    `json:"receiver"` // the load tool's process (the receiver's CPU, mostly)
+	Machine  MachineFigures `json:"machine"`
 
 	// Over the whole run (READY and GUILD_CREATEs included), per shard against the simulator's sequence.
 	Lost         int64 `json:"lost"`          // sequences the simulator sent that never arrived
@@ -206,6 +216,8 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 		return res, err
 	}
 	self0, _ := ReadProc(procSelfPID)
+	mach0, machErr := ReadMachine()
+	mach0At := time.Now()
 	res.DD.IdleRSS, res.Sim.IdleRSS = ddIdle.RSS, simIdle.RSS
 	recv0 := recv.Events()
 	total := int64(o.Rate * o.Duration.Seconds())
@@ -389,6 +401,13 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 		return res, err
 	}
 	selfEnd, _ := ReadProc(procSelfPID)
+	if mach1, err := ReadMachine(); err == nil && machErr == nil {
+		secs := time.Since(mach0At).Seconds()
+		ours := (ddEnd.CPUSeconds - ddIdle.CPUSeconds) + (simEnd.CPUSeconds - simIdle.CPUSeconds) + (selfEnd.CPUSeconds - self0.CPUSeconds)
+		busy := mach1.BusySeconds - mach0.BusySeconds
+		res.Machine = MachineFigures{Cores: mach1.Cores, Seconds: round2(secs), BusyCores: round2(ratio(busy, secs)),
+			OtherCores: round2(max(0, ratio(busy-ours, secs)))}
+	}
 	perK := func(cpu float64) float64 { return ratio(cpu, float64(res.Delivered)/1000) }
 	// CPU until the last event was delivered (the last sample), not the half second after it.
 	res.DD.CPUSeconds = ddLast.CPUSeconds - ddIdle.CPUSeconds

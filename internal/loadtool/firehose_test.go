@@ -85,6 +85,9 @@ func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
 	if res.FirehoseRate <= 0 || res.IngestRate <= 0 || res.DeliveryRate <= 0 || len(res.Series) == 0 {
 		t.Errorf("rates or series missing: %+v", res)
 	}
+	if res.Machine.Cores < 1 || res.Machine.BusyCores <= 0 || res.Machine.Seconds < 2 {
+		t.Errorf("machine figures missing: %+v", res.Machine)
+	}
 	if res.DD.IdleRSS <= 0 || res.DD.PeakRSS < res.DD.IdleRSS || res.DD.CPUSeconds <= 0 || res.Sim.PeakRSS <= 0 {
 		t.Errorf("process figures missing: dd %+v, simulator %+v", res.DD, res.Sim)
 	}

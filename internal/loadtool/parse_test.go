@@ -114,3 +114,18 @@ func TestCrossingInterpolates(t *testing.T) {
 		t.Errorf("crossing of a flat counter = %v, want the later time", got)
 	}
 }
+
+func TestParseMachineStatSumsBusyTime(t *testing.T) {
+	text := "cpu  100 5 50 1000 20 3 2 1 7 0\ncpu0 60 2 30 500 10 2 1 1 7 0\ncpu1 40 3 20 500 10 1 1 0 0 0\nintr 12345\nctxt 999\n"
+	busy, total, cores, err := ParseMachineStat(text)
+	if err != nil || busy != 100+5+50+3+2+1 || total != 100+5+50+1000+20+3+2+1 || cores != 2 {
+		t.Fatalf("busy %d, total %d, cores %d, %v; want 161, 1181, 2", busy, total, cores, err)
+	}
+	if _, _, _, err := ParseMachineStat("intr 1\n"); err == nil {
+		t.Error("no cpu line accepted")
+	}
+	m, err := ReadMachine()
+	if err != nil || m.Cores < 1 || m.BusySeconds <= 0 {
+		t.Fatalf("this machine: %+v, %v", m, err)
+	}
+}

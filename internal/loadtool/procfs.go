@@ -135,3 +135,58 @@ func ParseAuxvClockTicks(auxv []byte) int64 {
 
 // procSelfPID is this process, for the receiver's own CPU time.
 var procSelfPID = os.Getpid()
+
+// ParseMachineStat returns the machine's busy and total CPU time, in clock ticks over all cores, and
+// its cores, from the text of /proc/stat: the "cpu" line sums user, nice, system, idle, iowait, irq,
+// softirq and steal (guest time is inside user already); idle and iowait are not busy. Cores are the
+// "cpuN" lines.
+func ParseMachineStat(text string) (busy, total int64, cores int, err error) {
+	found := false
+	for line := range strings.Lines(text) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], "cpu") {
+			continue
+		}
+		if fields[0] != "cpu" {
+			cores++
+			continue
+		}
+		if len(fields) < 9 {
+			return 0, 0, 0, fmt.Errorf("/proc/stat: %d fields on the cpu line, want at least 9", len(fields))
+		}
+		for i, f := range fields[1:9] {
+			n, perr := strconv.ParseInt(f, 10, 64)
+			if perr != nil {
+				return 0, 0, 0, fmt.Errorf("/proc/stat: %q is not a number", f)
+			}
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+		found = true
+	}
+	if !found {
+		return 0, 0, 0, fmt.Errorf("/proc/stat: no cpu line")
+	}
+	return busy, total, cores, nil
+}
+
+// MachineSample is one reading of the machine's CPU time.
+type MachineSample struct {
+	BusySeconds float64 // all cores, since boot
+	Cores       int
+}
+
+// ReadMachine reads /proc/stat.
+func ReadMachine() (MachineSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineSample{}, err
+	}
+	busy, _, cores, err := ParseMachineStat(string(b))
+	if err != nil {
+		return MachineSample{}, err
+	}
+	return MachineSample{BusySeconds: float64(busy) / float64(clockTicks()), Cores: cores}, nil
+}

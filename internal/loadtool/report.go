@@ -31,6 +31,10 @@ func (r FirehoseResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  simulator       idle RSS %s, VmHWM %s, max sampled %s; CPU %.2fs = %.3f s per 1,000 events\n",
 		mib(r.Sim.IdleRSS), mib(r.Sim.PeakRSS), mib(r.Sim.MaxSampledRSS), r.Sim.CPUSeconds, r.Sim.CPUPer1000)
 	fmt.Fprintf(w, "  receiver (load tool process) CPU %.2fs = %.3f s per 1,000 events\n", r.Receiver.CPUSeconds, r.Receiver.CPUPer1000)
+	if m := r.Machine; m.Cores > 0 {
+		fmt.Fprintf(w, "  machine         %d cores, %.2f busy on average over the %.1fs from the firehose's start; other processes %.2f of them\n",
+			m.Cores, m.BusyCores, m.Seconds, m.OtherCores)
+	}
 	verdict := "every event exactly once"
 	if r.Lost != 0 || r.Duplicates != 0 || r.DuplicateIDs != 0 || r.Unexpected != 0 || r.OutOfOrder != 0 || !r.Complete {
 		verdict = "NOT exactly once"
