@@ -43,6 +43,11 @@
 //     for --role=all and --role=cache in cluster mode ([FollowConnecting] for a process that only
 //     follows).
 //   - [AgreeShardCount]: one shard count for the deployment, in the target bucket.
+//   - [Gateway.Reshard]: the zero-downtime reshard of the whole deployment (reshard.go describes the
+//     steps): the record in the target bucket, a second ShardOwner on the new count whose shards are held
+//     (reshardSink) until the old shards that share their guilds stopped, the old shards' events read
+//     back from the stream into internal/eventmatch's multiset matcher, and Delivery's fence that keeps
+//     a guild's events in order for the bot across the switch.
 //   - [Gateway]: a gateway process of cluster mode assembled from the above (built from a
 //     GatewayConfig; Run, Status, Ready, and Running for the shards it runs). What it needs from the
 //     gateway package (fetching /gateway/bot, the shard-count check, a fixed shard range) it is given
@@ -50,10 +55,9 @@
 //
 // roles/cluster_gateway.go builds a Gateway from the config when cluster.nats_url is set and serves its
 // HTTP API (GET /status shows the processes and each shard's owner; /readyz is 503 while NATS is
-// unreachable or the process holds no connected shard). What remains: the reshard switch across
-// processes (the target count in dd_target, a second ShardOwner on the new count); events.sink "redis"
-// and cache.request_members in cluster mode; delivery putting back in place the one event the stream
-// may store late (below: it is delivered where the stream holds it).
+// unreachable or the process holds no connected shard) and POST /reshard. What remains: events.sink
+// "redis" and cache.request_members in cluster mode; delivery putting back in place the one event the
+// stream may store late (below: it is delivered where the stream holds it).
 //
 // # Order in the stream
 //

@@ -81,7 +81,14 @@ type EventSink struct {
 
 	// window, while a reshard runs, remembers what this sink's shards handled (published, or dropped by
 	// the filter): an old shard stops for the switch once it handled the new shards' markers.
-	window atomic.Pointer[eventmatch.Window]
+	window    atomic.Pointer[eventmatch.Window]
+	handledAt sync.Map // shard -> time.Time of its last batch with events, while window is set
+}
+
+// idleFor reports whether shard handled no event for d (while recordHandled runs).
+func (s *EventSink) idleFor(shard int, d time.Duration) bool {
+	v, ok := s.handledAt.Load(shard)
+	return !ok || time.Since(v.(time.Time)) >= d
 }
 
 // recordHandled starts (w) or stops (nil) remembering what the sink handles.
@@ -270,10 +277,11 @@ func (s *EventSink) dispatch(ctx context.Context, events []shard.Event, sess sha
 				len(futures)-i, len(futures), s.stream, s.cfg.AckTimeout)
 		}
 	}
-	if w := s.window.Load(); w != nil {
+	if w := s.window.Load(); w != nil && len(events) > 0 {
 		for _, ev := range events {
 			w.Record(ev.Raw)
 		}
+		s.handledAt.Store(sess.ShardID, time.Now())
 	}
 	// The session is written over the revision this process last wrote or read. Another revision means
 	// another writer: a stale one (a process that lost the shard and whose write NATS delivered late) when

@@ -292,10 +292,16 @@ func (g *Gateway) retireOld(ctx context.Context, work *reshardWork, rec reshardR
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for ctx.Err() == nil && le.Valid() && !cur.sink.handled(keys) {
+	// The markers prove that a read everything sent to it before the new shards' sessions began. Where
+	// a pair has none (guilds quiet on the new shard), a must have handled nothing for a while instead: a
+	// shard still reading a backlog (lagging behind Discord) is not idle. Without either proof a keeps
+	// running (publishing; the new shards hold what comes after) for up to 5 minutes.
+	quiet := max(2*g.cfg.IdentifyWindow, time.Second)
+	missingPair := len(keys) < len(news)
+	deadline = time.Now().Add(5 * time.Minute)
+	for ctx.Err() == nil && le.Valid() && !(cur.sink.handled(keys) && (!missingPair || cur.sink.idleFor(a, quiet))) {
 		if time.Now().After(deadline) {
-			work.log.Warn("reshard: the old shard did not catch up with the new ones in time; stopping it anyway (events sent to it alone before the new shards connected may be missing)",
+			work.log.Error("reshard: the old shard did not catch up with the new ones in 5 minutes; stopping it anyway (events sent to it alone before the new shards connected may be missing)",
 				zap.Int("old_shard", a))
 			break
 		}

@@ -429,7 +429,7 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 	if _, _, err := gws[0].Reshard(ctxFor(t, 10*time.Second), 8, "test"); err != nil {
 		t.Fatal(err)
 	}
-	// The victim holds a new shard that is READY (its session in the KV), and others still connecting.
+	// The victim holds a new shard that is READY with its session in the KV, and others still connecting.
 	victim := 2
 	testkit.Eventually(t, 30*time.Second, "some new shards ready, the victim holding a ready one", func() bool {
 		st := gws[0].Status()
@@ -438,7 +438,10 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 			return false
 		}
 		for _, s := range next.runner.Shards() {
-			if s.State() == shard.StateReady {
+			if s.State() != shard.StateReady {
+				continue
+			}
+			if _, stored, _ := NewSessionStore(gws[0].conn).Load(context.Background(), s.ID(), 8); stored {
 				return true
 			}
 		}
