@@ -9,7 +9,7 @@ import (
 // A role that opens the store gets store.memory_limit as Go's soft memory limit; GOMEMLIMIT in the
 // environment wins, and the rest role, which opens no store, keeps the runtime's default.
 func TestSoftMemoryLimitComesFromStoreMemoryLimit(t *testing.T) {
-	cfg := &config.Config{Store: config.Store{MemoryLimit: 150 << 20}}
+	cfg := &config.Config{Store: config.Store{MemoryLimit: 128 << 20}}
 	none := func(string) string { return "" }
 	set := func(k string) string {
 		if k == "GOMEMLIMIT" {
@@ -22,9 +22,9 @@ func TestSoftMemoryLimitComesFromStoreMemoryLimit(t *testing.T) {
 		getenv func(string) string
 		want   int64
 	}{
-		{config.RoleAll, none, 150 << 20},
-		{config.RoleGateway, none, 150 << 20},
-		{config.RoleCache, none, 150 << 20},
+		{config.RoleAll, none, 128 << 20},
+		{config.RoleGateway, none, 128 << 20},
+		{config.RoleCache, none, 128 << 20},
 		{config.RoleRest, none, 0},
 		{config.RoleAll, set, 0},
 	} {

@@ -82,7 +82,7 @@ type Store struct {
 	// MemoryLimit is the memory budget of the roles that open the store, in bytes: Badger's memtables,
 	// table builders and block cache are sized to fit it (store/memory.go), the queue's cache of recent
 	// events takes a sixteenth, and it is Go's soft memory limit unless GOMEMLIMIT is set. Default
-	// 150 MiB; from MinStoreMemory to MaxStoreMemory.
+	// 128 MiB; from MinStoreMemory to MaxStoreMemory.
 	MemoryLimit int64 `koanf:"memory_limit"`
 }
 

