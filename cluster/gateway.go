@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -129,6 +130,16 @@ type gatewayRun struct {
 
 	cancel context.CancelFunc // the owner's
 	done   chan struct{}      // closed when the owner left
+
+	heartbeatACKs sync.Map // shard -> *atomic.Int64: heartbeat ACKs read (a reshard's proof, reshard_run.go)
+}
+
+// acks is how many heartbeat ACKs shard id's connections read.
+func (r *gatewayRun) acks(id int) int64 {
+	if v, ok := r.heartbeatACKs.Load(id); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
 }
 
 // stopOwner makes the run's owner leave (shards handed over, leases released) and waits for it.
@@ -428,6 +439,13 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 	tmpl := g.cfg.Shard
 	tmpl.GatewayURL, tmpl.Identify = info.URL, limiter
 	tmpl.Hooks = shard.Hooks{
+		OnPayload: func(s *shard.Shard, op int, _ string, _ json.RawMessage) bool {
+			if op == discord.OpHeartbeatAck {
+				v, _ := run.heartbeatACKs.LoadOrStore(s.ID(), new(atomic.Int64))
+				v.(*atomic.Int64).Add(1)
+			}
+			return true
+		},
 		OnDispatch: func(s *shard.Shard, ev *shard.Event) bool {
 			g.received.Inc()
 			keep, out := f.Keep(s.ID(), ev.Type, ev.Raw)

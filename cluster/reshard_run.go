@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/ddhq/dd/discord"
 	"github.com/ddhq/dd/internal/eventmatch"
 	"github.com/ddhq/dd/shard"
 )
@@ -292,20 +293,25 @@ func (g *Gateway) retireOld(ctx context.Context, work *reshardWork, rec reshardR
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The markers prove that a read everything sent to it before the new shards' sessions began. Where
-	// a pair has none (guilds quiet on the new shard), a must have handled nothing for a while instead: a
-	// shard still reading a backlog (lagging behind Discord) is not idle. Without either proof a keeps
-	// running (publishing; the new shards hold what comes after) for up to 5 minutes.
-	quiet := max(2*g.cfg.IdentifyWindow, time.Second)
-	missingPair := len(keys) < len(news)
+	// The markers prove that a read everything sent to it before the new shards' sessions began. A pair
+	// without one (guilds quiet on the new shard), and a shard lagging behind Discord under load, need
+	// another proof: two heartbeats sent now, and two heartbeat ACKs read after them. Discord answers on
+	// the same socket after what it sent before, so once the first of ours is answered, a has read
+	// everything sent to it before the switch began (the new shards were all READY by then). Without a
+	// proof a keeps running (publishing; the new shards hold what comes after) for up to 5 minutes.
 	deadline = time.Now().Add(5 * time.Minute)
-	for ctx.Err() == nil && le.Valid() && !(cur.sink.handled(keys) && (!missingPair || cur.sink.idleFor(a, quiet))) {
+	proved := false
+	for ctx.Err() == nil && le.Valid() && !proved {
 		if time.Now().After(deadline) {
-			work.log.Error("reshard: the old shard did not catch up with the new ones in 5 minutes; stopping it anyway (events sent to it alone before the new shards connected may be missing)",
+			work.log.Error("reshard: no proof in 5 minutes that the old shard caught up with the new ones; stopping it anyway (events sent to it alone before the new shards connected may be missing)",
 				zap.Int("old_shard", a))
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		if !cur.sink.handled(keys) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		proved = g.heartbeatProof(ctx, cur, a)
 	}
 	if ctx.Err() != nil || !le.Valid() {
 		work.mu.Lock()
@@ -330,6 +336,33 @@ func (g *Gateway) retireOld(ctx context.Context, work *reshardWork, rec reshardR
 	work.log.Info("reshard: old shard stopped for the switch", zap.Int("old_shard", a), zap.Uint64("last_stream_seq", seq),
 		zap.Ints("new_shards_sharing_its_guilds", news))
 	g.pokeReshard()
+}
+
+// heartbeatProof sends two heartbeats on old shard a's connection and reports whether two heartbeat
+// ACKs were read after them within 10 s (a must be READY).
+func (g *Gateway) heartbeatProof(ctx context.Context, cur *gatewayRun, a int) bool {
+	sh := cur.runner.Shard(a)
+	if sh == nil || sh.State() != shard.StateReady {
+		time.Sleep(50 * time.Millisecond)
+		return false
+	}
+	n0 := cur.acks(a)
+	for range 2 {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := sh.Send(sctx, discord.OpHeartbeat, nil)
+		cancel()
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			return false
+		}
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && ctx.Err() == nil; {
+		if cur.acks(a) >= n0+2 {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
 }
 
 // oldStopped reports whether old shard id of run must not run (stopped for a switch in progress: it is
