@@ -40,10 +40,12 @@ import (
 //     shares guilds with b (a ≡ b mod gcd(M, N)), the key of the newest event b holds of a's guilds
 //     ("reshard.<id>.mark.<b>"), as one machine's markers: once old a handled it, a has read everything
 //     sent before b's session began.
-//  4. Stop. The owner of each old shard a waits until its window holds its markers, stops the shard
-//     (its last batch in the stream), and writes "reshard.<id>.stopped.<a>" = the stream sequence of
-//     a's last event. A stopped old shard is never started again: a process that takes its lease over
-//     only delivers it.
+//  4. Stop. The owner of each old shard a waits until its window holds its markers and until two
+//     heartbeats it sends on a's connection are answered (two ACKs read after them: Discord writes them
+//     after what it sent before, so a has read everything sent to it alone, even when it lags behind or
+//     its guilds are quiet), stops the shard (its last batch in the stream), and writes
+//     "reshard.<id>.stopped.<a>" = the stream sequence of a's last event. A stopped old shard is never
+//     started again: a process that takes its lease over only delivers it.
 //  5. Live. Once every old shard sharing guilds with b stopped, b's owner reads those shards' events
 //     back from the stream (subjects <name>.events.<a>.>, from a stream sequence sampled a little before
 //     b's oldest held event, up to each one's last), builds the same multiset matcher one machine builds
