@@ -8,6 +8,7 @@
 //	go run ./cmd/ddload -scenario shards -shards 1000 -baseline-shards 100 -compress zlib-stream -fill-events 80 -settle 30s -settle-collections 2
 //	go run ./cmd/ddload -scenario members -shards 2 -guilds 100 -members-per-guild 1000 -large-guilds 1 -large-members 100000
 //	go run ./cmd/ddload -scenario rest -callers 64 -fast 2s -slow 5s -latency 50ms
+//	go run ./cmd/ddload -scenario cluster -processes 3 -shards 12 -rate 600 -lease-ttl 3s -duration 20s
 //
 // The scenarios live in internal/loadtool, so a Go test can run them too.
 package main
@@ -29,6 +30,10 @@ import (
 )
 
 func main() {
+	// The cluster scenario starts this program again as its NATS server.
+	if code, ok := loadtool.RunChild(); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -49,7 +54,7 @@ func (e *envList) Set(v string) error {
 func run(args []string) int {
 	fs := flag.NewFlagSet("ddload", flag.ContinueOnError)
 	var (
-		scenario = fs.String("scenario", "", "firehose | shards | members | rest")
+		scenario = fs.String("scenario", "", "firehose | shards | members | rest | cluster")
 		ddBin    = fs.String("dd", "", "dd binary (default: built from -repo into a temporary directory)")
 		simBin   = fs.String("sim", "", "discordsim binary (default: built from -repo into a temporary directory)")
 		repo     = fs.String("repo", ".", "the dd module to build when -dd or -sim is not given")
@@ -57,13 +62,13 @@ func run(args []string) int {
 		timeout  = fs.Duration("timeout", 20*time.Minute, "bound on the whole invocation")
 		dir      = fs.String("dir", "", "parent directory of the runs' logs and stores (default: the system temp directory)")
 		keep     = fs.Bool("keep", false, "keep the runs' directories (a failed run's are always kept)")
-		shards   = fs.Int("shards", 0, "dd's shards (default 4 for firehose, 1000 for shards, 2 for members)")
+		shards   = fs.Int("shards", 0, "dd's shards (default 4 for firehose, 1000 for shards, 2 for members, 12 for cluster)")
 
-		rate     = fs.Float64("rate", 20000, "firehose: events per second the simulator generates")
-		duration = fs.Duration("duration", 10*time.Second, "firehose: how long it generates them")
-		batchMax = fs.Int("batch-max", 1, "firehose: events.batch_max")
-		guilds   = fs.Int("guilds", 0, "firehose: guilds in the simulator (default 64); members: guilds of -members-per-guild (default 100)")
-		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose: bound on the delivery of the backlog after the firehose")
+		rate     = fs.Float64("rate", 0, "firehose, cluster: events per second the simulator generates (default 20000 for firehose, 600 for cluster)")
+		duration = fs.Duration("duration", 0, "firehose, cluster: how long it generates them (default 10s for firehose, 20s for cluster)")
+		batchMax = fs.Int("batch-max", 1, "firehose, cluster: events.batch_max")
+		guilds   = fs.Int("guilds", 0, "firehose: guilds in the simulator (default 64); members: guilds of -members-per-guild (default 100); cluster: (default 4 per shard)")
+		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose, cluster: bound on the delivery of the backlog after the firehose")
 		heapProf = fs.String("heapprofile", "", "firehose: write dd's heap profile at the deepest queue to this file, with <file>.txt (MemStats) and <file>.smaps (smaps_rollup); read it with `go tool pprof -sample_index=inuse_space -top <file>`")
 		cpuProf  = fs.String("cpuprofile", "", "firehose: write dd's CPU profile from the firehose's start to the last delivery to this file (fetched from dd's /debug/pprof/profile a second at a time, merged by `go tool pprof`, which must be on PATH), and the receiver's (this process) to <file>.ddload; read them with `go tool pprof -top -cum <file>`")
 
@@ -85,12 +90,17 @@ func run(args []string) int {
 		completeTO   = fs.Duration("complete-timeout", 0, "members: bound on the wait for every list (default: the pace's minimum + 3m)")
 		env          envList
 
+		processes    = fs.Int("processes", 3, "cluster: dd --role=gateway processes sharing the shards through NATS (1: no kill)")
+		leaseTTL     = fs.Duration("lease-ttl", 3*time.Second, "cluster: cluster.lease_ttl")
+		killAfter    = fs.Duration("kill-after", 3*time.Second, "cluster: time from the firehose's start to the SIGKILL of one process")
+		restartAfter = fs.Duration("restart-after", time.Second, "cluster: time from its shards being READY on the others to its restart")
+
 		rest restFlags
 	)
 	rest.register(fs)
 	fs.Var(&env, "env", "an extra DD_KEY=value (or GODEBUG=, GOGC=, GOMEMLIMIT=) for dd (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards|members [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: ddload -scenario firehose|shards|members|rest|cluster [flags]\n\n"+
 			"Starts the Discord simulator and dd as separate processes, with a bot receiver in this one, and\n"+
 			"prints dd's figures under load. See README \"Measuring from outside the process\".\n\n")
 		fs.PrintDefaults()
@@ -101,8 +111,8 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if *scenario != "firehose" && *scenario != "shards" && *scenario != "members" && *scenario != "rest" {
-		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose, shards, members or rest, got %q\n", *scenario)
+	if *scenario != "firehose" && *scenario != "shards" && *scenario != "members" && *scenario != "rest" && *scenario != "cluster" {
+		fmt.Fprintf(os.Stderr, "ddload: -scenario must be firehose, shards, members, rest or cluster, got %q\n", *scenario)
 		return 2
 	}
 	var clientCounts []int
@@ -177,6 +187,15 @@ func run(args []string) int {
 			Slice: *slice, CompleteTimeout: *completeTO, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil {
+			r.Print(human)
+		}
+	case "cluster":
+		var r loadtool.ClusterResult
+		r, err = loadtool.RunCluster(ctx, loadtool.ClusterOptions{Binaries: bins, Processes: *processes, Shards: *shards,
+			Rate: *rate, Duration: *duration, LeaseTTL: *leaseTTL, BatchMax: *batchMax, Guilds: *guilds,
+			KillAfter: *killAfter, RestartAfter: *restartAfter, DrainTimeout: *drain, Env: env, Dir: *dir, Keep: *keep, Logf: logf})
+		out = r
+		if err == nil || r.Delivered > 0 {
 			r.Print(human)
 		}
 	case "rest":
