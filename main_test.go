@@ -6,10 +6,10 @@ import (
 	"github.com/ddhq/dd/config"
 )
 
-// A role that opens the store gets store.memory_limit as Go's soft memory limit; GOMEMLIMIT in the
+// A role that opens the store gets four fifths of store.memory_limit as Go's soft memory limit; GOMEMLIMIT in the
 // environment wins, and the rest role, which opens no store, keeps the runtime's default.
 func TestSoftMemoryLimitComesFromStoreMemoryLimit(t *testing.T) {
-	cfg := &config.Config{Store: config.Store{MemoryLimit: 128 << 20}}
+	cfg := &config.Config{Store: config.Store{MemoryLimit: 160 << 20}}
 	none := func(string) string { return "" }
 	set := func(k string) string {
 		if k == "GOMEMLIMIT" {

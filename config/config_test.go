@@ -253,7 +253,7 @@ func TestStoreMemoryLimitIsBounded(t *testing.T) {
 	if err != nil || cfg.Store.MemoryLimit != 64<<20 {
 		t.Fatalf("memory_limit = 67108864: %v, %+v", err, cfg)
 	}
-	if cfg, err := load(t, "", nil, RoleCache); err != nil || cfg.Store.MemoryLimit != 128<<20 {
-		t.Fatalf("store.memory_limit's default: %v, %d, want 128 MiB", err, cfg.Store.MemoryLimit)
+	if cfg, err := load(t, "", nil, RoleCache); err != nil || cfg.Store.MemoryLimit != 160<<20 {
+		t.Fatalf("store.memory_limit's default: %v, %d, want 160 MiB", err, cfg.Store.MemoryLimit)
 	}
 }

@@ -42,7 +42,7 @@ var keys = []keySpec{
 
 	{path: "store.path", kind: kindString, def: "data"},
 	{path: "store.sync_writes", kind: kindBool, def: false},
-	{path: "store.memory_limit", kind: kindInt, def: int64(128 << 20)},
+	{path: "store.memory_limit", kind: kindInt, def: int64(160 << 20)},
 
 	{path: "rest.listen", kind: kindString, def: "127.0.0.1:8000"},
 	{path: "rest.url", kind: kindString, def: ""},

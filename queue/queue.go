@@ -101,9 +101,9 @@ type Queue struct {
 	o    Options
 	// batch bounds of one commit, and the operations of one maintenance transaction
 	batchBytes, batchRecords, maintOps int
-	log                      *zap.Logger
-	instance                 string
-	m                        *metrics
+	log                                *zap.Logger
+	instance                           string
+	m                                  *metrics
 
 	// shardsMu guards the shards map, the consumers list and savedPos. Lock order: shardsMu, then a
 	// shardLog's mu.

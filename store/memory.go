@@ -17,9 +17,9 @@ import "github.com/dgraph-io/badger/v4/skl"
 // And every compaction of level 0 rewrites the overlapping tables of the base level, which with
 // events of all shards in every level 0 table is all of it: a small base level is rewritten cheaply.
 const (
-	// DefaultMemoryLimit is store.memory_limit's default: memtables of 1.75 MB, tables of 448 KB, a base
-	// level of 3.5 MB, an 8 MB block cache.
-	DefaultMemoryLimit = 128 << 20
+	// DefaultMemoryLimit is store.memory_limit's default: memtables of 2.25 MB, tables of 576 KB, a base
+	// level of 4.5 MB, a 10 MB block cache (and Go's soft memory limit of 128 MiB, main.go).
+	DefaultMemoryLimit = 160 << 20
 	// numCompactors is how many compactions run at once: 2 cores (Badger's minimum).
 	numCompactors = 2
 	// memTableStep is the granularity of memtable sizes chosen for a budget.

@@ -31,7 +31,7 @@ func TestMemoryLimitSizesBadger(t *testing.T) {
 		t.Fatalf("store.memory_limit defaults to %d, store.DefaultMemoryLimit is %d", limit, DefaultMemoryLimit)
 	}
 	var prev *Store
-	for _, v := range []int64{64 * mb, 128 * mb, 200 * mb, 1 << 30, 8 << 30} {
+	for _, v := range []int64{64 * mb, 160 * mb, 200 * mb, 1 << 30, 8 << 30} {
 		s := def
 		if v != DefaultMemoryLimit {
 			s, _ = open(fmt.Sprintf("DD_STORE__MEMORY_LIMIT=%d", v))
