@@ -524,3 +524,54 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 		t.Errorf("the survivors run %d shards; want 8", owned)
 	}
 }
+
+// TestReshardDownAcrossProcesses: two processes move 8 -> 4 under a firehose: old shards 4..7 have no
+// new shard of their id, and are delivered by their old holders until their last event reached the
+// bot; every message once, in order per guild.
+func TestReshardDownAcrossProcesses(t *testing.T) {
+	sim := startGatewaySim(t, 48)
+	url := clustertestServer(t)
+	bot, botURL := newReshardBot(t, sim, 8)
+	cfg := GatewayConfig{TotalShards: 8, Delivery: DeliveryConfig{URLs: []string{botURL}, BatchMax: 20}}
+	var gws []*Gateway
+	for i := 1; i <= 2; i++ {
+		g, _ := runGateway(t, sim, url, "gw-"+strconv.Itoa(i), cfg)
+		gws = append(gws, g)
+	}
+	testkit.Eventually(t, 30*time.Second, "8 shards ready across the two processes", func() bool {
+		return gws[0].countReady()+gws[1].countReady() == 8
+	})
+	fireDone := make(chan struct{})
+	const total = 4800
+	stopFire := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600, Total: total, MessageCreate: 1, Done: fireDone})
+	t.Cleanup(stopFire)
+	time.Sleep(time.Second)
+	bot.slowOld.Store(true)
+	if from, to, err := gws[0].Reshard(ctxFor(t, 10*time.Second), 4, "test"); err != nil || from != 8 || to != 4 {
+		t.Fatalf("Reshard(4) = %d, %d, %v; want 8, 4, nil", from, to, err)
+	}
+	testkit.Eventually(t, 90*time.Second, "both processes on 4 shards, the reshard over", func() bool {
+		for _, g := range gws {
+			if st := g.Status(); st.TotalShards != 4 || st.Reshard != nil {
+				return false
+			}
+		}
+		return true
+	})
+	bot.slowOld.Store(false)
+	<-fireDone
+	atBot := func() int {
+		bot.mu.Lock()
+		defer bot.mu.Unlock()
+		return len(bot.ids)
+	}
+	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	distinct, twice, outOfOrder := bot.check(t)
+	if distinct != total {
+		t.Errorf("%d distinct messages at the bot; the simulator sent %d", distinct, total)
+	}
+	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
+}
