@@ -20,12 +20,13 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-# dd measured from outside: the simulator and dd as separate processes, modest sizes (README "Measuring
+# dd measured from outside: the simulator, dd (and in cluster mode NATS) as separate processes, modest sizes (README "Measuring
 # from outside the process" has the full-size commands).
 load: build
 	$(GO) build -o $(BIN)/ddload ./cmd/ddload
 	$(BIN)/ddload -dd $(BIN)/dd -sim $(BIN)/discordsim -scenario firehose -shards 4 -rate 5000 -duration 5s -batch-max 100
 	$(BIN)/ddload -dd $(BIN)/dd -sim $(BIN)/discordsim -scenario shards -shards 100 -max-concurrency 25 -settle 10s -baseline-shards 20
+	$(BIN)/ddload -dd $(BIN)/dd -sim $(BIN)/discordsim -scenario cluster -processes 3 -shards 6 -duration 10s
 
 clean:
 	rm -rf $(BIN)
