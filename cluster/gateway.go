@@ -67,6 +67,9 @@ type GatewayConfig struct {
 	// IdentifyReserve is how many identifies a reshard leaves in the daily budget
 	// (gateway.reshard_identify_reserve).
 	IdentifyReserve int
+	// ReshardDeadline bounds how long a reshard's new shards may take to be ready before it is rolled
+	// back. Default: one machine's rule, 2 x (new shards + 1) identify windows + 2 minutes.
+	ReshardDeadline time.Duration
 	// Registerer receives the gateway's metrics (and the delivery's). nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger: default none.

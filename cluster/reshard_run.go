@@ -42,6 +42,9 @@ type reshardWork struct {
 // ceil(shards / max_concurrency) identify windows, doubled, plus time for the guilds to load (one
 // machine's rule), with max_concurrency taken as 1.
 func (g *Gateway) reshardDeadline(to int) time.Duration {
+	if g.cfg.ReshardDeadline > 0 {
+		return g.cfg.ReshardDeadline
+	}
 	w := g.cfg.IdentifyWindow
 	if w <= 0 {
 		w = 5 * time.Second
@@ -106,6 +109,11 @@ func (g *Gateway) stepReshard(ctx context.Context) {
 			if err := g.conn.KV(BucketTarget).Delete(rctx, reshardKey, jetstream.LastRevision(view.rev)); err == nil {
 				work.log.Warn("reshard rolled back: the new shards were not ready in time; the old shards kept running",
 					zap.Int("ready", len(view.ready)), zap.Int("new_shards", rec.To))
+				go func(rec reshardRecord) {
+					pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					g.purgeReshardKeys(pctx, rec)
+				}(*rec)
 			}
 			cancel()
 		}
@@ -515,6 +523,17 @@ func (g *Gateway) completeReshard(ctx context.Context, work *reshardWork, view r
 func (g *Gateway) cleanReshard(rec reshardRecord) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	g.purgeReshardKeys(ctx, rec)
+	ss := NewSessionStore(g.conn)
+	skv := g.conn.KV(BucketSessions)
+	for a := 0; a < rec.From; a++ {
+		_ = ss.Delete(ctx, a, rec.From)
+		_ = skv.Purge(ctx, GuildsKey(a, rec.From))
+	}
+}
+
+// purgeReshardKeys deletes a finished or rolled back reshard's keys ("reshard.<id>.*").
+func (g *Gateway) purgeReshardKeys(ctx context.Context, rec reshardRecord) {
 	kv := g.conn.KV(BucketTarget)
 	if l, err := kv.ListKeysFiltered(ctx, "reshard."+rec.ID+".>"); err == nil {
 		var keys []string
@@ -524,12 +543,6 @@ func (g *Gateway) cleanReshard(rec reshardRecord) {
 		for _, k := range keys {
 			_ = kv.Purge(ctx, k)
 		}
-	}
-	ss := NewSessionStore(g.conn)
-	skv := g.conn.KV(BucketSessions)
-	for a := 0; a < rec.From; a++ {
-		_ = ss.Delete(ctx, a, rec.From)
-		_ = skv.Purge(ctx, GuildsKey(a, rec.From))
 	}
 }
 
@@ -592,13 +605,16 @@ func (g *Gateway) endReshard(ctx context.Context, cur *gatewayRun, work *reshard
 // dropNext stops the new shards of an abandoned reshard and deletes their sessions.
 func (g *Gateway) dropNext(work *reshardWork, why string) {
 	work.stop()
-	g.next.Store(nil)
 	g.work = nil
 	if cur := g.st.Load(); cur != nil {
 		cur.sink.recordHandled(nil)
 	}
 	held := work.next.owner.Owned()
+	for _, sh := range work.next.runner.Shards() {
+		sh.EndSessionOnStop() // never resumed: its session ends at Discord (close 1000)
+	}
 	work.next.stopOwner()
+	g.next.Store(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ss := NewSessionStore(g.conn)

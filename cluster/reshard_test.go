@@ -575,3 +575,61 @@ func TestReshardDownAcrossProcesses(t *testing.T) {
 	}
 	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
 }
+
+// TestReshardRollsBackWhenNewShardsAreNotReady: a guild in an outage keeps a new shard loading, so the
+// new shards are not all ready by the deadline: the reshard is rolled back (the record deleted, the new
+// shards stopped and their sessions deleted), the old shards never stopped (every message reaches the
+// bot), the count stays 4, and another reshard may start.
+func TestReshardRollsBackWhenNewShardsAreNotReady(t *testing.T) {
+	sim := startGatewaySim(t, 16)
+	url := clustertestServer(t)
+	bot, botURL := newReshardBot(t, sim, 4)
+	cfg := GatewayConfig{Delivery: DeliveryConfig{URLs: []string{botURL}, BatchMax: 20}, ReshardDeadline: 3 * time.Second}
+	g1, _ := runGateway(t, sim, url, "gw-1", cfg)
+	g2, _ := runGateway(t, sim, url, "gw-2", cfg)
+	testkit.Eventually(t, 30*time.Second, "4 shards ready", func() bool { return g1.countReady()+g2.countReady() == 4 })
+	sim.SetGuildOutage(sim.Guilds()[0].ID, true)
+	fireDone := make(chan struct{})
+	const total = 3000
+	stop := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 500, Total: total, MessageCreate: 1, Done: fireDone})
+	t.Cleanup(stop)
+	if _, _, err := g1.Reshard(ctxFor(t, 10*time.Second), 8, "test"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the reshard under way", func() bool { return g2.Status().Reshard != nil })
+	testkit.Eventually(t, 30*time.Second, "the reshard rolled back on both processes", func() bool {
+		for _, g := range []*Gateway{g1, g2} {
+			if st := g.Status(); st.Reshard != nil || st.TotalShards != 4 || g.next.Load() != nil {
+				return false
+			}
+		}
+		return true
+	})
+	testkit.Eventually(t, 10*time.Second, "the new shards' sessions ended at the simulator", func() bool {
+		for _, s := range sim.Sessions() {
+			if s.NumShards == 8 {
+				return false
+			}
+		}
+		return true
+	})
+	<-fireDone
+	// Messages to the guild in an outage are not sent (Discord sends nothing for it): wait until the bot
+	// gets no more for a second.
+	last, since := -1, time.Now()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && time.Since(since) < time.Second; time.Sleep(50 * time.Millisecond) {
+		bot.mu.Lock()
+		n := len(bot.ids)
+		bot.mu.Unlock()
+		if n != last {
+			last, since = n, time.Now()
+		}
+	}
+	distinct, twice, outOfOrder := bot.check(t)
+	if sent := total * 15 / 16; distinct < sent*9/10 || twice != 0 || outOfOrder != 0 {
+		t.Errorf("%d messages (about %d sent to the 15 guilds up), %d twice, %d out of order", distinct, sent, twice, outOfOrder)
+	}
+	if _, _, err := g2.Reshard(ctxFor(t, 10*time.Second), 8, "again"); err != nil {
+		t.Errorf("a reshard after the rollback: %v; want it started", err)
+	}
+}
