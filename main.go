@@ -125,8 +125,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // memoryLimit is the soft memory limit dd gives Go's runtime for a role that opens the store: four fifths
 // of store.memory_limit, the budget Badger's worst case (all its table builders at their largest) is
 // sized to. Under a firehose the heap is then collected before it doubles, and the collector works
-// harder only while Badger nears its worst case (issue #9, ddload's firehose: peak RSS 459-668 -> 177-183
-// MiB, CPU per event 0.90-1.25 of before with the new sizes). It is 0, and the runtime's own setting
+// harder only while Badger nears its worst case (issue #9, ddload's firehose: peak RSS 396-683 -> 173-183
+// MiB, CPU per event 0.90-1.35 of before with the new sizes, median 1.0). It is 0, and the runtime's own setting
 // stays, when GOMEMLIMIT is set or the role (rest) opens no store.
 func memoryLimit(role config.Role, cfg *config.Config, getenv func(string) string) int64 {
 	if getenv("GOMEMLIMIT") != "" || !role.Runs(config.RoleGateway) && !role.Runs(config.RoleCache) {
