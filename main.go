@@ -12,11 +12,13 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/ddhq/dd/config"
 	"github.com/ddhq/dd/internal/logging"
+	"github.com/ddhq/dd/internal/memlimit"
 	"github.com/ddhq/dd/roles"
 )
 
@@ -104,9 +106,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting", zap.String("version", fullVersion()), zap.String("role", string(role)))
-	if limit := memoryLimit(role, cfg, os.Getenv); limit > 0 {
-		debug.SetMemoryLimit(limit)
-		log.Info("Go's soft memory limit is four fifths of store.memory_limit (GOMEMLIMIT overrides it)", zap.Int64("bytes", limit))
+	if floor := memoryLimit(role, cfg, os.Getenv); floor > 0 {
+		go memlimit.Keep(ctx, floor, time.Second)
+		log.Info("Go's soft memory limit is four fifths of store.memory_limit, or 1.5 times the live heap when that is more (GOMEMLIMIT overrides it)",
+			zap.Int64("floor_bytes", floor))
 	}
 	err = roles.Run(ctx, roles.Options{Config: cfg, Role: role, Logger: log, Version: version})
 	if err != nil {
@@ -126,8 +129,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 // of store.memory_limit, the budget Badger's worst case (all its table builders at their largest) is
 // sized to. Under a firehose the heap is then collected before it doubles, and the collector works
 // harder only while Badger nears its worst case (issue #9, ddload's firehose: peak RSS 396-683 -> 173-183
-// MiB, CPU per event 0.90-1.35 of before with the new sizes, median 1.0). It is 0, and the runtime's own setting
-// stays, when GOMEMLIMIT is set or the role (rest) opens no store.
+// MiB, CPU per event 0.90-1.35 of before with the new sizes, median 1.0). It is the limit's floor:
+// memlimit.Keep raises the limit above a live heap that passes it (thousands of shards), so that the
+// collector never runs all the time. It is 0, and the runtime's own setting stays, when GOMEMLIMIT is
+// set or the role (rest) opens no store.
 func memoryLimit(role config.Role, cfg *config.Config, getenv func(string) string) int64 {
 	if getenv("GOMEMLIMIT") != "" || !role.Runs(config.RoleGateway) && !role.Runs(config.RoleCache) {
 		return 0

@@ -81,7 +81,7 @@ type Store struct {
 	SyncWrites bool   `koanf:"sync_writes"` // false: fsync every commit (power-loss durability)
 	// MemoryLimit is the memory budget of the roles that open the store, in bytes: Badger's memtables,
 	// table builders and block cache are sized to fit it (store/memory.go), the queue's cache of recent
-	// events takes a sixteenth, and four fifths of it are Go's soft memory limit unless GOMEMLIMIT is set.
+	// events takes a sixteenth, and four fifths of it are the floor of Go's soft memory limit (internal/memlimit) unless GOMEMLIMIT is set.
 	// Default 160 MiB; from MinStoreMemory to MaxStoreMemory.
 	MemoryLimit int64 `koanf:"memory_limit"`
 }

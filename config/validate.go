@@ -12,9 +12,7 @@ import (
 )
 
 // The bounds of store.memory_limit: under 64 MiB Badger's memtables would take too few events per
-// commit (the queue's group commit and the cache's batches are split to fit them) and, as it is also
-// Go's soft memory limit, the collector would run all the time for a gateway of a few hundred shards;
-// past 64 GiB the number is surely a typo (memtables stop growing at 32 MB; only the block cache would).
+// commit (the queue's group commit and the cache's batches are split to fit them); past 64 GiB the number is surely a typo (memtables stop growing at 32 MB; only the block cache would).
 const (
 	MinStoreMemory = 64 << 20
 	MaxStoreMemory = 64 << 30
