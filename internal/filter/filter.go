@@ -36,8 +36,10 @@ type Rules struct {
 // Options configure a Filter.
 type Options struct {
 	Rules
-	// DropLoadingBurst drops READY and the GUILD_CREATEs that follow it: a shard set that takes over from
-	// another (a reshard) brings the bot nothing new there.
+	// DropLoadingBurst drops each shard's first READY and the GUILD_CREATEs that follow it: a shard set
+	// that takes over from another (a reshard) brings the bot nothing new there. A later READY (a new
+	// session after an invalid one, long after the switch) and its burst are kept: the bot and the cache
+	// missed what happened meanwhile, and the burst carries it.
 	DropLoadingBurst bool
 	// MessageMemory bounds the messages remembered for dedup (default 100,000), each for MessageTTL
 	// (default 15 minutes).
@@ -65,6 +67,9 @@ type shardGuilds struct {
 	guilds  map[uint64]bool // id -> available
 	loading map[uint64]bool
 	version uint64 // counts changes of the set of guilds (not of their availability)
+	readies int    // READYs seen on the shard
+	// dropBurst: the loading burst under way is the first READY's, dropped (Options.DropLoadingBurst).
+	dropBurst bool
 }
 
 type msgEntry struct {
@@ -98,8 +103,7 @@ func New(o Options) *Filter {
 func (f *Filter) Keep(shard int, t string, raw []byte) (keep bool, out []byte) {
 	switch t {
 	case "READY":
-		f.onReady(shard, raw)
-		if f.o.DropLoadingBurst {
+		if f.onReady(shard, raw) {
 			return false, nil
 		}
 	case "GUILD_CREATE":
@@ -177,27 +181,37 @@ func guildOf(raw []byte) (id uint64, unavailable, ok bool) {
 	return id, unavailable, ok
 }
 
-func (f *Filter) onReady(shard int, raw []byte) {
+// onReady starts the shard's guild list from READY; drop says the READY is the shard's first and
+// DropLoadingBurst is set.
+func (f *Filter) onReady(shard int, raw []byte) (drop bool) {
 	var p struct {
 		D struct {
 			Guilds []guildRef `json:"guilds"`
 		} `json:"d"`
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.shards[shard]
+	first := old == nil || old.readies == 0
 	if json.Unmarshal(raw, &p) != nil {
-		return
+		if old != nil {
+			old.readies++
+		}
+		return f.o.DropLoadingBurst && first
 	}
-	sg := &shardGuilds{guilds: make(map[uint64]bool, len(p.D.Guilds)), loading: make(map[uint64]bool, len(p.D.Guilds))}
+	sg := &shardGuilds{guilds: make(map[uint64]bool, len(p.D.Guilds)), loading: make(map[uint64]bool, len(p.D.Guilds)),
+		dropBurst: f.o.DropLoadingBurst && first}
 	for _, g := range p.D.Guilds {
 		sg.guilds[uint64(g.ID)] = false
 		sg.loading[uint64(g.ID)] = true
 	}
-	f.mu.Lock()
-	if old := f.shards[shard]; old != nil {
-		sg.version = old.version
+	if old != nil {
+		sg.version, sg.readies = old.version, old.readies
 	}
 	sg.version++
+	sg.readies++
 	f.shards[shard] = sg
-	f.mu.Unlock()
+	return sg.dropBurst
 }
 
 func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
@@ -218,9 +232,10 @@ func (f *Filter) onGuildCreate(shard int, raw []byte) (bool, []byte) {
 	if !known {
 		sg.version++
 	}
+	dropBurst := sg.dropBurst
 	f.mu.Unlock()
 	switch {
-	case loading && f.o.DropLoadingBurst:
+	case loading && dropBurst:
 		return false, nil
 	case loading && f.o.LoadingGuildEvent != "":
 		return true, renameEvent(raw, "GUILD_CREATE", f.o.LoadingGuildEvent)

@@ -116,4 +116,21 @@ func TestLoadingBurstOfATakeoverSetIsDropped(t *testing.T) {
 	if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"11"}`)); !keep {
 		t.Fatal("a guild joined later was dropped")
 	}
+	// A new session later (an invalid session, long after the switch): its burst carries what the bot
+	// and the cache missed, and is kept.
+	if keep, _ := f.Keep(0, "READY", payload("READY", `{"guilds":[{"id":"10","unavailable":true},{"id":"11","unavailable":true}]}`)); !keep {
+		t.Fatal("a later READY dropped")
+	}
+	for _, id := range []string{"10", "11"} {
+		if keep, _ := f.Keep(0, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"`+id+`"}`)); !keep {
+			t.Fatalf("guild %s's GUILD_CREATE after a later READY dropped", id)
+		}
+	}
+	// Another shard's first READY is still its takeover burst.
+	if keep, _ := f.Keep(1, "READY", payload("READY", `{"guilds":[{"id":"12","unavailable":true}]}`)); keep {
+		t.Fatal("shard 1's first READY kept")
+	}
+	if keep, _ := f.Keep(1, "GUILD_CREATE", payload("GUILD_CREATE", `{"id":"12"}`)); keep {
+		t.Fatal("shard 1's loading GUILD_CREATE kept")
+	}
 }
