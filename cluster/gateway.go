@@ -413,7 +413,9 @@ func (g *Gateway) build(ctx context.Context, info *shard.GatewayBot, total int, 
 	if err != nil {
 		return nil, err
 	}
-	f := filter.New(filter.Options{Rules: g.cfg.Filter})
+	// A reshard's new shards drop their READY and loading burst, as one machine's new set does: the old
+	// shards had those guilds, and the bot (and the cache) learnt nothing new from them.
+	f := filter.New(filter.Options{Rules: g.cfg.Filter, DropLoadingBurst: held})
 	// Each shard's guild ids go to the KV beside its session, and come back into the filter in the
 	// process that takes the shard over (it resumes: no READY to learn them from).
 	sink, err := NewEventSink(ctx, g.conn, EventSinkConfig{MaxEvents: g.cfg.MaxEvents, Guilds: f, Log: g.log})

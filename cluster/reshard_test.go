@@ -273,7 +273,47 @@ func TestReshardAcrossProcesses(t *testing.T) {
 			t.Errorf("the old count's session of shard %d still stored: %+v", a, s)
 		}
 	}
+	// As on one machine, the new shards' READY and the GUILD_CREATEs of their loading burst bring the bot
+	// nothing new: they are not published.
+	if n := loadingBurstOf(t, gws[0].conn, sim, 8); n != 0 {
+		t.Errorf("%d READY or GUILD_CREATE events of the new count's sessions in the stream; want 0 (the old shards had the guilds)", n)
+	}
 	_ = discord.MaxGuildsPerShard
+}
+
+// loadingBurstOf counts the READY and GUILD_CREATE events in the stream from sessions of num shards.
+func loadingBurstOf(t *testing.T, c *Conn, sim *discordsim.Server, num int) int {
+	ctx := ctxFor(t, 30*time.Second)
+	sessions := map[string]bool{}
+	for _, s := range sim.Sessions() {
+		if s.NumShards == num {
+			sessions[s.ID] = true
+		}
+	}
+	str, err := c.JetStream().Stream(ctx, StreamName(c.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := str.Info(ctx)
+	n := 0
+	for i := uint64(0); i < info.State.Msgs; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(m.Subject(), ".READY") && !strings.HasSuffix(m.Subject(), ".GUILD_CREATE") {
+			continue
+		}
+		id := m.Headers().Get("Nats-Msg-Id")
+		if i := strings.LastIndexByte(id, '-'); i > 0 && sessions[id[:i]] {
+			n++
+		}
+	}
+	return n
 }
 
 // streamNonces reads the stream's firehose messages: how many distinct, how many copies, and some of
