@@ -108,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.Info("starting", zap.String("version", fullVersion()), zap.String("role", string(role)))
 	if floor := memoryLimit(role, cfg, os.Getenv); floor > 0 {
 		go memlimit.Keep(ctx, floor, time.Second)
-		log.Info("Go's soft memory limit is four fifths of store.memory_limit, or 1.5 times the live heap when that is more (GOMEMLIMIT overrides it)",
+		log.Info("Go's soft memory limit is four fifths of store.memory_limit, or the runtime's other memory plus 1.5 times the live heap when that is more (GOMEMLIMIT overrides it)",
 			zap.Int64("floor_bytes", floor))
 	}
 	err = roles.Run(ctx, roles.Options{Config: cfg, Role: role, Logger: log, Version: version})

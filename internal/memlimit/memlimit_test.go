@@ -10,18 +10,18 @@ import (
 	"github.com/ddhq/dd/internal/testkit"
 )
 
-func TestForIsTheFloorUntilTheLiveHeapNeedsMore(t *testing.T) {
+func TestForIsTheFloorUntilTheProcessNeedsMore(t *testing.T) {
 	const floor = 128 << 20
-	for _, c := range []struct{ live, want int64 }{
-		{0, floor},
-		{64 << 20, floor},
-		{85 << 20, floor},      // 85 × 1.5 = 127.5 MiB: still the floor
-		{86 << 20, 129 << 20},  // past it: the live heap and half again
-		{300 << 20, 450 << 20}, // thousands of shards: never a limit under the live heap
-		{2 << 30, 3 << 30},
+	for _, c := range []struct{ live, other, want int64 }{
+		{0, 0, floor},
+		{64 << 20, 10 << 20, floor},
+		{80 << 20, 8 << 20, floor},       // 8 + 80 × 1.5 = 128 MiB: still the floor
+		{80 << 20, 9 << 20, 129 << 20},   // past it: the other memory, the live heap and half again
+		{40 << 20, 120 << 20, 180 << 20}, // thousands of shards' stacks: never a limit under them
+		{300 << 20, 100 << 20, 550 << 20},
 	} {
-		if got := For(floor, c.live); got != c.want {
-			t.Errorf("For(%d MiB floor, %d MiB live) = %d MiB, want %d MiB", floor>>20, c.live>>20, got>>20, c.want>>20)
+		if got := For(floor, c.live, c.other); got != c.want {
+			t.Errorf("For(%d MiB floor, %d MiB live, %d MiB other) = %d MiB, want %d MiB", floor>>20, c.live>>20, c.other>>20, got>>20, c.want>>20)
 		}
 	}
 }
@@ -34,7 +34,7 @@ var sink [][]byte
 // collector does not run continuously; when the heap is freed the limit falls back to the floor, and
 // when Keep ends the runtime's earlier limit is back.
 func TestKeepRaisesTheLimitAboveALiveHeapPastTheFloor(t *testing.T) {
-	const floor = 16 << 20
+	const floor = 24 << 20
 	before := debug.SetMemoryLimit(-1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
