@@ -184,27 +184,45 @@ var ErrTooBig = badger.ErrTxnTooBig
 // Scan calls fn for each key with prefix, in key order, starting at from (or at the prefix when from is
 // nil). Key and value are valid only during the call. Returning ErrStopScan ends the scan cleanly.
 func (s *Store) Scan(prefix, from []byte, fn func(key, value []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, from, false, fn) })
+}
+
+// ScanKeys is Scan without the values: fn gets a nil value, and no value is read or copied.
+func (s *Store) ScanKeys(prefix, from []byte, fn func(key []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		start := prefix
-		if from != nil && bytes.Compare(from, prefix) > 0 {
-			start = from
-		}
-		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
-			if errors.Is(err, ErrStopScan) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return scan(txn, prefix, from, true, func(k, _ []byte) error { return fn(k) })
 	})
+}
+
+// scan is Scan within txn. Values are read as fn is called, not prefetched: Badger's prefetch starts a
+// goroutine and copies the value of each of the next 100 items, which a scan that stops after a few
+// (a queue's read, a count up to a bound) pays for nothing, and one that reads them all pays twice.
+func scan(txn *badger.Txn, prefix, from []byte, keysOnly bool, fn func(key, value []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	start := prefix
+	if from != nil && bytes.Compare(from, prefix) > 0 {
+		start = from
+	}
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var err error
+		if keysOnly {
+			err = fn(item.Key(), nil)
+		} else {
+			err = item.Value(func(v []byte) error { return fn(item.Key(), v) })
+		}
+		if errors.Is(err, ErrStopScan) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Size reports the bytes the store takes on disk (LSM tree and value log).

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 
 	"github.com/dgraph-io/badger/v4"
@@ -62,31 +61,7 @@ func (t badgerTxn) Has(key []byte) (bool, error) {
 }
 
 func (t badgerTxn) Scan(prefix, from []byte, keysOnly bool, fn func(key, value []byte) error) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = prefix
-	opts.PrefetchValues = !keysOnly
-	it := t.txn.NewIterator(opts)
-	defer it.Close()
-	start := prefix
-	if from != nil && bytes.Compare(from, prefix) > 0 {
-		start = from
-	}
-	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		var err error
-		if keysOnly {
-			err = fn(item.Key(), nil)
-		} else {
-			err = item.Value(func(v []byte) error { return fn(item.Key(), v) })
-		}
-		if errors.Is(err, ErrStopScan) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return scan(t.txn, prefix, from, keysOnly, fn)
 }
 
 func (t badgerTxn) Set(k, v []byte) error { return t.txn.Set(k, v) }
