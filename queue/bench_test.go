@@ -79,3 +79,34 @@ func BenchmarkQueueReadAck(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkQueueDeleteAcked deletes a backlog the cache does not hold once a consumer has acknowledged
+// it (ns/op is per event): finding the shard's stored events to delete is a scan of the store.
+func BenchmarkQueueDeleteAcked(b *testing.B) {
+	e := newEnv(b, Options{CacheBytes: 1 << 10})
+	c, _ := e.q.Consumer("bot")
+	ctx := context.Background()
+	const shards = 4
+	batch := make([]Record, 0, 256)
+	for i := range b.N {
+		batch = append(batch, Record{Shard: i % shards, Payload: benchPayload})
+		if len(batch) == cap(batch) || i == b.N-1 {
+			if err := e.q.Append(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	for s := range shards {
+		c.Ack(s, uint64(b.N))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if err := e.q.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if d := e.q.Depth(); d != 0 {
+		b.Fatalf("%d events stored after every one was acknowledged, want 0", d)
+	}
+}

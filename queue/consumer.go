@@ -315,7 +315,7 @@ func (q *Queue) countRange(s *shardLog, from, to uint64, unknown int) int {
 		return max(0, j-i)
 	}
 	n := 0
-	err := q.st.Scan(shardPrefix(s.id), eventKey(s.id, from), func(k, _ []byte) error {
+	err := q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
 		if seqOfKey(k) > to {
 			return store.ErrStopScan
 		}
@@ -362,7 +362,7 @@ func (c *Consumer) Pending(shard int, seq uint64) (bool, error) {
 	}
 	s.mu.Unlock()
 	pending := false
-	err := c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, _ []byte) error {
+	err := c.q.scanKeys(shardPrefix(shard), eventKey(shard, pos+1), func(k []byte) error {
 		pending = seqOfKey(k) <= limit
 		return store.ErrStopScan
 	})

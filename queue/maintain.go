@@ -190,7 +190,7 @@ func (q *Queue) seqsIn(s *shardLog, from, to uint64, limit int) (seqs []uint64, 
 		}
 		return seqs, 0, nil
 	}
-	err = q.st.Scan(shardPrefix(s.id), eventKey(s.id, from), func(k, _ []byte) error {
+	err = q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
 		seq := seqOfKey(k)
 		if seq > to || len(seqs) == limit {
 			next = seq

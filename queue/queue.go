@@ -37,6 +37,20 @@ type Store interface {
 	Scan(prefix, from []byte, fn func(key, value []byte) error) error
 }
 
+// A Store may also scan keys without their values (*store.Store does): finding what to delete, counting
+// and checking for an event then read no payloads.
+type keyScanner interface {
+	ScanKeys(prefix, from []byte, fn func(key []byte) error) error
+}
+
+// scanKeys is Store.Scan for callers that need only the keys.
+func (q *Queue) scanKeys(prefix, from []byte, fn func(key []byte) error) error {
+	if ks, ok := q.st.(keyScanner); ok {
+		return ks.ScanKeys(prefix, from, fn)
+	}
+	return q.st.Scan(prefix, from, func(k, _ []byte) error { return fn(k) })
+}
+
 // A Store may also watch its disk (*store.Store does). Then Append waits while the store refuses new
 // data for lack of space (store.ErrDiskFull), and the queue's deletions and positions, which free space
 // or stay tiny, go through Reclaim, which the store allows further into its reserve.
