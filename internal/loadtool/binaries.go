@@ -287,20 +287,31 @@ func (d *ddProcess) status() (st ddStatus, took time.Duration, size int, err err
 	return st, took, len(b), json.Unmarshal(b, &st)
 }
 
-// collect makes dd collect its heap now (GET /debug/pprof/heap?gc=1, behind the gateway secret).
+// collect makes dd collect its heap now (GET /debug/pprof/heap?gc=1).
 func (d *ddProcess) collect() error {
-	req, _ := http.NewRequest(http.MethodGet, d.url("gateway")+"/debug/pprof/heap?gc=1", nil)
-	req.Header.Set("Authorization", ddSecret)
-	resp, err := localClient.Do(req)
+	body, err := d.pprof("heap?gc=1")
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/heap?gc=1: %s", resp.Status)
+	_, _ = io.Copy(io.Discard, body)
+	return body.Close()
+}
+
+// pprof gets /debug/pprof/<what> from dd's gateway listener, behind the gateway secret; the caller
+// closes the body.
+func (d *ddProcess) pprof(what string) (io.ReadCloser, error) {
+	req, _ := http.NewRequest(http.MethodGet, d.url("gateway")+"/debug/pprof/"+what, nil)
+	req.Header.Set("Authorization", ddSecret)
+	resp, err := localClient.Do(req)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET /debug/pprof/%s: %s: %s", what, resp.Status, b)
+	}
+	return resp.Body, nil
 }
 
 // ddEnv is the environment of a dd run against sim delivering to recv.

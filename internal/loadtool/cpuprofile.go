@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,22 +44,16 @@ func startCPUProfile(ctx context.Context, dd *ddProcess, dir string) *cpuProfile
 }
 
 func (p *cpuProfile) fetch(path string) error {
-	req, _ := http.NewRequest(http.MethodGet, p.dd.url("gateway")+"/debug/pprof/profile?seconds=1", nil)
-	req.Header.Set("Authorization", ddSecret)
-	resp, err := localClient.Do(req)
+	body, err := p.dd.pprof("profile?seconds=1")
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("GET /debug/pprof/profile: %s: %s", resp.Status, b)
-	}
+	defer body.Close()
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if _, err := io.Copy(f, body); err != nil {
 		f.Close()
 		return err
 	}

@@ -3,7 +3,6 @@ package loadtool
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"time"
 )
@@ -61,18 +60,12 @@ func (h *heapProfile) sample(depth int64) error {
 }
 
 func (h *heapProfile) fetch(query, path string) error {
-	req, _ := http.NewRequest(http.MethodGet, h.dd.url("gateway")+"/debug/pprof/heap?"+query, nil)
-	req.Header.Set("Authorization", ddSecret)
-	resp, err := localClient.Do(req)
+	body, err := h.dd.pprof("heap?" + query)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("GET /debug/pprof/heap: %s: %s", resp.Status, b)
-	}
-	b, err := io.ReadAll(resp.Body)
+	defer body.Close()
+	b, err := io.ReadAll(body)
 	if err != nil {
 		return err
 	}
