@@ -189,47 +189,10 @@ func TestReshardAcrossProcesses(t *testing.T) {
 	if _, _, err := gws[2].Reshard(ctx, 12, "test"); !errors.Is(err, ErrReshardBusy) {
 		t.Errorf("a second reshard while one runs: %v; want ErrReshardBusy", err)
 	}
-	// About 10 s alone (the old shards' deliveries drain at the slow bot's pace); 90 s leaves room for
-	// -race on a loaded machine.
-	testkit.Eventually(t, 90*time.Second, "every process on 8 shards, the reshard over", func() bool {
-		for _, g := range gws {
-			if st := g.Status(); st.TotalShards != 8 || st.Reshard != nil {
-				return false
-			}
-		}
-		return true
-	})
-	bot.slowOld.Store(false)
-	select {
-	case <-fireDone:
-		t.Log("the firehose ended after the switch")
-	default:
-		t.Log("the switch happened mid-firehose")
-	}
-	select {
-	case <-fireDone:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the firehose did not finish")
-	}
-	atBot := func() int {
-		bot.mu.Lock()
-		defer bot.mu.Unlock()
-		return len(bot.ids)
-	}
-	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := atBot(); n < total {
-		inStream, copies, notAtBot := streamNonces(t, gws[0].conn, bot)
-		t.Fatalf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
-			n, total, inStream, copies, notAtBot)
-	}
-	time.Sleep(500 * time.Millisecond) // any copy late
-	distinct, twice, outOfOrder := bot.check(t)
-	if distinct != total {
+	bot.reshardOver(t, gws, 8)
+	if distinct, _, _ := bot.drained(t, gws[0].conn, fireDone, total); distinct != total {
 		t.Errorf("%d distinct messages at the bot; the simulator sent %d", distinct, total)
 	}
-	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
 
 	st := sim.GatewayStats()
 	var ids []time.Time
@@ -314,6 +277,57 @@ func loadingBurstOf(t *testing.T, c *Conn, sim *discordsim.Server, num int) int 
 		}
 	}
 	return n
+}
+
+// reshardOver waits until every one of gws runs to shards with no reshard in progress (about 10 s alone,
+// the old shards' deliveries draining at the slow bot's pace; 90 s leaves room for -race on a loaded
+// machine), then lets the bot answer the old shards at full speed again.
+func (b *reshardBot) reshardOver(t *testing.T, gws []*Gateway, to int) {
+	t.Helper()
+	testkit.Eventually(t, 90*time.Second, fmt.Sprintf("%d processes on %d shards, the reshard over", len(gws), to), func() bool {
+		for _, g := range gws {
+			if st := g.Status(); st.TotalShards != to || st.Reshard != nil {
+				return false
+			}
+		}
+		return true
+	})
+	b.slowOld.Store(false)
+}
+
+// drained waits for the firehose's end and its total messages at the bot (failing with what the stream
+// holds, and what the old sessions miss in it, when some never come), then checks them: distinct
+// messages, copies, and messages out of order per guild.
+func (b *reshardBot) drained(t *testing.T, c *Conn, fireDone <-chan struct{}, total int) (distinct, twice, outOfOrder int) {
+	t.Helper()
+	select {
+	case <-fireDone:
+		t.Log("the firehose ended after the switch")
+	default:
+		t.Log("the switch happened mid-firehose")
+	}
+	select {
+	case <-fireDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the firehose did not finish")
+	}
+	atBot := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.ids)
+	}
+	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := atBot(); n < total {
+		inStream, copies, notAtBot := streamNonces(t, c, b)
+		t.Fatalf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v; old sessions' events missing from the stream: %v",
+			n, total, inStream, copies, notAtBot, oldGaps(t, c, b.sim, b.oldNum))
+	}
+	time.Sleep(500 * time.Millisecond) // any copy late
+	distinct, twice, outOfOrder = b.check(t)
+	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
+	return distinct, twice, outOfOrder
 }
 
 // streamNonces reads the stream's firehose messages: how many distinct, how many copies, and some of
@@ -501,43 +515,10 @@ func TestReshardSurvivesAProcessKill(t *testing.T) {
 		gws[victim].next.Load().owner.Owned(), notReady, gws[victim].st.Load().owner.Owned())
 	killGateway(gws[victim], sim, stops[victim])
 	live := []*Gateway{gws[0], gws[1]}
-	testkit.Eventually(t, 90*time.Second, "both survivors on 8 shards, the reshard over", func() bool {
-		for _, g := range live {
-			if st := g.Status(); st.TotalShards != 8 || st.Reshard != nil {
-				return false
-			}
-		}
-		return true
-	})
-	bot.slowOld.Store(false)
-	select {
-	case <-fireDone:
-		t.Log("the firehose ended after the switch")
-	default:
-		t.Log("the switch happened mid-firehose")
+	bot.reshardOver(t, live, 8)
+	if distinct, _, _ := bot.drained(t, gws[0].conn, fireDone, total); distinct != total {
+		t.Errorf("%d distinct messages at the bot; the simulator sent %d", distinct, total)
 	}
-	select {
-	case <-fireDone:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the firehose did not finish")
-	}
-	atBot := func() int {
-		bot.mu.Lock()
-		defer bot.mu.Unlock()
-		return len(bot.ids)
-	}
-	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := atBot(); n < total {
-		inStream, copies, notAtBot := streamNonces(t, gws[0].conn, bot)
-		t.Errorf("%d of %d messages at the bot; the stream holds %d (%d copies); in the stream but not at the bot: %v",
-			n, total, inStream, copies, notAtBot)
-		t.Fatalf("old sessions' events missing from the stream: %v", oldGaps(t, gws[0].conn, sim, 4))
-	}
-	time.Sleep(500 * time.Millisecond)
-	distinct, twice, outOfOrder := bot.check(t)
-	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
 	resumed := 0
 	for _, r := range sim.GatewayStats().Resumes {
 		if r.NumShards == 8 && r.OK {
@@ -590,30 +571,10 @@ func TestReshardDownAcrossProcesses(t *testing.T) {
 	if from, to, err := gws[0].Reshard(ctxFor(t, 10*time.Second), 4, "test"); err != nil || from != 8 || to != 4 {
 		t.Fatalf("Reshard(4) = %d, %d, %v; want 8, 4, nil", from, to, err)
 	}
-	testkit.Eventually(t, 90*time.Second, "both processes on 4 shards, the reshard over", func() bool {
-		for _, g := range gws {
-			if st := g.Status(); st.TotalShards != 4 || st.Reshard != nil {
-				return false
-			}
-		}
-		return true
-	})
-	bot.slowOld.Store(false)
-	<-fireDone
-	atBot := func() int {
-		bot.mu.Lock()
-		defer bot.mu.Unlock()
-		return len(bot.ids)
-	}
-	for end := time.Now().Add(30 * time.Second); atBot() < total && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond)
-	distinct, twice, outOfOrder := bot.check(t)
-	if distinct != total {
+	bot.reshardOver(t, gws, 4)
+	if distinct, _, _ := bot.drained(t, gws[0].conn, fireDone, total); distinct != total {
 		t.Errorf("%d distinct messages at the bot; the simulator sent %d", distinct, total)
 	}
-	t.Logf("%d messages, %d published twice, %d out of order per guild", distinct, twice, outOfOrder)
 }
 
 // TestReshardRollsBackWhenNewShardsAreNotReady: a guild in an outage keeps a new shard loading, so the
