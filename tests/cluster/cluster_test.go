@@ -1,7 +1,8 @@
 // Package clusterproc tests cluster mode (PRODUCT.md §7, issue #12) with real processes: dd gateway
 // processes built from this module, sharing shards through a NATS server with JetStream (in the test
-// process, a separate process from every dd), against the Discord simulator, delivering to a bot
-// endpoint in the test. Processes are killed with SIGKILL: nothing of theirs runs after.
+// process, a separate process from every dd; or a three-node cluster, each node a process of its own,
+// clustertest.ProcessCluster), against the Discord simulator, delivering to a bot endpoint in the test.
+// Processes are killed with SIGKILL: nothing of theirs runs after.
 package clusterproc
 
 import (
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -35,7 +37,14 @@ const (
 	eventsSecret = "events-secret-0123456789"
 )
 
-func TestMain(m *testing.M) { testkit.MainWithDD(m, "dd-cluster-bin-", &ddBinary) }
+// TestMain serves as a NATS node of a test's clustertest.ProcessCluster when started as one; otherwise
+// it builds dd and runs the tests.
+func TestMain(m *testing.M) {
+	if code, ok := clustertest.RunChild(); ok {
+		os.Exit(code)
+	}
+	testkit.MainWithDD(m, "dd-cluster-bin-", &ddBinary)
+}
 
 // ddProc is one dd gateway process; its log is shown when the test fails.
 type ddProc struct {
@@ -491,20 +500,20 @@ func TestGatewayWithNATSUnreachable(t *testing.T) {
 }
 
 // TestGatewayThroughTheLossOfANATSNode runs two dd gateway processes on a three-node JetStream cluster
-// (stream, consumers and buckets with 3 replicas; the servers in the test process, apart from every dd)
-// under a firehose, and shuts down the server that leads the event stream. Publishes in flight fail and
-// the shards resume, delivery's consumers get new leaders: every event reaches the bot, in order per
-// shard, under its own id, and no identify is spent.
+// (stream, consumers and buckets with 3 replicas; each node a process of its own, built from this
+// module: clustertest.ProcessCluster) under a firehose, and SIGKILLs the node that leads the event
+// stream. Publishes in flight fail and the shards resume, delivery's consumers get new leaders: every
+// event reaches the bot, in order per shard, under its own id, and no identify is spent.
 func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a three-node NATS cluster and two dd processes: about 40 s")
 	}
 	const total = 8
-	servers := clustertest.Cluster(t, 3)
+	nodes := clustertest.ProcessCluster(t, 3)
 	sim := startSim(t, 32, 16)
 	b, botURL := newBot(t)
 	env := gatewayEnv(sim, total, botURL,
-		"DD_CLUSTER__NATS_URL="+clustertest.URLs(servers...), "DD_CLUSTER__REPLICAS=3", "DD_CLUSTER__LEASE_TTL=5s")
+		"DD_CLUSTER__NATS_URL="+clustertest.NodeURLs(nodes...), "DD_CLUSTER__REPLICAS=3", "DD_CLUSTER__LEASE_TTL=5s")
 	ports := clustertest.FreePorts(t, 2)
 	ps := []*ddProc{startDD(t, "gw-a", fmt.Sprintf("127.0.0.1:%d", ports[0]), env), startDD(t, "gw-b", fmt.Sprintf("127.0.0.1:%d", ports[1]), env)}
 	took := waitSplit(t, 60*time.Second, "8 shards ready, 4/4", ps, total, 4)
@@ -514,7 +523,7 @@ func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 	stopFirehose := sim.StartFirehose(discordsim.FirehoseOptions{Rate: 600})
 	defer stopFirehose()
 	time.Sleep(2 * time.Second)
-	nc, err := natsgo.Connect(clustertest.URLs(servers...))
+	nc, err := natsgo.Connect(clustertest.NodeURLs(nodes...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +535,21 @@ func TestGatewayThroughTheLossOfANATSNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clustertest.ShutdownLeader(ctx, t, servers, str)
+	si, err := str.Info(ctx)
+	if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
+		t.Fatalf("event stream cluster info: %+v, %v", si, err)
+	}
+	killed := false
+	for _, n := range nodes {
+		if n.Name() == si.Cluster.Leader {
+			n.Kill()
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatalf("event stream leader %q is none of the nodes", si.Cluster.Leader)
+	}
+	t.Logf("SIGKILLed nats node %s, leader of %s (replicas %d), mid-firehose", si.Cluster.Leader, si.Config.Name, si.Config.Replicas)
 	time.Sleep(8 * time.Second)
 	stopFirehose()
 	testkit.Eventually(t, 60*time.Second, "8 shards ready", func() bool {
