@@ -1,6 +1,7 @@
-// Package clustertest starts real NATS servers with JetStream inside a test process, alone or as a
-// three-node cluster, and a TCP proxy that can cut a client off from its server, for the tests of
-// package cluster and, later, of cluster mode end to end. It is for tests only.
+// Package clustertest starts real NATS servers with JetStream from nats-server's module, for the tests
+// of package cluster and of cluster mode end to end: inside the test process, alone or as a three-node
+// cluster; or as a three-node cluster of child processes of the test binary (process.go), whose nodes
+// can be SIGKILLed; and a TCP proxy that can cut a client off from its server. It is for tests only.
 package clustertest
 
 import (
