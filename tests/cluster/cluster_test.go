@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ddhq/dd/cluster/clustertest"
+	"github.com/ddhq/dd/internal/natsproc"
 	"github.com/ddhq/dd/internal/testkit"
 	"github.com/ddhq/dd/sim/discordsim"
 )
@@ -40,7 +41,7 @@ const (
 // TestMain serves as a NATS node of a test's clustertest.ProcessCluster when started as one; otherwise
 // it builds dd and runs the tests.
 func TestMain(m *testing.M) {
-	if code, ok := clustertest.RunChild(); ok {
+	if code, ok := natsproc.RunChild(); ok {
 		os.Exit(code)
 	}
 	testkit.MainWithDD(m, "dd-cluster-bin-", &ddBinary)
