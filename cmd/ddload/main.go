@@ -27,11 +27,12 @@ import (
 	"time"
 
 	"github.com/ddhq/dd/internal/loadtool"
+	"github.com/ddhq/dd/internal/natsproc"
 )
 
 func main() {
 	// The cluster scenario starts this program again as its NATS server.
-	if code, ok := loadtool.RunChild(); ok {
+	if code, ok := natsproc.RunChild(); ok {
 		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:]))

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ddhq/dd/internal/natsproc"
 )
 
 // ClusterOptions configures RunCluster. Zero values take the defaults in brackets.
 type ClusterOptions struct {
 	Binaries Binaries
-	// Self is the executable that serves as the run's NATS server when started again with RunChild's
-	// environment [os.Executable()]: cmd/ddload, or a test binary whose TestMain calls RunChild.
+	// Self is the executable that serves as the run's NATS server when started again as a NATS child
+	// [os.Executable()]: cmd/ddload, or a test binary whose TestMain calls natsproc.RunChild.
 	Self      string
 	Processes int           // dd --role=gateway processes in cluster mode [3]
 	Shards    int           // total shards, split among them [12]
@@ -295,7 +297,7 @@ func lastSeqs(sim *simProcess, shards int) (map[int]int64, int, error) {
 	return last, len(ids), nil
 }
 
-// RunCluster runs cluster mode from outside: a NATS server with JetStream (a child process, RunChild),
+// RunCluster runs cluster mode from outside: a NATS server with JetStream (a child process, natsproc),
 // the simulator, and Processes `dd --role=gateway` sharing Shards through NATS, all delivering to the
 // receiver in this process. It measures the time until every shard is READY and evenly split, then under
 // a firehose SIGKILLs one process (the time until its shards are READY on the others, and the identifies
@@ -306,7 +308,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (res ClusterResult, err e
 	}
 	res = ClusterResult{Processes: o.Processes, Shards: o.Shards, Rate: o.Rate, Duration: o.Duration.Seconds(),
 		LeaseTTL: o.LeaseTTL.Seconds(), BatchMax: o.BatchMax,
-		NATS: "nats-server " + natsVersion() + " (Go module), a child process: " + filepath.Base(o.Self) + " started again with " + childEnv + "=nats"}
+		NATS: "nats-server " + natsproc.Version + " (Go module), a child process: " + filepath.Base(o.Self) + " started again with " + natsproc.EnvName + " set"}
 	dir, end, err := beginRun(ctx, &o.Binaries, o.Dir, "cluster", o.Keep)
 	if err != nil {
 		return res, err

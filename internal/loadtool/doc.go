@@ -13,7 +13,7 @@
 // time until its shards are READY on the others, identifies spent, its restart and the rebalance, every
 // event checked, memory and CPU of each process, NATS's too). cmd/ddload runs them from the command
 // line; a Go test runs them with binaries it built (Build). A program that runs RunCluster calls
-// RunChild first in main: the run starts that program again as its NATS server.
+// natsproc.RunChild first in main: the run starts that program again as its NATS server.
 //
 // It is for figures and smoke tests on one machine, over loopback; it is not a test of correctness
 // under faults (the e2e tests are) and not for production.
