@@ -275,12 +275,12 @@ func TestAppendRefusesQueueKeysAndClosedQueue(t *testing.T) {
 
 func TestAppendSplitsATransactionTooBig(t *testing.T) {
 	e := newEnv(t, Options{CacheBytes: 1})
-	// 3000 x 2 KiB stays under the value-log threshold, so it all counts against Badger's transaction
-	// limit (about 4.8 MB): the call must be split, and also written with its last part.
-	big := bytes.Repeat([]byte("x"), 2<<10)
-	recs := make([]Record, 3000)
+	// More records than Badger takes in one transaction (events go to its value log, so what bounds a
+	// transaction is its count of entries): the call must be split, and also written with its last part.
+	_, maxCount := e.st.MaxTxn()
+	recs := make([]Record, maxCount+maxCount/2)
 	for i := range recs {
-		recs[i] = Record{Shard: 1, Payload: append(payload(1, i), big...)}
+		recs[i] = Record{Shard: 1, Payload: payload(1, i)}
 	}
 	e.append(recs, KV{Key: []byte("sessions/1"), Value: []byte("3000")})
 	if n := e.metric("dd_queue_commit_batch_events"); n < 2 {

@@ -27,13 +27,13 @@ type sizing struct {
 }
 
 // sizeFor scales Badger's files to the filesystem: on 2 GB and more the sizes dd always used (32 MB
-// memtables, 128 MB value log files); on a small volume smaller ones, so that the reserve they need
+// memtables, 16 MB value log files); on a small volume smaller ones, so that the reserve they need
 // leaves room for data (Badger's own defaults would need more than a 100 MB volume holds).
 func sizeFor(total int64) sizing {
 	const mb = 1 << 20
 	z := sizing{numMemtables: 3, numL0: 5}
 	z.memTable = min(max(total/64/mb*mb, mb/2), 32*mb)
-	z.valueLogFile = min(max(total/16/mb*mb, mb), 128*mb)
+	z.valueLogFile = min(max(total/16/mb*mb, mb), maxValueLogFile)
 	z.baseTable = min(z.memTable, 2*mb)
 	z.baseLevel = min(max(total/8/mb*mb, 2*mb), 10*mb)
 	if total < 256*mb {
@@ -132,7 +132,7 @@ func (s *Store) Reclaim(fn func(w Writer) error) error {
 	if err := s.writable(true); err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return fn(txnWriter{txn}) })
+	return s.update(fn)
 }
 
 // DiskFull reports whether the store refuses new writes for lack of disk space, and returns a channel

@@ -134,3 +134,55 @@ func TestFullDiskRefusesWritesAndResumesBySelf(t *testing.T) {
 		}
 	}
 }
+
+// A store that filled its disk frees the space by itself once its data is deleted, as a bot that is
+// back empties the queue: no one frees a file, and nothing else is written, yet the store takes new
+// writes again. Deleted events' space comes back through compactions and the value log's garbage
+// collection, which must not wait for writes that a full disk refuses.
+func TestDeletingTheDataOfAFullStoreFreesItsSpace(t *testing.T) {
+	mnt := tmpfstest.Mount(t, 20<<20)
+	dir := filepath.Join(mnt, "data")
+	tmpfstest.Fill(t, filepath.Join(mnt, "filler"), 5<<20)
+	s, err := Open(Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := fillStore(t, s, 0)
+	full, changed := s.DiskFull()
+	if !full {
+		t.Fatal("the store is not full after ErrDiskFull")
+	}
+	free, _, _ := diskspace.Stat(dir)
+	for i := 0; i < n; i += 500 {
+		err := s.Reclaim(func(w Writer) error {
+			for j := i; j < min(i+500, n); j++ {
+				if err := w.Delete(seqKey(j)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("deleting events %d..: %v", i, err)
+		}
+	}
+	start := time.Now()
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second):
+		now, _, _ := diskspace.Stat(dir)
+		t.Fatalf("%d events deleted from a full store: still refusing writes after 30 s (free %s, then %s)",
+			n, diskspace.MB(free), diskspace.MB(now))
+	}
+	now, _, _ := diskspace.Stat(dir)
+	t.Logf("%d events deleted: writes taken again after %v, free %s -> %s", n, time.Since(start).Round(time.Millisecond),
+		diskspace.MB(free), diskspace.MB(now))
+	if err := s.Update(func(w Writer) error { return w.Set([]byte("x"), []byte("y")) }); err != nil {
+		t.Fatalf("a write after the space came back: %v", err)
+	}
+	// What was not deleted is still there.
+	if v, err := s.Get([]byte("meta")); err != nil || string(v) != string(seqKey(n)) {
+		t.Fatalf("meta after the space came back: %x, %v; want %x", v, err, seqKey(n))
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +54,13 @@ type Store struct {
 	size     sizing
 	memLimit int64              // store.memory_limit
 	disk     *diskspace.Watcher // nil where free space cannot be measured
+
+	gcStop, gcDone chan struct{} // the value log's garbage collection (valuelog.go)
+	gcRewrites     atomic.Int64  // value log files it rewrote
+	deleted        atomic.Int64  // deletions since the last reclaimSpace
+	// writeMu is held shared by writes, and alone by reclaimSpace: Badger refuses writes while it
+	// flushes on demand, and they wait here instead.
+	writeMu sync.RWMutex
 }
 
 // Open opens (creating if needed) the store at o.Path.
@@ -75,7 +84,7 @@ func Open(o Options) (*Store, error) {
 		WithLogger(badgerLogger{o.Logger.Named("badger").Sugar()}).
 		// Memtable, table and value log sizes come from the disk (sizeFor) and store.memory_limit
 		// (limitMemory), the compactors from dd's machines (2 cores).
-		WithValueThreshold(4 << 10))
+		WithValueThreshold(valueThreshold))
 	db, err := badger.Open(opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "directory lock") {
@@ -100,6 +109,8 @@ func Open(o Options) (*Store, error) {
 		o.Logger.Warn("store opened on a disk short of space: it takes no new events until space is freed",
 			zap.Error(s.disk.Err()))
 	}
+	s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
+	go s.collectGarbage(s.gcStop, o.Logger.Named("store"))
 	return s, nil
 }
 
@@ -130,6 +141,8 @@ func (s *Store) Path() string { return s.path }
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	close(s.gcStop)
+	<-s.gcDone
 	if s.disk != nil {
 		s.disk.Close()
 	}
@@ -169,13 +182,30 @@ func (s *Store) Update(fn func(w Writer) error) error {
 	if err := s.writable(false); err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return fn(txnWriter{txn}) })
+	return s.update(fn)
 }
 
-type txnWriter struct{ txn *badger.Txn }
+func (s *Store) update(fn func(w Writer) error) error {
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
+	w := txnWriter{}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		w = txnWriter{txn: txn}
+		return fn(&w)
+	})
+	if err == nil && w.deleted > 0 {
+		s.deleted.Add(int64(w.deleted))
+	}
+	return err
+}
 
-func (w txnWriter) Set(k, v []byte) error { return w.txn.Set(k, v) }
-func (w txnWriter) Delete(k []byte) error { return w.txn.Delete(k) }
+type txnWriter struct {
+	txn     *badger.Txn
+	deleted int
+}
+
+func (w *txnWriter) Set(k, v []byte) error { return w.txn.Set(k, v) }
+func (w *txnWriter) Delete(k []byte) error { w.deleted++; return w.txn.Delete(k) }
 
 // ErrTooBig is returned by Update when one transaction holds more than the store can commit at once;
 // callers that batch should split the batch.
