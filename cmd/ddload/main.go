@@ -71,6 +71,7 @@ func run(args []string) int {
 		guilds   = fs.Int("guilds", 0, "firehose: guilds in the simulator (default 64); members: guilds of -members-per-guild (default 100); cluster: (default 4 per shard)")
 		drain    = fs.Duration("drain-timeout", 2*time.Minute, "firehose, cluster: bound on the delivery of the backlog after the firehose")
 		heapProf = fs.String("heapprofile", "", "firehose: write dd's heap profile at the deepest queue to this file, with <file>.txt (MemStats) and <file>.smaps (smaps_rollup); read it with `go tool pprof -sample_index=inuse_space -top <file>`")
+		simProf  = fs.String("sim-cpuprofile", "", "firehose: write the simulator's CPU profile to `FILE` (the simulator's -cpuprofile: over its whole life, startup and drain included, written when it is stopped at the end of the run); read it with: go tool pprof -top FILE")
 		cpuProf  = fs.String("cpuprofile", "", "firehose: write dd's CPU profile from the firehose's start to the last delivery to this file (fetched from dd's /debug/pprof/profile a second at a time, merged by `go tool pprof`, which must be on PATH), and the receiver's (this process) to <file>.ddload; read them with `go tool pprof -top -cum <file>`")
 
 		maxConc   = fs.Int("max-concurrency", 250, "shards: the simulator's max_concurrency")
@@ -166,7 +167,7 @@ func run(args []string) int {
 	case "firehose":
 		var r loadtool.FirehoseResult
 		r, err = loadtool.RunFirehose(ctx, loadtool.FirehoseOptions{Binaries: bins, Shards: *shards, Rate: *rate,
-			Duration: *duration, BatchMax: *batchMax, Guilds: *guilds, DrainTimeout: *drain, CPUProfile: *cpuProf, HeapProfile: *heapProf, Env: env,
+			Duration: *duration, BatchMax: *batchMax, Guilds: *guilds, DrainTimeout: *drain, CPUProfile: *cpuProf, HeapProfile: *heapProf, SimCPUProfile: *simProf, Env: env,
 			Dir: *dir, Keep: *keep, Logf: logf})
 		out = r
 		if err == nil || r.Delivered > 0 {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,6 +43,7 @@ func run(args []string) int {
 		rate        = fs.Float64("firehose-rate", 0, "events per second to generate (0: none)")
 		urlFile     = fs.String("url-file", "", "write the simulator's base URL to this file once listening")
 		guildsFile  = fs.String("guilds-file", "", "write the guilds' IDs and member counts to this file (JSON) once listening, before -url-file")
+		cpuProfile  = fs.String("cpuprofile", "", "write the simulator's CPU profile, from its start until SIGINT or SIGTERM, to this file (read it with `go tool pprof -top FILE`)")
 	)
 	type routeLimit struct {
 		key    string
@@ -69,6 +72,18 @@ func run(args []string) int {
 			return 0
 		}
 		return 2
+	}
+	stopProfile := func() {}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "discordsim: -cpuprofile:", err)
+			return 1
+		}
+		// Stopped (the file written) on every return; on a signal before the server shuts down, so that a
+		// slow shutdown cannot lose it.
+		defer stop()
+		stopProfile = stop
 	}
 	sim := discordsim.New(discordsim.Config{
 		Tokens: strings.Split(*tokens, ","), Guilds: *guilds, ChannelsPerGuild: *channels, MembersPerGuild: *members,
@@ -107,8 +122,31 @@ func run(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	<-ctx.Done()
+	stopProfile()
 	_ = sim.Close()
 	return 0
+}
+
+// startCPUProfile starts profiling this process into path; stop ends it and closes the file (once;
+// later calls do nothing; errors go to stderr, the process is exiting).
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(os.Stderr, "discordsim: -cpuprofile:", err)
+			}
+		})
+	}, nil
 }
 
 // writeGuilds writes [{"id":"…","member_count":N}, …] (IDs as strings, as Discord writes them), through

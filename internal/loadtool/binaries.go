@@ -68,8 +68,9 @@ var localClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleCon
 type simOptions struct {
 	Guilds, MaxConcurrency, SessionStartTotal, PrivilegedIntents int
 	IdentifyWindow, Heartbeat                                    time.Duration
-	MembersPerGuild                                              int  // -members when above 0
-	GuildsFile                                                   bool // -guilds-file discordsim.guilds.json
+	MembersPerGuild                                              int    // -members when above 0
+	GuildsFile                                                   bool   // -guilds-file discordsim.guilds.json
+	CPUProfile                                                   string // -cpuprofile (an absolute path)
 }
 
 type simProcess struct {
@@ -113,6 +114,9 @@ func startSim(ctx context.Context, dir, bin string, o simOptions) (*simProcess, 
 	}
 	if o.GuildsFile {
 		args = append(args, "-guilds-file", filepath.Join(dir, "discordsim.guilds.json"))
+	}
+	if o.CPUProfile != "" {
+		args = append(args, "-cpuprofile", o.CPUProfile)
 	}
 	return runSim(ctx, dir, bin, urlFile, args)
 }

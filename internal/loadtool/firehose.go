@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -34,6 +35,10 @@ type FirehoseOptions struct {
 	CPUProfile string
 	// HeapProfile, if set, gets dd's heap profile at the deepest queue (heapprofile.go says what else).
 	HeapProfile string
+	// SimCPUProfile, if set, is the file that gets the simulator's CPU profile (its -cpuprofile), over the
+	// simulator's whole life: startup, the firehose and the drain. It is written when the simulator is
+	// stopped, at the end of the run.
+	SimCPUProfile string
 }
 
 func (o *FirehoseOptions) defaults() {
@@ -155,12 +160,32 @@ func RunFirehose(ctx context.Context, o FirehoseOptions) (res FirehoseResult, er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	simProf := ""
+	if o.SimCPUProfile != "" {
+		// The simulator runs in the run's directory.
+		if simProf, err = filepath.Abs(o.SimCPUProfile); err != nil {
+			return res, err
+		}
+	}
 	sim, err := startSim(ctx, dir, o.Binaries.Sim, simOptions{Guilds: o.Guilds, MaxConcurrency: o.Shards,
-		IdentifyWindow: 5 * time.Second, SessionStartTotal: 1000, PrivilegedIntents: 1 << 1})
+		IdentifyWindow: 5 * time.Second, SessionStartTotal: 1000, PrivilegedIntents: 1 << 1, CPUProfile: simProf})
 	if err != nil {
 		return res, err
 	}
-	defer sim.stop(10 * time.Second)
+	defer func() {
+		// SIGTERM: the simulator writes its profile as it exits.
+		sim.stop(10 * time.Second)
+		if simProf == "" {
+			return
+		}
+		if st, serr := os.Stat(simProf); serr != nil || st.Size() == 0 {
+			if err == nil {
+				err = fmt.Errorf("the simulator's CPU profile was not written (its log is %s): %v", sim.logPath, serr)
+			}
+			return
+		}
+		o.Logf("firehose: the simulator's CPU profile in %s (go tool pprof -top %s)", simProf, simProf)
+	}()
 	res.SimPID = sim.pid()
 	recv, err := StartReceiver(eventsSecret)
 	if err != nil {

@@ -55,9 +55,10 @@ func (s *scenarioTest) logf(f string, _ ...any) { s.logs.WriteString(f + "\n") }
 func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
 	s := newScenarioTest(t, 90*time.Second)
 	prof := filepath.Join(t.TempDir(), "dd.cpu")
+	simProf := filepath.Join(t.TempDir(), "sim.cpu")
 	res, err := RunFirehose(s.ctx, FirehoseOptions{Binaries: s.bins, Shards: 2, Rate: 500, Duration: 2 * time.Second,
 		BatchMax: 10, Guilds: 8, Settle: 200 * time.Millisecond, DrainTimeout: time.Minute, Dir: t.TempDir(), Logf: s.logf,
-		CPUProfile: prof})
+		CPUProfile: prof, SimCPUProfile: simProf})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, s.logs.String())
 	}
@@ -73,6 +74,16 @@ func TestFirehoseFromSeparateProcessesDeliversEveryEventOnce(t *testing.T) {
 	}
 	if st, err := os.Stat(prof + ".ddload"); err != nil || st.Size() == 0 {
 		t.Errorf("the receiver's profile: %v", err)
+	}
+	// The simulator's, written as it was stopped, covers its whole life (the firehose's 2 s at least) and
+	// is the simulator's.
+	out, err = exec.Command("go", "tool", "pprof", "-top", simProf).CombinedOutput()
+	secs = 0
+	if i := strings.Index(string(out), "Duration: "); i >= 0 {
+		_, _ = fmt.Sscanf(string(out[i:]), "Duration: %fs", &secs)
+	}
+	if err != nil || !strings.Contains(string(out), "Type: cpu") || !strings.Contains(string(out), "discordsim") || secs < 2 {
+		t.Errorf("go tool pprof -top %s (%.2fs, want at least the firehose's 2s): %v\n%.2000s", simProf, secs, err, out)
 	}
 	if res.Created != 1000 || res.Dispatched != 1000 || res.Received != 1000 || res.Delivered != 1000 {
 		t.Errorf("created %d, dispatched %d, received by dd %d, delivered %d: want 1000 each",
