@@ -39,8 +39,10 @@ package discordsim
 //     large (member_count up to large_threshold), the first 100 members (the "online" ones) of a large
 //     guild, and none past 75,000 members. member_count is MemberCount + 1 (the bot).
 //   - Cost per identified idle connection (measured with 500): ~25 KB heap uncompressed, ~75 KB with
-//     zlib-stream (own small encoder, see gateway_compress.go), ~520 KB with zstd-stream (klauspost
-//     encoder tables), plus two goroutines. Run the simulator in its own process for memory benchmarks.
+//     zlib-stream (own small encoder, see gateway_compress.go), plus two goroutines; zstd-stream was
+//     ~520 KB with klauspost's encoder, and its own (gateway_zstd.go) holds a 64 KiB hash table and a
+//     window buffer of up to 64 KiB (not re-measured). Run the simulator in its own process for memory
+//     benchmarks.
 //   - REQUEST_GUILD_MEMBERS (op 8) is answered with GUILD_MEMBERS_CHUNK or RATE_LIMITED; see
 //     gateway_members.go for the choices made where Discord's documentation is silent.
 //   - Not simulated: presence and voice updates, soundboard requests (ops 3, 4, 31 are accepted after

@@ -6,12 +6,13 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // Transport compression: one compression context for the connection's life, each gateway payload
 // flushed into its own websocket message (binary frame).
+//
+// zstd-stream uses the simulator's own encoder too (gateway_zstd.go), for its CPU: a general encoder
+// builds entropy tables for every flushed message.
 //
 // zlib-stream uses the small encoder below instead of compress/zlib: a standard zlib writer holds about
 // 800 KB of tables per connection, which would dominate a 1,000-shard memory benchmark. This encoder
@@ -29,7 +30,7 @@ func newStreamEncoder(kind compressKind) streamEncoder {
 	case compressZlib:
 		return &deflateStream{}
 	case compressZstd:
-		return newZstdStream()
+		return &zstdEncoder{}
 	}
 	return nil
 }
@@ -190,34 +191,7 @@ func (d *deflateStream) compress(msg []byte) []byte {
 
 func (d *deflateStream) close() {}
 
-// ---- zstd-stream ----
-
-// zstdStream is one klauspost zstd encoder for the connection's life; each message is Flush()ed: its
-// blocks are complete but the frame never ends. About 0.5 MB per connection (SpeedFastest tables).
-type zstdStream struct {
-	enc *zstd.Encoder
-	buf bytes.Buffer
-}
-
-func newZstdStream() *zstdStream {
-	z := &zstdStream{}
-	enc, err := zstd.NewWriter(&z.buf, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<15))
-	if err != nil {
-		panic(err)
-	}
-	z.enc = enc
-	return z
-}
-
-func (z *zstdStream) compress(msg []byte) []byte {
-	z.buf.Reset()
-	_, _ = z.enc.Write(msg)
-	_ = z.enc.Flush()
-	return z.buf.Bytes()
-}
-
-func (z *zstdStream) close() { _ = z.enc.Close() }
+// ---- zstd-stream: see gateway_zstd.go ----
 
 // ---- payload compression (IDENTIFY compress: true) ----
 

@@ -526,30 +526,38 @@ func (f *firehose) refreshGuilds() {
 
 // emit sends one event; false if there is no guild to send it to.
 func (f *firehose) emit() bool {
+	e := f.next()
+	if e == nil {
+		return false
+	}
+	f.g.deliver(e)
+	return true
+}
+
+// next makes the next event; nil if there is no guild to send it to.
+func (f *firehose) next() *gwEvent {
 	f.refreshGuilds()
 	if len(f.guilds) == 0 {
-		return false
+		return nil
 	}
 	o := f.opts
 	total := uint64(o.MessageCreate + o.MessageUpdate + o.MemberAdd + o.TypingStart + o.ReactionAdd)
 	r := int(f.rand() % total)
 	switch {
 	case r < o.MessageCreate || f.nRec == 0 && r < o.MessageCreate+o.MessageUpdate:
-		f.messageCreate()
+		return f.messageCreate()
 	case r < o.MessageCreate+o.MessageUpdate:
-		f.messageUpdate()
+		return f.messageUpdate()
 	case r < o.MessageCreate+o.MessageUpdate+o.MemberAdd:
-		f.memberAdd()
+		return f.memberAdd()
 	case r < o.MessageCreate+o.MessageUpdate+o.MemberAdd+o.TypingStart:
-		f.typingStart()
+		return f.typingStart()
 	default:
 		if f.nRec == 0 {
-			f.messageCreate()
-		} else {
-			f.reactionAdd()
+			return f.messageCreate()
 		}
+		return f.reactionAdd()
 	}
-	return true
 }
 
 func (f *firehose) pickAuthor() (firehoseGuild, uint64, uint64) {
@@ -568,7 +576,7 @@ func (g *gatewayState) uniqueID() uint64 {
 	return Snowflake(time.Now().UnixMilli(), 0) | g.idSeq.Add(1)&(1<<22-1)
 }
 
-func (f *firehose) messageCreate() {
+func (f *firehose) messageCreate() *gwEvent {
 	gd, ch, author := f.pickAuthor()
 	g := f.g
 	id := g.uniqueID()
@@ -584,7 +592,7 @@ func (f *firehose) messageCreate() {
 	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author,
 		content: m.Content}
 	f.nRec++
-	g.deliver(e)
+	return e
 }
 
 func (f *firehose) pickRecent() recentMessage {
@@ -595,7 +603,7 @@ func (f *firehose) pickRecent() recentMessage {
 	return f.recent[f.rand()%uint64(n)]
 }
 
-func (f *firehose) messageUpdate() {
+func (f *firehose) messageUpdate() *gwEvent {
 	rm := f.pickRecent()
 	g := f.g
 	e := g.newEvent("MESSAGE_UPDATE", rm.guild, nil)
@@ -615,26 +623,26 @@ func (f *firehose) messageUpdate() {
 		m.Content, m.Embeds = "", []json.RawMessage{}
 		return mustMarshal(m), []uint64{rm.author}
 	}
-	g.deliver(e)
+	return e
 }
 
-func (f *firehose) memberAdd() {
+func (f *firehose) memberAdd() *gwEvent {
 	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
 	u := plainUser(f.g.uniqueID())
 	e := f.g.newEvent("GUILD_MEMBER_ADD", gd.id, nil)
 	e.data = mustMarshal(gwMemberAdd{simMember: newMember(u, discordTime(time.Now())), GuildID: FormatID(gd.id)})
-	f.g.deliver(e)
+	return e
 }
 
-func (f *firehose) typingStart() {
+func (f *firehose) typingStart() *gwEvent {
 	gd, ch, author := f.pickAuthor()
 	e := f.g.newEvent("TYPING_START", gd.id, nil)
 	e.data = mustMarshal(gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
 		Timestamp: time.Now().Unix(), Member: guildMember(&Guild{ID: gd.id}, plainUser(author))})
-	f.g.deliver(e)
+	return e
 }
 
-func (f *firehose) reactionAdd() {
+func (f *firehose) reactionAdd() *gwEvent {
 	rm := f.pickRecent()
 	gd := firehoseGuild{id: rm.guild}
 	for _, x := range f.guilds {
@@ -652,7 +660,7 @@ func (f *firehose) reactionAdd() {
 		MessageID: FormatID(rm.id), GuildID: FormatID(rm.guild),
 		Member: newMember(plainUser(user), snowflakeTimestamp(rm.id)), Emoji: simEmoji{Name: "👍"},
 		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}})
-	f.g.deliver(e)
+	return e
 }
 
 // guildMessage is a message of a guild channel as the gateway's message events carry it: with the
