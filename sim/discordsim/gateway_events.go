@@ -373,6 +373,7 @@ type firehoseGuild struct {
 	id       uint64
 	channels []uint64
 	members  int
+	joinedAt string // guildJoinedAt: when its members joined
 }
 
 type gwMemberAdd struct {
@@ -410,6 +411,13 @@ type firehose struct {
 	rnd    uint64
 	recent [64]recentMessage // messages created lately, for updates and reactions
 	nRec   int
+	buf    []byte // where an event's JSON is written before it is copied to its exact size
+}
+
+// finish sets e's data to what render writes (into f.buf, then copied at its size).
+func (f *firehose) finish(e *gwEvent, render func([]byte) []byte) {
+	f.buf = render(f.buf[:0])
+	e.data = append([]byte(nil), f.buf...)
 }
 
 type recentMessage struct {
@@ -519,7 +527,8 @@ func (f *firehose) refreshGuilds() {
 		if g.Unavailable || len(g.Channels) == 0 || (len(want) > 0 && !want[g.ID]) {
 			continue
 		}
-		f.guilds = append(f.guilds, firehoseGuild{id: g.ID, channels: g.Channels, members: g.MemberCount})
+		f.guilds = append(f.guilds, firehoseGuild{id: g.ID, channels: g.Channels, members: g.MemberCount,
+			joinedAt: guildJoinedAt(g)})
 	}
 	w.mu.RUnlock()
 }
@@ -582,12 +591,13 @@ func (f *firehose) messageCreate() *gwEvent {
 	id := g.uniqueID()
 	e := g.newEvent("MESSAGE_CREATE", gd.id, nil)
 	m := guildMessage(id, ch, gd.id, author)
-	m.Content = "firehose message " + eventKey(e.n)
-	m.Nonce = json.RawMessage(`"` + eventKey(e.n) + `"`)
-	e.data = mustMarshal(m)
+	key := eventKey(e.n)
+	m.Content = "firehose message " + key
+	m.Nonce = json.RawMessage(`"` + key + `"`)
+	f.finish(e, func(b []byte) []byte { return appendMessage(b, &m) })
+	content := appendJSONString(nil, m.Content)
 	e.stripFn = func() ([]byte, []uint64) {
-		m.Content = ""
-		return mustMarshal(m), []uint64{author}
+		return spliceJSON(e.data, spliceField{"content", content, `""`}), []uint64{author}
 	}
 	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author,
 		content: m.Content}
@@ -611,17 +621,18 @@ func (f *firehose) messageUpdate() *gwEvent {
 	m.Content = rm.content
 	if f.rand()%2 == 0 {
 		// A link unfurl: same content, an embed added, not an edit.
-		m.Embeds = []json.RawMessage{mustMarshal(simEmbed{Type: "link", URL: "https://example.com/" + eventKey(e.n),
+		m.Embeds = []json.RawMessage{appendEmbed(nil, &simEmbed{Type: "link", URL: "https://example.com/" + eventKey(e.n),
 			Title: "Example", Description: "unfurled link"})}
 	} else {
 		edited := discordTime(time.Now())
 		m.EditedTimestamp = &edited
 		m.Content = rm.content + " (edited " + eventKey(e.n) + ")"
 	}
-	e.data = mustMarshal(m)
+	f.finish(e, func(b []byte) []byte { return appendMessage(b, &m) })
+	content, embeds := appendJSONString(nil, m.Content), appendRawList(nil, m.Embeds)
 	e.stripFn = func() ([]byte, []uint64) {
-		m.Content, m.Embeds = "", []json.RawMessage{}
-		return mustMarshal(m), []uint64{rm.author}
+		return spliceJSON(e.data, spliceField{"content", content, `""`}, spliceField{"embeds", embeds, `[]`}),
+			[]uint64{rm.author}
 	}
 	return e
 }
@@ -630,15 +641,17 @@ func (f *firehose) memberAdd() *gwEvent {
 	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
 	u := plainUser(f.g.uniqueID())
 	e := f.g.newEvent("GUILD_MEMBER_ADD", gd.id, nil)
-	e.data = mustMarshal(gwMemberAdd{simMember: newMember(u, discordTime(time.Now())), GuildID: FormatID(gd.id)})
+	m := gwMemberAdd{simMember: newMember(u, discordTime(time.Now())), GuildID: FormatID(gd.id)}
+	f.finish(e, func(b []byte) []byte { return appendMemberAdd(b, &m) })
 	return e
 }
 
 func (f *firehose) typingStart() *gwEvent {
 	gd, ch, author := f.pickAuthor()
 	e := f.g.newEvent("TYPING_START", gd.id, nil)
-	e.data = mustMarshal(gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
-		Timestamp: time.Now().Unix(), Member: guildMember(&Guild{ID: gd.id}, plainUser(author))})
+	t := gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
+		Timestamp: time.Now().Unix(), Member: newMember(plainUser(author), gd.joinedAt)}
+	f.finish(e, func(b []byte) []byte { return appendTyping(b, &t) })
 	return e
 }
 
@@ -656,10 +669,11 @@ func (f *firehose) reactionAdd() *gwEvent {
 	}
 	user := MemberUserID(rm.guild, int(f.rand()%uint64(members)))
 	e := f.g.newEvent("MESSAGE_REACTION_ADD", rm.guild, nil)
-	e.data = mustMarshal(gwReactionAdd{UserID: FormatID(user), ChannelID: FormatID(rm.channel),
+	r := gwReactionAdd{UserID: FormatID(user), ChannelID: FormatID(rm.channel),
 		MessageID: FormatID(rm.id), GuildID: FormatID(rm.guild),
 		Member: newMember(plainUser(user), snowflakeTimestamp(rm.id)), Emoji: simEmoji{Name: "👍"},
-		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}})
+		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}}
+	f.finish(e, func(b []byte) []byte { return appendReactionAdd(b, &r) })
 	return e
 }
 

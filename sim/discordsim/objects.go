@@ -328,7 +328,8 @@ type simWebhook struct {
 
 // discordTime renders a time as Discord does: ISO 8601 with microseconds and +00:00.
 func discordTime(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
+	var buf [32]byte
+	return string(appendDiscordTime(buf[:0], t)) // t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
 }
 
 // snowflakeTime is the creation time encoded in a snowflake.
