@@ -187,14 +187,39 @@ func (q *Queue) appendMetas(ps []piece) map[int]*shardAppend {
 
 func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
 	var last uint64
+	// Each shard's records go in blocks (block.go), in sequence order: the pieces' order.
+	open := map[int][]*Record{}
+	openBytes := map[int]int{}
+	var order []int
+	writeBlock := func(shard int) error {
+		recs := open[shard]
+		open[shard], openBytes[shard] = recs[:0], 0
+		return w.Set(blockKey(shard, recs[0].Seq, recs[len(recs)-1].Seq, len(recs)), encodeBlock(recs))
+	}
 	for _, p := range ps {
 		for i := range p.recs {
 			r := &p.recs[i]
-			if err := w.Set(eventKey(r.Shard, r.Seq), encodeRecord(r)); err != nil {
-				return err
+			if _, ok := open[r.Shard]; !ok {
+				order = append(order, r.Shard)
+			}
+			open[r.Shard] = append(open[r.Shard], r)
+			openBytes[r.Shard] += len(r.Payload)
+			if len(open[r.Shard]) == blockMaxRecords || openBytes[r.Shard] >= blockMaxBytes {
+				if err := writeBlock(r.Shard); err != nil {
+					return err
+				}
 			}
 			last = r.Seq
 		}
+	}
+	for _, shard := range order {
+		if len(open[shard]) > 0 {
+			if err := writeBlock(shard); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range ps {
 		for _, kv := range p.also {
 			var err error
 			if kv.Value == nil {

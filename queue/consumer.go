@@ -149,19 +149,33 @@ func (c *Consumer) read(shard, max int) (recs []Record, heldAt uint64, err error
 	// the queue's read-ahead budget has room.
 	var out []Record
 	bytes, aheadRoom := 0, min(readAheadBytes, int(int64(c.q.o.CacheBytes/2)-c.q.aheadBytes.Load()))
+	full := func() bool { return len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= aheadRoom) }
 	err = c.q.st.Scan(shardPrefix(shard), eventKey(shard, pos+1), func(k, v []byte) error {
-		if seqOfKey(k) > tail || len(out) >= max && (len(out) >= max+readAheadRecords || bytes >= aheadRoom) {
-			return store.ErrStopScan
-		}
-		r, err := decodeRecord(k, v)
+		b, err := parseBlockKey(k)
 		if err != nil {
 			return err
 		}
-		out = append(out, r)
-		if len(out) > max {
-			bytes += len(r.Payload) + recordOverhead
+		if b.first > tail || full() {
+			return store.ErrStopScan
 		}
-		return nil
+		stop := false
+		err = decodeBlock(shard, k, v, func(r Record) bool {
+			if r.Seq <= pos {
+				return true
+			}
+			if stop = r.Seq > tail || full(); stop {
+				return false
+			}
+			out = append(out, r)
+			if len(out) > max {
+				bytes += len(r.Payload) + recordOverhead
+			}
+			return true
+		})
+		if err == nil && stop {
+			err = store.ErrStopScan
+		}
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("queue: reading shard %d after %d: %w", shard, pos, err)
@@ -316,11 +330,24 @@ func (q *Queue) countRange(s *shardLog, from, to uint64, unknown int) int {
 	}
 	n := 0
 	err := q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
-		if seqOfKey(k) > to {
+		b, err := parseBlockKey(k)
+		if err != nil {
+			return err
+		}
+		if b.first > to {
 			return store.ErrStopScan
 		}
-		n++
-		return nil
+		if b.first >= from && b.last <= to {
+			n += b.n
+			return nil
+		}
+		seqs, err := q.blockSeqs(s.id, b) // a block across from or to: at most two
+		for _, seq := range seqs {
+			if seq >= from && seq <= to {
+				n++
+			}
+		}
+		return err
 	})
 	if err != nil && !errors.Is(err, store.ErrStopScan) {
 		return unknown
@@ -363,7 +390,25 @@ func (c *Consumer) Pending(shard int, seq uint64) (bool, error) {
 	s.mu.Unlock()
 	pending := false
 	err := c.q.scanKeys(shardPrefix(shard), eventKey(shard, pos+1), func(k []byte) error {
-		pending = seqOfKey(k) <= limit
+		b, err := parseBlockKey(k)
+		if err != nil {
+			return err
+		}
+		if b.first > pos {
+			pending = b.first <= limit
+			return store.ErrStopScan
+		}
+		// The block holds pos and what follows it: its first event after pos.
+		seqs, err := c.q.blockSeqs(shard, b)
+		for _, seq := range seqs {
+			if seq > pos {
+				pending = seq <= limit
+				break
+			}
+		}
+		if err != nil {
+			return err
+		}
 		return store.ErrStopScan
 	})
 	return pending, err

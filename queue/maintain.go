@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -144,62 +143,40 @@ func (q *Queue) planAckDeletes(s *shardLog, names []string, b *maintBatch, room 
 			b.sets = append(b.sets, KV{Key: consumerKey(names[i], s.id), Value: encodeUint64(cp.pos)})
 		}
 	}
-	var seqs []uint64
+	// Whole blocks go, once every consumer acknowledged their last event.
+	var blocks []blockRef
 	var next uint64
 	if s.count > 0 && minPos >= s.head && room > 0 {
-		seqs, next, err = q.seqsIn(s, s.head, minPos, room)
+		blocks, next, err = q.blocksIn(s, s.head, minPos, room)
 		if err != nil {
 			return false, err
 		}
 	}
-	meta := shardMeta{head: next, tail: s.tail, count: s.count - len(seqs)}
-	if len(seqs) > 0 {
-		for _, seq := range seqs {
-			b.dels = append(b.dels, eventKey(s.id, seq))
+	n := 0
+	for _, b := range blocks {
+		n += b.n
+	}
+	meta := shardMeta{head: next, tail: s.tail, count: s.count - n}
+	if len(blocks) > 0 {
+		for _, bl := range blocks {
+			b.dels = append(b.dels, bl.key)
 		}
 		b.sets = append(b.sets, KV{Key: shardMetaKey(s.id), Value: meta.encode()})
 	}
-	more = next != 0 && next <= minPos
+	more = len(blocks) == room && next != 0
 	b.apply = append(b.apply, func() {
 		s.mu.Lock()
 		for i, cp := range snap[:min(len(snap), len(names))] {
 			s.cons[i].persisted = cp.pos
 		}
-		if len(seqs) > 0 {
+		if len(blocks) > 0 {
 			s.count, s.head = meta.count, meta.head
-			q.cacheDropThrough(s, seqs[len(seqs)-1])
+			q.cacheDropThrough(s, blocks[len(blocks)-1].last)
 		}
 		s.mu.Unlock()
-		q.total.Add(-int64(len(seqs)))
+		q.total.Add(-int64(n))
 	})
 	return more, nil
-}
-
-// seqsIn returns up to limit stored sequences of the shard in [from, to], and next, the first stored
-// sequence after those returned (0 if none). It reads the cache when it covers the range, else the store.
-// Committer only (or with s.mu held), so that memory and store agree.
-func (q *Queue) seqsIn(s *shardLog, from, to uint64, limit int) (seqs []uint64, next uint64, err error) {
-	if s.cacheFrom <= from {
-		i := sort.Search(len(s.cache), func(i int) bool { return s.cache[i].Seq >= from })
-		for ; i < len(s.cache); i++ {
-			seq := s.cache[i].Seq
-			if seq > to || len(seqs) == limit {
-				return seqs, seq, nil
-			}
-			seqs = append(seqs, seq)
-		}
-		return seqs, 0, nil
-	}
-	err = q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
-		seq := seqOfKey(k)
-		if seq > to || len(seqs) == limit {
-			next = seq
-			return store.ErrStopScan
-		}
-		seqs = append(seqs, seq)
-		return nil
-	})
-	return seqs, next, err
 }
 
 // enforceBound drops the oldest events overall (lowest sequences, whatever their shard) while more than
@@ -220,20 +197,20 @@ func (q *Queue) enforceBound() error {
 	}
 }
 
-// dropCursor walks one shard's stored sequences in order, for the merge in dropOldest.
+// dropCursor walks one shard's stored blocks in order, for the merge in dropOldest.
 type dropCursor struct {
 	s       *shardLog
-	buf     []uint64
+	buf     []blockRef
 	i       int
-	dropped []uint64
+	dropped []blockRef
 }
 
-func (c *dropCursor) cur() uint64 { return c.buf[c.i] }
+func (c *dropCursor) cur() blockRef { return c.buf[c.i] }
 
 type dropHeap []*dropCursor
 
 func (h dropHeap) Len() int           { return len(h) }
-func (h dropHeap) Less(i, j int) bool { return h[i].cur() < h[j].cur() }
+func (h dropHeap) Less(i, j int) bool { return h[i].cur().first < h[j].cur().first }
 func (h dropHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *dropHeap) Push(x any)        { *h = append(*h, x.(*dropCursor)) }
 func (h *dropHeap) Pop() any {
@@ -243,31 +220,42 @@ func (h *dropHeap) Pop() any {
 	return x
 }
 
-// dropOldest deletes the k events with the lowest sequences, merging the shards' logs by their heads.
+// dropOldest deletes the oldest blocks, merging the shards' logs by their first events, until at least k
+// events are gone (a block goes whole), and returns how many went.
 func (q *Queue) dropOldest(k int) (int, error) {
 	q.shardsMu.RLock()
-	var h dropHeap
+	shards := make([]*shardLog, 0, len(q.shards))
 	for _, s := range q.shards {
 		if s.count > 0 {
-			h = append(h, &dropCursor{s: s, buf: []uint64{s.head}})
+			shards = append(shards, s)
 		}
 	}
 	q.shardsMu.RUnlock()
+	fetch := max(min(k, 64), 1)
+	var h dropHeap
+	for _, s := range shards {
+		buf, _, err := q.blocksIn(s, s.head, math.MaxUint64, fetch)
+		if err != nil {
+			return 0, err
+		}
+		if len(buf) > 0 {
+			h = append(h, &dropCursor{s: s, buf: buf})
+		}
+	}
 	heap.Init(&h)
 	var touched []*dropCursor
 	dropped := 0
-	fetch := min(k, 64)
 	for dropped < k && h.Len() > 0 {
 		c := h[0]
-		seq := c.cur()
+		b := c.cur()
 		if len(c.dropped) == 0 {
 			touched = append(touched, c)
 		}
-		c.dropped = append(c.dropped, seq)
-		dropped++
+		c.dropped = append(c.dropped, b)
+		dropped += b.n
 		c.i++
 		if c.i == len(c.buf) {
-			buf, _, err := q.seqsIn(c.s, seq+1, math.MaxUint64, fetch)
+			buf, _, err := q.blocksIn(c.s, b.last+1, math.MaxUint64, fetch)
 			if err != nil {
 				return 0, err
 			}
@@ -284,29 +272,78 @@ func (q *Queue) dropOldest(k int) (int, error) {
 	}
 
 	var b maintBatch
+	lost := 0 // dropped before every consumer acknowledged them
 	for _, c := range touched {
-		s, seqs := c.s, c.dropped
+		s, blocks := c.s, c.dropped
 		var next uint64
 		if c.i < len(c.buf) {
-			next = c.cur()
+			next = c.cur().first
 		}
-		meta := shardMeta{head: next, tail: s.tail, count: s.count - len(seqs)}
-		for _, seq := range seqs {
-			b.dels = append(b.dels, eventKey(s.id, seq))
+		n := 0
+		for _, bl := range blocks {
+			n += bl.n
+			b.dels = append(b.dels, bl.key)
 		}
+		meta := shardMeta{head: next, tail: s.tail, count: s.count - n}
 		b.sets = append(b.sets, KV{Key: shardMetaKey(s.id), Value: meta.encode()})
+		last := blocks[len(blocks)-1].last
+		// The sequences of a block a consumer stands inside, read while it is still stored.
+		s.mu.Lock()
+		positions := make([]uint64, len(s.cons))
+		for i := range s.cons {
+			positions[i] = s.cons[i].pos
+		}
+		s.mu.Unlock()
+		inside := map[int][]uint64{}
+		minPos := uint64(math.MaxUint64)
+		for _, pos := range positions {
+			minPos = min(minPos, pos)
+		}
+		for j, bl := range blocks {
+			for _, pos := range positions {
+				if bl.first <= pos && pos < bl.last && inside[j] == nil {
+					seqs, err := q.blockSeqs(s.id, bl)
+					if err != nil {
+						return 0, err
+					}
+					inside[j] = seqs
+				}
+			}
+			// What every consumer had acknowledged is not lost, though it was still stored.
+			switch {
+			case len(positions) == 0 || bl.first > minPos:
+				lost += bl.n
+			case inside[j] != nil:
+				for _, seq := range inside[j] {
+					if seq > minPos {
+						lost++
+					}
+				}
+			}
+		}
 		b.apply = append(b.apply, func() {
 			s.mu.Lock()
 			s.count, s.head = meta.count, meta.head
-			q.cacheDropThrough(s, seqs[len(seqs)-1])
+			q.cacheDropThrough(s, last)
 			for i := range s.cons {
 				cp := &s.cons[i]
-				// Dropped events after a consumer's position were counted as unacknowledged.
-				after := len(seqs) - sort.Search(len(seqs), func(j int) bool { return seqs[j] > cp.pos })
-				cp.unacked -= after
+				// Dropped events after a consumer's position were counted as unacknowledged. A block
+				// the consumer moved into since is left to resync (the count errs high).
+				for j, bl := range blocks {
+					switch {
+					case bl.first > cp.pos:
+						cp.unacked -= bl.n
+					case inside[j] != nil:
+						for _, seq := range inside[j] {
+							if seq > cp.pos {
+								cp.unacked--
+							}
+						}
+					}
+				}
 				s.resync(cp)
 				k := 0
-				for k < len(cp.ahead) && cp.ahead[k].Seq <= seqs[len(seqs)-1] {
+				for k < len(cp.ahead) && cp.ahead[k].Seq <= last {
 					k++
 				}
 				q.dropAhead(cp, k)
@@ -318,8 +355,10 @@ func (q *Queue) dropOldest(k int) (int, error) {
 		return 0, err
 	}
 	q.total.Add(-int64(dropped))
-	q.m.dropped.Add(float64(dropped))
-	q.drops.note(q.log, dropped, q.o.MaxEvents)
+	if lost > 0 {
+		q.m.dropped.Add(float64(lost))
+		q.drops.note(q.log, lost, q.o.MaxEvents)
+	}
 	q.recheckFences()
 	return dropped, nil
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -24,6 +25,8 @@ type env struct {
 	st  *store.Store
 	q   *Queue
 	reg *prometheus.Registry
+	// wrap, when set, is what the queue sees of the store.
+	wrap func(*store.Store) Store
 }
 
 func newEnv(t testing.TB, o Options) *env {
@@ -43,7 +46,11 @@ func (e *env) open() {
 	e.reg = prometheus.NewRegistry()
 	o := e.o
 	o.Registerer = e.reg
-	q, err := Open(st, o)
+	var qs Store = st
+	if e.wrap != nil {
+		qs = e.wrap(st)
+	}
+	q, err := Open(qs, o)
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("opening queue: %v", err)
@@ -94,13 +101,43 @@ func (e *env) flush() {
 	}
 }
 
+// smallTxnStore is the store with transactions of at most max writes: past that, Update fails with
+// store.ErrTooBig, as Badger does past its own limits.
+type smallTxnStore struct {
+	*store.Store
+	max int
+}
+
+func (s smallTxnStore) Update(fn func(w store.Writer) error) error {
+	return s.Store.Update(func(w store.Writer) error { return fn(&countingWriter{w: w, left: s.max}) })
+}
+
+type countingWriter struct {
+	w    store.Writer
+	left int
+}
+
+func (c *countingWriter) Set(k, v []byte) error {
+	if c.left--; c.left < 0 {
+		return store.ErrTooBig
+	}
+	return c.w.Set(k, v)
+}
+
+func (c *countingWriter) Delete(k []byte) error {
+	if c.left--; c.left < 0 {
+		return store.ErrTooBig
+	}
+	return c.w.Delete(k)
+}
+
 // storedSeqs lists the sequences of the events in the store, whatever memory thinks.
 func (e *env) storedSeqs() []uint64 {
 	e.t.Helper()
 	var out []uint64
-	if err := e.st.Scan([]byte(eventPrefix), nil, func(k, _ []byte) error {
-		out = append(out, seqOfKey(k))
-		return nil
+	if err := e.st.Scan([]byte(eventPrefix), nil, func(k, v []byte) error {
+		shard := int(binary.BigEndian.Uint32(k[len(eventPrefix):]))
+		return decodeBlock(shard, k, v, func(r Record) bool { out = append(out, r.Seq); return true })
 	}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -274,11 +311,13 @@ func TestAppendRefusesQueueKeysAndClosedQueue(t *testing.T) {
 }
 
 func TestAppendSplitsATransactionTooBig(t *testing.T) {
-	e := newEnv(t, Options{CacheBytes: 1})
-	// More records than Badger takes in one transaction (events go to its value log, so what bounds a
-	// transaction is its count of entries): the call must be split, and also written with its last part.
-	_, maxCount := e.st.MaxTxn()
-	recs := make([]Record, maxCount+maxCount/2)
+	// A store that takes at most 8 writes per transaction (Badger refuses transactions past a count of
+	// entries, which blocks of events rarely reach): a 3000-event call must be split, and also written
+	// with its last part.
+	e := &env{t: t, dir: t.TempDir(), o: Options{CacheBytes: 1}, wrap: func(st *store.Store) Store { return smallTxnStore{st, 8} }}
+	e.open()
+	t.Cleanup(e.close)
+	recs := make([]Record, 3000)
 	for i := range recs {
 		recs[i] = Record{Shard: 1, Payload: payload(1, i)}
 	}

@@ -32,13 +32,15 @@ type KV struct {
 // the cache.
 const (
 	keyPrefix       = "q/"
-	eventPrefix     = "q/e/" // + shard (4 bytes BE) + seq (8 bytes BE) -> record
+	eventPrefix     = "q/e/" // + shard (4 bytes BE) + last seq, first seq (8 bytes BE each), count (4) -> block (block.go)
 	shardMetaPrefix = "q/s/" // + shard (4 bytes BE) -> head, tail, count
 	consumerPrefix  = "q/c/" // + len(name) (1 byte) + name + shard (4 bytes BE) -> acked seq
 	seqKey          = "q/m/seq"
 	instanceKey     = "q/m/instance"
 )
 
+// eventKeyLen is a version 1 key's length: one record under eventPrefix + shard + seq. eventKey is also
+// where a seek starts to find the block holding seq.
 const eventKeyLen = len(eventPrefix) + 4 + 8
 
 func shardPrefix(shard int) []byte {
@@ -127,13 +129,15 @@ func decodeShardMeta(b []byte) (shardMeta, error) {
 	}, nil
 }
 
-// Record encoding, version 1: a 13-byte header (version, shard, unix nanoseconds) then the raw payload.
-// The payload is never re-encoded: delivery sends the bytes the gateway sent.
+// Record encoding, version 1 (one record per key, as older dd wrote; block.go has version 2): a 13-byte
+// header (version, shard, unix nanoseconds) then the raw payload. The payload is never re-encoded:
+// delivery sends the bytes the gateway sent.
 const (
 	recordV1     = 1
 	recordHeader = 1 + 4 + 8
 )
 
+// encodeRecord writes version 1, which dd no longer writes (tests build older stores with it).
 func encodeRecord(r *Record) []byte {
 	b := make([]byte, recordHeader, recordHeader+len(r.Payload))
 	b[0] = recordV1

@@ -1,0 +1,160 @@
+package queue
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/ddhq/dd/store"
+)
+
+// Blocks. A commit stores the records it appends to one shard together, in one value under one key: a
+// block. Every key costs the store the same whatever its size (a memtable entry, a tree entry through
+// every compaction, a tombstone, a liveness check by the value log's garbage collection), and a firehose
+// commits dozens of a shard's events at once, so blocks cut that cost by as much. Events are still
+// acknowledged one by one; a block is deleted once every consumer acknowledged its last event.
+//
+// Key: eventPrefix + shard (4 bytes) + last seq (8) + first seq (8) + count (4), so that a seek to
+// eventKey(shard, seq) finds the block holding seq, or the first one after it, and keys alone say what a
+// block holds. A store written by an older dd holds version 1 records, one per key (eventKey), which read
+// as blocks of one.
+const (
+	blockKeyLen = eventKeyLen + 8 + 4
+	recordV2    = 2 // a block's value: version, then per record uvarint seq delta, time (8), uvarint length, payload
+	// A block holds at most this many records or bytes: a consumer behind the cache decodes a whole block
+	// to read its first event.
+	blockMaxRecords = 256
+	blockMaxBytes   = 256 << 10
+)
+
+// blockRef is what a block's key says.
+type blockRef struct {
+	key         []byte
+	first, last uint64
+	n           int
+}
+
+func blockKey(shard int, first, last uint64, n int) []byte {
+	k := make([]byte, 0, blockKeyLen)
+	k = append(k, eventPrefix...)
+	k = binary.BigEndian.AppendUint32(k, uint32(shard))
+	k = binary.BigEndian.AppendUint64(k, last)
+	k = binary.BigEndian.AppendUint64(k, first)
+	return binary.BigEndian.AppendUint32(k, uint32(n))
+}
+
+// parseBlockKey reads a block's key, or a version 1 record's (a block of one). The key is copied.
+func parseBlockKey(k []byte) (blockRef, error) {
+	switch len(k) {
+	case eventKeyLen:
+		seq := binary.BigEndian.Uint64(k[len(eventPrefix)+4:])
+		return blockRef{key: append([]byte(nil), k...), first: seq, last: seq, n: 1}, nil
+	case blockKeyLen:
+		at := len(eventPrefix) + 4
+		b := blockRef{
+			key:   append([]byte(nil), k...),
+			last:  binary.BigEndian.Uint64(k[at:]),
+			first: binary.BigEndian.Uint64(k[at+8:]),
+			n:     int(binary.BigEndian.Uint32(k[at+16:])),
+		}
+		if b.n < 1 || b.first > b.last {
+			return blockRef{}, fmt.Errorf("queue: malformed block key %x", k)
+		}
+		return b, nil
+	}
+	return blockRef{}, fmt.Errorf("queue: malformed event key %x", k)
+}
+
+// encodeBlock encodes recs, one shard's records in sequence order.
+func encodeBlock(recs []*Record) []byte {
+	size := 1
+	for _, r := range recs {
+		size += 2*binary.MaxVarintLen64 + 8 + len(r.Payload)
+	}
+	b := make([]byte, 1, size)
+	b[0] = recordV2
+	var prev uint64
+	for _, r := range recs {
+		b = binary.AppendUvarint(b, r.Seq-prev)
+		prev = r.Seq
+		b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
+		b = binary.AppendUvarint(b, uint64(len(r.Payload)))
+		b = append(b, r.Payload...)
+	}
+	return b
+}
+
+// decodeBlock calls fn for each record of the block stored at key with value v, in order, until fn
+// returns false. Payloads are copied (the store's buffer is valid only during a scan's callback), all
+// of a block's into one allocation, made only once fn wants a record.
+func decodeBlock(shard int, key, v []byte, fn func(r Record) bool) error {
+	if len(key) == eventKeyLen {
+		r, err := decodeRecord(key, v)
+		if err != nil {
+			return err
+		}
+		fn(r)
+		return nil
+	}
+	if len(v) < 1 || v[0] != recordV2 {
+		return fmt.Errorf("queue: block %x: unknown encoding (%d bytes)", key, len(v))
+	}
+	var own []byte // v's copy, made for the first record fn takes
+	var seq uint64
+	for i := 1; i < len(v); {
+		d, n := binary.Uvarint(v[i:])
+		if n <= 0 || i+n+8 > len(v) {
+			return fmt.Errorf("queue: block %x: truncated", key)
+		}
+		i += n
+		seq += d
+		t := int64(binary.BigEndian.Uint64(v[i:]))
+		i += 8
+		l, n := binary.Uvarint(v[i:])
+		if n <= 0 || uint64(len(v)-i-n) < l {
+			return fmt.Errorf("queue: block %x: truncated", key)
+		}
+		i += n
+		if own == nil {
+			own = append([]byte(nil), v...)
+		}
+		if !fn(Record{Shard: shard, Seq: seq, Time: time.Unix(0, t), Payload: own[i : i+int(l) : i+int(l)]}) {
+			return nil
+		}
+		i += int(l)
+	}
+	return nil
+}
+
+// blockSeqs returns the sequences a stored block holds.
+func (q *Queue) blockSeqs(shard int, b blockRef) ([]uint64, error) {
+	if b.n == 1 {
+		return []uint64{b.first}, nil
+	}
+	v, err := q.st.Get(b.key)
+	if err != nil {
+		return nil, fmt.Errorf("queue: reading block %x: %w", b.key, err)
+	}
+	seqs := make([]uint64, 0, b.n)
+	err = decodeBlock(shard, b.key, v, func(r Record) bool { seqs = append(seqs, r.Seq); return true })
+	return seqs, err
+}
+
+// blocksIn returns, in order, the shard's stored blocks from the one holding from (or the first after
+// it) on whose last event is at most to, up to limit of them; next is the first sequence of the block
+// after those (0 if none).
+func (q *Queue) blocksIn(s *shardLog, from, to uint64, limit int) (blocks []blockRef, next uint64, err error) {
+	err = q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
+		b, err := parseBlockKey(k)
+		if err != nil {
+			return err
+		}
+		if b.last > to || len(blocks) == limit {
+			next = b.first
+			return store.ErrStopScan
+		}
+		blocks = append(blocks, b)
+		return nil
+	})
+	return blocks, next, err
+}

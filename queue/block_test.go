@@ -1,0 +1,130 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ddhq/dd/store"
+)
+
+// A commit stores a shard's records in blocks of at most blockMaxRecords. Read from the store (no
+// cache), a consumer gets every event once and in order across blocks' bounds, whatever it asks for
+// at a time; Pending answers inside a block; a block is deleted once every consumer acknowledged its
+// last event, not before; and the count of stored events follows whole blocks.
+func TestBlocksAreReadAcknowledgedAndDeletedAcrossTheirBounds(t *testing.T) {
+	e := newEnv(t, Options{CacheBytes: 1, FlushInterval: time.Hour})
+	c := e.consumer("bot")
+	recs := make([]Record, 600) // blocks of 256, 256 and 88
+	for i := range recs {
+		recs[i] = rec(0, i)
+	}
+	all := append(recs, rec(1, 0))
+	e.append(all)
+	recs = all[:600]
+	seqs := e.storedSeqs()
+	if len(seqs) != 601 {
+		t.Fatalf("stored %d events, want 601", len(seqs))
+	}
+	if p, err := c.Pending(0, recs[300].Seq); err != nil || !p {
+		t.Fatalf("Pending inside the second block: %v, %v; want true", p, err)
+	}
+	var got []Record
+	for len(got) < 300 {
+		rs, err := c.Read(0, 7)
+		if err != nil || len(rs) == 0 {
+			t.Fatalf("Read after %d: %d records, %v", len(got), len(rs), err)
+		}
+		rs = rs[:min(len(rs), 300-len(got))]
+		got = append(got, rs...)
+		c.Ack(0, rs[len(rs)-1].Seq)
+	}
+	for i, r := range got {
+		if r.Seq != recs[i].Seq || !bytes.Equal(r.Payload, recs[i].Payload) || r.Shard != 0 || r.Time.IsZero() {
+			t.Fatalf("record %d: seq %d shard %d %q, want seq %d %q", i, r.Seq, r.Shard, r.Payload, recs[i].Seq, recs[i].Payload)
+		}
+	}
+	if p, err := c.Pending(0, recs[299].Seq); err != nil || p {
+		t.Fatalf("Pending up to the last acknowledged: %v, %v; want false", p, err)
+	}
+	if p, err := c.Pending(0, recs[300].Seq); err != nil || !p {
+		t.Fatalf("Pending up to the next one, inside a block: %v, %v; want true", p, err)
+	}
+	if d := c.ShardDepths()[0]; d != 300 {
+		t.Fatalf("consumer's depth of shard 0 = %d, want 300", d)
+	}
+	e.flush()
+	// The first block (256) is gone; the second holds acknowledged events 257..300 and stays.
+	if n := len(e.storedSeqs()); n != 601-256 {
+		t.Fatalf("after acknowledging 300 of shard 0, %d events stored, want %d (whole blocks)", n, 601-256)
+	}
+	if d := e.q.Depth(); d != 601-256 {
+		t.Fatalf("Depth = %d, want %d", d, 601-256)
+	}
+	e.reopen()
+	c = e.consumer("bot")
+	rest := readAll(t, c, 0)
+	if len(rest) != 300 || rest[0].Seq != recs[300].Seq || rest[299].Seq != recs[599].Seq {
+		t.Fatalf("after reopening, read %d events from %d; want the 300 not acknowledged, from %d", len(rest), rest[0].Seq, recs[300].Seq)
+	}
+	readAll(t, c, 1)
+	e.flush()
+	if s := e.storedSeqs(); len(s) != 0 || e.q.Depth() != 0 {
+		t.Fatalf("after everything was acknowledged, %d stored, Depth %d", len(s), e.q.Depth())
+	}
+}
+
+// A store written by an older dd holds one record per key (version 1). The queue reads them in order,
+// before and together with the blocks appended after, and deletes them once acknowledged.
+func TestRecordsOfAnOlderVersionAreReadAndDeleted(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(store.Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := make([]Record, 5)
+	err = st.Update(func(w store.Writer) error {
+		for i := range old {
+			old[i] = Record{Shard: 0, Seq: uint64(i + 1), Time: time.Unix(1700000000, 0), Payload: payload(0, i)}
+			if err := w.Set(eventKey(0, old[i].Seq), encodeRecord(&old[i])); err != nil {
+				return err
+			}
+		}
+		if err := w.Set(shardMetaKey(0), shardMeta{head: 1, tail: 5, count: 5}.encode()); err != nil {
+			return err
+		}
+		return w.Set([]byte(seqKey), encodeUint64(5))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, o: Options{CacheBytes: 1, FlushInterval: time.Hour}}
+	e.open()
+	t.Cleanup(e.close)
+	c := e.consumer("bot")
+	first, err := c.Read(0, 2)
+	if err != nil || len(first) != 2 || first[0].Seq != 1 || !first[0].Time.Equal(old[0].Time) || !bytes.Equal(first[1].Payload, old[1].Payload) {
+		t.Fatalf("first read of the old records: %v, %v", first, err)
+	}
+	c.Ack(0, first[1].Seq)
+	newer := []Record{rec(0, 5), rec(0, 6)}
+	if err := e.q.Append(context.Background(), newer); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if n := len(e.storedSeqs()); n != 5 {
+		t.Fatalf("%d events stored, want the 3 old ones not acknowledged and 2 new", n)
+	}
+	got := readAll(t, c, 0)
+	if len(got) != 5 || got[0].Seq != 3 || got[2].Seq != 5 || got[3].Seq != newer[0].Seq || got[4].Seq != newer[1].Seq {
+		t.Fatalf("read %d events after the old ones acknowledged: %v", len(got), got)
+	}
+	e.flush()
+	if s := e.storedSeqs(); len(s) != 0 {
+		t.Fatalf("after everything was acknowledged, stored %v", s)
+	}
+}
