@@ -7,9 +7,13 @@ import "github.com/dgraph-io/badger/v4/skl"
 // deleted, so it needs little of that; what it keeps is sized from a budget, and the disk's sizes
 // (disk.go) stay where they are smaller.
 //
-// What costs most under a firehose whose backlog grows is not the memtables but Badger's table
-// builders (measured with ddload -heapprofile: 112 to 176 MiB of dd's 200 MiB live heap with 3.75 MB
-// memtables and 2 MB tables). A builder holds its table's raw blocks and their compressed copies, in
+// Values of 128 bytes and more live in the value log (valuelog.go), so the tree, and everything below,
+// holds keys, pointers and small values: the model stays the worst case of a tree of large values, which
+// is what dd wrote before, and is far above what it holds now (TestTableBuildersStayWithinTheModel).
+//
+// What cost most under a firehose whose backlog grows, with events in the tree, was not the memtables but
+// Badger's table builders (measured with ddload -heapprofile: 112 to 176 MiB of dd's 200 MiB live heap
+// with 3.75 MB memtables and 2 MB tables). A builder holds its table's raw blocks and their compressed copies, in
 // buffers that double as they grow and that Badger's allocator pool keeps at the largest size they
 // reached, for up to 8 builders, while more are in flight as their files are written. A table is filled
 // to its size *compressed*, so its raw size is the table size times how well the events compress

@@ -57,8 +57,10 @@ type Store struct {
 
 	gcStop, gcDone chan struct{} // the value log's garbage collection (valuelog.go)
 	gcRewrites     atomic.Int64  // value log files it rewrote
-	deleted        atomic.Int64  // deletions since the last reclaimSpace
-	// writeMu is held shared by writes, and alone by reclaimSpace: Badger refuses writes while it
+	deleted        atomic.Int64  // deletions since the last flushTree
+	valuesWritten  atomic.Int64  // bytes of values for the value log since the last flushTree
+	flushes        atomic.Int64  // flushTree calls
+	// writeMu is held shared by writes, and alone by flushTree: Badger refuses writes while it
 	// flushes on demand, and they wait here instead.
 	writeMu sync.RWMutex
 }
@@ -193,8 +195,9 @@ func (s *Store) update(fn func(w Writer) error) error {
 		w = txnWriter{txn: txn}
 		return fn(&w)
 	})
-	if err == nil && w.deleted > 0 {
+	if err == nil {
 		s.deleted.Add(int64(w.deleted))
+		s.valuesWritten.Add(int64(w.values))
 	}
 	return err
 }
@@ -202,9 +205,15 @@ func (s *Store) update(fn func(w Writer) error) error {
 type txnWriter struct {
 	txn     *badger.Txn
 	deleted int
+	values  int // bytes for the value log
 }
 
-func (w *txnWriter) Set(k, v []byte) error { return w.txn.Set(k, v) }
+func (w *txnWriter) Set(k, v []byte) error {
+	if len(v) >= valueThreshold {
+		w.values += len(v)
+	}
+	return w.txn.Set(k, v)
+}
 func (w *txnWriter) Delete(k []byte) error { w.deleted++; return w.txn.Delete(k) }
 
 // ErrTooBig is returned by Update when one transaction holds more than the store can commit at once;

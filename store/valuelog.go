@@ -13,19 +13,23 @@ import (
 // log, again compressed into a level-0 table, and again by every compaction until its deletion catches
 // up with it; that was a third of dd's CPU under a firehose. Values of valueThreshold bytes and more go
 // to the value log instead (Badger's WiscKey design): written once, in order, while the tree keeps only
-// a pointer, so flushes and compactions move a few dozen bytes per event. Small values (positions, a
+// a pointer, so flushes and compactions move a few dozen bytes per value. Small values (positions, a
 // shard's summary, counters) stay in the tree.
 //
 // A value log file is freed by Badger's garbage collection, which picks a file once compactions have
 // dropped at least gcDiscardRatio of it, copies what is still live to the newest file and deletes it.
 // Nothing runs it by itself: the store does, every gcInterval.
 //
-// Compactions come with writes: Badger flushes a memtable when it is full, and compacts level 0 when it
-// holds enough tables. On a full disk the only writes are deletions (a bot that is back empties the
-// queue), small ones, and they may never fill a memtable: the deleted events' space would not come back,
-// and the store would refuse new events with an empty queue. So while the disk is low and data was
-// deleted, the store flushes and compacts by itself (reclaimSpace), at most every reclaimInterval. The
-// tree holds pointers, so rewriting it whole takes little of the reserve.
+// Compactions come with the tree's writes: Badger flushes a memtable when it is full, and compacts
+// level 0 when it holds enough tables. With the values elsewhere the tree grows slowly (the queue writes
+// a shard's events of one commit under one key), so deleted values would wait minutes, gigabytes of
+// value log, for a compaction to drop them; and on a full disk, where the only writes are deletions (a
+// bot that is back empties the queue), they might never come, and the store would refuse new events with
+// an empty queue. So the store flushes and compacts by itself (flushTree): after every flushAfter files'
+// worth of value log written (or flushQuiet after fewer were written and some data deleted), and, while
+// the disk is low and data was deleted, every reclaimInterval, then also compacting the tree into one
+// level. The tree holds pointers, so that is quick and takes
+// little of the disk's reserve.
 const (
 	valueThreshold = 128
 	// maxValueLogFile caps the value log's files (disk.go scales them to the filesystem below it). Smaller
@@ -36,30 +40,46 @@ const (
 	gcDiscardRatio  = 0.5
 	// gcMaxRewrites bounds the files one tick rewrites, so that Close never waits long for it.
 	gcMaxRewrites = 16
-	// reclaimInterval spaces the forced flushes and compactions of a full disk.
+	// flushAfter is how many value log files' worth of values written make the store flush its tree.
+	flushAfter = 2
+	// flushQuiet is how long values written and deleted may wait for a flush when fewer than flushAfter
+	// files' worth were written.
+	flushQuiet = 10 * time.Second
+	// reclaimInterval spaces the forced compactions of a full disk.
 	reclaimInterval = 2 * time.Second
 )
 
-// reclaimKey is written before a forced flush, so that Badger's DropPrefix, the one way to flush its
+// flushKey is written before a forced flush, so that Badger's DropPrefix, its one way to flush the
 // memtables on demand, has something to drop (and drops only that).
-var reclaimKey = []byte("\x00dd-reclaim")
+var flushKey = []byte("\x00dd-flush")
 
-// collectGarbage runs the value log's garbage collection until done is closed.
+// collectGarbage flushes the tree when it is due and runs the value log's garbage collection, until
+// done is closed.
 func (s *Store) collectGarbage(done <-chan struct{}, log *zap.Logger) {
 	defer close(s.gcDone)
 	t := time.NewTicker(gcInterval)
 	defer t.Stop()
-	var lastReclaim time.Time
+	var lastReclaim, lastFlush time.Time
 	for {
 		select {
 		case <-done:
 			return
 		case <-t.C:
 		}
-		if s.disk != nil && s.disk.IsLow() && s.deleted.Load() > 0 && time.Since(lastReclaim) >= reclaimInterval {
-			lastReclaim = time.Now()
-			if err := s.reclaimSpace(); err != nil {
-				log.Warn("freeing the space of deleted data failed; retrying", zap.Error(err))
+		low := s.disk != nil && s.disk.IsLow()
+		reclaim := low && s.deleted.Load() > 0 && time.Since(lastReclaim) >= reclaimInterval
+		written := s.valuesWritten.Load()
+		// Flushed when enough values were written, and also when some were and deleted since, but not
+		// enough: a queue that went quiet would otherwise keep its last files until the next burst.
+		due := written >= flushAfter*s.size.valueLogFile ||
+			written > 0 && s.deleted.Load() > 0 && time.Since(lastFlush) >= flushQuiet
+		if reclaim || due {
+			lastFlush = time.Now()
+			if reclaim {
+				lastReclaim = lastFlush
+			}
+			if err := s.flushTree(reclaim); err != nil {
+				log.Warn("flushing the store's tree failed; retrying", zap.Error(err))
 			}
 		}
 		for range gcMaxRewrites {
@@ -76,21 +96,24 @@ func (s *Store) collectGarbage(done <-chan struct{}, log *zap.Logger) {
 	}
 }
 
-// reclaimSpace makes Badger drop what was deleted: it flushes the memtables, compacts the tree into
-// one level and leaves the value log's files to the garbage collection. Writes wait meanwhile.
-func (s *Store) reclaimSpace() error {
+// flushTree makes Badger drop what was deleted: it flushes the memtables and compacts level 0, and with
+// all compacts the tree into one level, leaving the value log's files to the garbage collection. Writes
+// wait meanwhile.
+func (s *Store) flushTree(all bool) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	n := s.deleted.Swap(0)
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(reclaimKey, nil) })
+	deleted, written := s.deleted.Swap(0), s.valuesWritten.Swap(0)
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) })
 	if err == nil {
-		err = s.db.DropPrefix(reclaimKey)
+		err = s.db.DropPrefix(flushKey)
 	}
-	if err == nil {
+	if err == nil && all {
 		err = s.db.Flatten(numCompactors)
 	}
 	if err != nil {
-		s.deleted.Add(n)
+		s.deleted.Add(deleted)
+		s.valuesWritten.Add(written)
 	}
+	s.flushes.Add(1)
 	return err
 }
