@@ -689,7 +689,7 @@ func renderDispatch(b []byte, it outItem) []byte {
 	}
 	b = strconv.AppendInt(b, seq, 10)
 	b = append(b, `,"op":0,"d":`...)
-	b = append(b, it.ev.payloadFor(it.sess)...)
+	b = it.ev.appendPayloadFor(b, it.sess)
 	return append(b, '}')
 }
 

@@ -104,12 +104,14 @@ type gwEvent struct {
 	// render, when set, makes d on each write instead of data: a GUILD_MEMBERS_CHUNK of 1,000 members is
 	// generated from member indices, so a session's replay log does not hold its bytes.
 	render func() []byte
+	// gen, when set, writes d on each write instead of data, for the session (a firehose event; it strips
+	// messages itself).
+	gen firehoseData
 
 	// Messages reach sessions without MESSAGE_CONTENT with content, embeds, attachments, components and
 	// poll emptied, unless the bot wrote the message or is mentioned in it.
 	stripContent bool
 	stripOnce    sync.Once
-	stripFn      func() ([]byte, []uint64) // returns the stripped d and the exempt user IDs
 	stripped     []byte
 	exempt       []uint64
 }
@@ -118,25 +120,30 @@ func eventKey(n uint64) string { return "evt-" + strconv.FormatUint(n, 10) }
 
 // payloadFor returns the d this session receives.
 func (e *gwEvent) payloadFor(s *session) []byte {
+	if e.gen != nil {
+		return e.gen.appendFor(nil, s)
+	}
 	if e.render != nil {
 		return e.render()
 	}
 	if !e.stripContent || s.intents&IntentMessageContent != 0 {
 		return e.data
 	}
-	e.stripOnce.Do(func() {
-		if e.stripFn != nil {
-			e.stripped, e.exempt = e.stripFn()
-		} else {
-			e.stripped, e.exempt = stripMessageJSON(e.data)
-		}
-	})
+	e.stripOnce.Do(func() { e.stripped, e.exempt = stripMessageJSON(e.data) })
 	for _, id := range e.exempt {
 		if id == s.botID {
 			return e.data
 		}
 	}
 	return e.stripped
+}
+
+// appendPayloadFor appends the d this session receives.
+func (e *gwEvent) appendPayloadFor(b []byte, s *session) []byte {
+	if e.gen != nil {
+		return e.gen.appendFor(b, s)
+	}
+	return append(b, e.payloadFor(s)...)
 }
 
 // stripMessageJSON empties the content fields of a message object given as JSON, as Discord does for
@@ -182,11 +189,17 @@ func stripMessageJSON(data []byte) ([]byte, []uint64) {
 
 // newEvent creates an event with the next key. d is marshalled here, once.
 func (g *gatewayState) newEvent(name string, guildID uint64, data []byte) *gwEvent {
-	e := &gwEvent{n: g.eventSeq.Add(1), name: name, guildID: guildID, intent: eventIntent(name, guildID != 0),
+	e := &gwEvent{}
+	g.initEvent(e, name, guildID, data)
+	return e
+}
+
+// initEvent makes e an event with the next key (for an event allocated with what it is made of).
+func (g *gatewayState) initEvent(e *gwEvent, name string, guildID uint64, data []byte) {
+	*e = gwEvent{n: g.eventSeq.Add(1), name: name, guildID: guildID, intent: eventIntent(name, guildID != 0),
 		at: time.Now().UnixNano(), data: data}
 	e.stripContent = guildID != 0 && (name == "MESSAGE_CREATE" || name == "MESSAGE_UPDATE")
 	g.eventsCreated.Add(1)
-	return e
 }
 
 // Dispatch sends an event of a guild (guildID 0: a direct-message event, which goes to shard 0) to every
@@ -373,33 +386,6 @@ type firehoseGuild struct {
 	id       uint64
 	channels []uint64
 	members  int
-	joinedAt string // guildJoinedAt: when its members joined
-}
-
-type gwMemberAdd struct {
-	simMember
-	GuildID string `json:"guild_id"`
-}
-
-type gwTyping struct {
-	ChannelID string    `json:"channel_id"`
-	GuildID   string    `json:"guild_id"`
-	UserID    string    `json:"user_id"`
-	Timestamp int64     `json:"timestamp"`
-	Member    simMember `json:"member"`
-}
-
-type gwReactionAdd struct {
-	UserID          string    `json:"user_id"`
-	ChannelID       string    `json:"channel_id"`
-	MessageID       string    `json:"message_id"`
-	GuildID         string    `json:"guild_id"`
-	Member          simMember `json:"member"`
-	Emoji           simEmoji  `json:"emoji"`
-	MessageAuthorID string    `json:"message_author_id"`
-	Burst           bool      `json:"burst"`
-	BurstColors     []string  `json:"burst_colors"`
-	Type            int       `json:"type"`
 }
 
 // firehose generates events; one goroutine each.
@@ -411,18 +397,11 @@ type firehose struct {
 	rnd    uint64
 	recent [64]recentMessage // messages created lately, for updates and reactions
 	nRec   int
-	buf    []byte // where an event's JSON is written before it is copied to its exact size
-}
-
-// finish sets e's data to what render writes (into f.buf, then copied at its size).
-func (f *firehose) finish(e *gwEvent, render func([]byte) []byte) {
-	f.buf = render(f.buf[:0])
-	e.data = append([]byte(nil), f.buf...)
 }
 
 type recentMessage struct {
 	id, channel, guild, author uint64
-	content                    string
+	created                    uint64 // its MESSAGE_CREATE's event number
 }
 
 // StartFirehose generates a mix of guild events (MESSAGE_CREATE with unique IDs and content,
@@ -527,8 +506,7 @@ func (f *firehose) refreshGuilds() {
 		if g.Unavailable || len(g.Channels) == 0 || (len(want) > 0 && !want[g.ID]) {
 			continue
 		}
-		f.guilds = append(f.guilds, firehoseGuild{id: g.ID, channels: g.Channels, members: g.MemberCount,
-			joinedAt: guildJoinedAt(g)})
+		f.guilds = append(f.guilds, firehoseGuild{id: g.ID, channels: g.Channels, members: g.MemberCount})
 	}
 	w.mu.RUnlock()
 }
@@ -585,24 +563,37 @@ func (g *gatewayState) uniqueID() uint64 {
 	return Snowflake(time.Now().UnixMilli(), 0) | g.idSeq.Add(1)&(1<<22-1)
 }
 
+// The firehose's events, each allocated with the numbers its d is made of (gateway_firehose_json.go).
+type (
+	fhMessageEvent struct {
+		gwEvent
+		p fhMessage
+	}
+	fhMemberAddEvent struct {
+		gwEvent
+		p fhMemberAdd
+	}
+	fhTypingEvent struct {
+		gwEvent
+		p fhTyping
+	}
+	fhReactionEvent struct {
+		gwEvent
+		p fhReaction
+	}
+)
+
 func (f *firehose) messageCreate() *gwEvent {
 	gd, ch, author := f.pickAuthor()
 	g := f.g
 	id := g.uniqueID()
-	e := g.newEvent("MESSAGE_CREATE", gd.id, nil)
-	m := guildMessage(id, ch, gd.id, author)
-	key := eventKey(e.n)
-	m.Content = "firehose message " + key
-	m.Nonce = json.RawMessage(`"` + key + `"`)
-	f.finish(e, func(b []byte) []byte { return appendMessage(b, &m) })
-	content := appendJSONString(nil, m.Content)
-	e.stripFn = func() ([]byte, []uint64) {
-		return spliceJSON(e.data, spliceField{"content", content, `""`}), []uint64{author}
-	}
-	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author,
-		content: m.Content}
+	ev := &fhMessageEvent{}
+	g.initEvent(&ev.gwEvent, "MESSAGE_CREATE", gd.id, nil)
+	ev.p = fhMessage{kind: fhCreate, id: id, channel: ch, guild: gd.id, author: author, created: ev.n, n: ev.n}
+	ev.gen = &ev.p
+	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author, created: ev.n}
 	f.nRec++
-	return e
+	return &ev.gwEvent
 }
 
 func (f *firehose) pickRecent() recentMessage {
@@ -615,66 +606,48 @@ func (f *firehose) pickRecent() recentMessage {
 
 func (f *firehose) messageUpdate() *gwEvent {
 	rm := f.pickRecent()
-	g := f.g
-	e := g.newEvent("MESSAGE_UPDATE", rm.guild, nil)
-	m := guildMessage(rm.id, rm.channel, rm.guild, rm.author)
-	m.Content = rm.content
-	if f.rand()%2 == 0 {
-		// A link unfurl: same content, an embed added, not an edit.
-		m.Embeds = []json.RawMessage{appendEmbed(nil, &simEmbed{Type: "link", URL: "https://example.com/" + eventKey(e.n),
-			Title: "Example", Description: "unfurled link"})}
-	} else {
-		edited := discordTime(time.Now())
-		m.EditedTimestamp = &edited
-		m.Content = rm.content + " (edited " + eventKey(e.n) + ")"
+	ev := &fhMessageEvent{}
+	f.g.initEvent(&ev.gwEvent, "MESSAGE_UPDATE", rm.guild, nil)
+	ev.p = fhMessage{kind: fhUnfurl, id: rm.id, channel: rm.channel, guild: rm.guild, author: rm.author,
+		created: rm.created, n: ev.n}
+	if f.rand()%2 != 0 {
+		// Edited; else a link unfurl: same content, an embed added, not an edit.
+		ev.p.kind, ev.p.edited = fhEdit, time.Now().UnixNano()
 	}
-	f.finish(e, func(b []byte) []byte { return appendMessage(b, &m) })
-	content, embeds := appendJSONString(nil, m.Content), appendRawList(nil, m.Embeds)
-	e.stripFn = func() ([]byte, []uint64) {
-		return spliceJSON(e.data, spliceField{"content", content, `""`}, spliceField{"embeds", embeds, `[]`}),
-			[]uint64{rm.author}
-	}
-	return e
+	ev.gen = &ev.p
+	return &ev.gwEvent
 }
 
 func (f *firehose) memberAdd() *gwEvent {
 	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
-	u := plainUser(f.g.uniqueID())
-	e := f.g.newEvent("GUILD_MEMBER_ADD", gd.id, nil)
-	m := gwMemberAdd{simMember: newMember(u, discordTime(time.Now())), GuildID: FormatID(gd.id)}
-	f.finish(e, func(b []byte) []byte { return appendMemberAdd(b, &m) })
-	return e
+	ev := &fhMemberAddEvent{p: fhMemberAdd{user: f.g.uniqueID(), guild: gd.id, joined: time.Now().UnixNano()}}
+	f.g.initEvent(&ev.gwEvent, "GUILD_MEMBER_ADD", gd.id, nil)
+	ev.gen = &ev.p
+	return &ev.gwEvent
 }
 
 func (f *firehose) typingStart() *gwEvent {
 	gd, ch, author := f.pickAuthor()
-	e := f.g.newEvent("TYPING_START", gd.id, nil)
-	t := gwTyping{ChannelID: FormatID(ch), GuildID: FormatID(gd.id), UserID: FormatID(author),
-		Timestamp: time.Now().Unix(), Member: newMember(plainUser(author), gd.joinedAt)}
-	f.finish(e, func(b []byte) []byte { return appendTyping(b, &t) })
-	return e
+	ev := &fhTypingEvent{p: fhTyping{channel: ch, guild: gd.id, user: author, at: time.Now().Unix()}}
+	f.g.initEvent(&ev.gwEvent, "TYPING_START", gd.id, nil)
+	ev.gen = &ev.p
+	return &ev.gwEvent
 }
 
 func (f *firehose) reactionAdd() *gwEvent {
 	rm := f.pickRecent()
-	gd := firehoseGuild{id: rm.guild}
+	members := 1
 	for _, x := range f.guilds {
 		if x.id == rm.guild {
-			gd = x
+			members = max(x.members, 1)
 		}
 	}
-	members := gd.members
-	if members < 1 {
-		members = 1
-	}
 	user := MemberUserID(rm.guild, int(f.rand()%uint64(members)))
-	e := f.g.newEvent("MESSAGE_REACTION_ADD", rm.guild, nil)
-	r := gwReactionAdd{UserID: FormatID(user), ChannelID: FormatID(rm.channel),
-		MessageID: FormatID(rm.id), GuildID: FormatID(rm.guild),
-		Member: newMember(plainUser(user), snowflakeTimestamp(rm.id)), Emoji: simEmoji{Name: "👍"},
-		MessageAuthorID: FormatID(rm.author), BurstColors: []string{}}
-	f.finish(e, func(b []byte) []byte { return appendReactionAdd(b, &r) })
-	return e
+	ev := &fhReactionEvent{p: fhReaction{user: user, channel: rm.channel, message: rm.id, guild: rm.guild,
+		author: rm.author}}
+	f.g.initEvent(&ev.gwEvent, "MESSAGE_REACTION_ADD", rm.guild, nil)
+	ev.gen = &ev.p
+	return &ev.gwEvent
 }
 
 // guildMessage is a message of a guild channel as the gateway's message events carry it: with the
