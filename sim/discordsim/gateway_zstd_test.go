@@ -249,3 +249,40 @@ func BenchmarkZstdStream(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkZstdStreamDecode is the client's side: dd's decoder (internal/zstdstream) reading the stream
+// of firehose dispatches as klauspost's encoder wrote it and as the simulator's does, message by message.
+func BenchmarkZstdStreamDecode(b *testing.B) {
+	msgs := firehoseDispatches(b, 1000)
+	for _, c := range []struct {
+		name string
+		enc  streamEncoder
+	}{
+		{"klauspost", newKlauspostZstd()},
+		{"sim", &zstdEncoder{}},
+	} {
+		// Enough of the stream for any b.N: the messages over and over.
+		var stream []byte
+		var sizes []int
+		for i := 0; i < 20000; i++ {
+			m := msgs[i%len(msgs)]
+			stream = append(stream, c.enc.compress(m)...)
+			sizes = append(sizes, len(m))
+		}
+		c.enc.close()
+		b.Run(c.name, func(b *testing.B) {
+			var dec *zstdstream.Reader
+			buf := make([]byte, 64<<10)
+			i := len(sizes)
+			for b.Loop() {
+				if i == len(sizes) {
+					dec, i = zstdstream.NewReader(bytes.NewReader(stream), 0), 0
+				}
+				if _, err := io.ReadFull(dec, buf[:sizes[i]]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
