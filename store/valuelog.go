@@ -45,7 +45,7 @@ const (
 	// flushQuiet is how long values written and deleted may wait for a flush when fewer than flushAfter
 	// files' worth were written.
 	flushQuiet = 10 * time.Second
-	// reclaimInterval spaces the forced compactions of a full disk.
+	// reclaimInterval spaces the flushes of a full disk.
 	reclaimInterval = 2 * time.Second
 )
 
@@ -78,7 +78,7 @@ func (s *Store) collectGarbage(done <-chan struct{}, log *zap.Logger) {
 			if reclaim {
 				lastReclaim = lastFlush
 			}
-			if err := s.flushTree(reclaim); err != nil {
+			if err := s.flushTree(); err != nil {
 				log.Warn("flushing the store's tree failed; retrying", zap.Error(err))
 			}
 		}
@@ -96,19 +96,17 @@ func (s *Store) collectGarbage(done <-chan struct{}, log *zap.Logger) {
 	}
 }
 
-// flushTree makes Badger drop what was deleted: it flushes the memtables and compacts level 0, and with
-// all compacts the tree into one level, leaving the value log's files to the garbage collection. Writes
-// wait meanwhile.
-func (s *Store) flushTree(all bool) error {
+// flushTree makes Badger drop what was deleted: it flushes the memtables and compacts level 0 into the
+// level below, leaving the value log's files to the garbage collection. That is what Badger does on its
+// own once level 0 is full, within the disk's reserve (disk.go); compacting the whole tree would not be.
+// Writes wait meanwhile.
+func (s *Store) flushTree() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	deleted, written := s.deleted.Swap(0), s.valuesWritten.Swap(0)
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) })
 	if err == nil {
 		err = s.db.DropPrefix(flushKey)
-	}
-	if err == nil && all {
-		err = s.db.Flatten(numCompactors)
 	}
 	if err != nil {
 		s.deleted.Add(deleted)
