@@ -111,6 +111,24 @@ func Open(o Options) (*Store, error) {
 		o.Logger.Warn("store opened on a disk short of space: it takes no new events until space is freed",
 			zap.Error(s.disk.Err()))
 	}
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dd_store_value_log_files_collected_total",
+				Help: "Value log files the store's garbage collection rewrote and deleted."},
+				func() float64 { return float64(s.gcRewrites.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dd_store_tree_flushes_total",
+				Help: "Flushes and level-0 compactions the store forced so that deleted values are collected."},
+				func() float64 { return float64(s.flushes.Load()) }),
+		} {
+			if err := o.Registerer.Register(c); err != nil {
+				if s.disk != nil {
+					s.disk.Close()
+				}
+				_ = db.Close()
+				return nil, fmt.Errorf("store: metrics: %w", err)
+			}
+		}
+	}
 	s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
 	go s.collectGarbage(s.gcStop, o.Logger.Named("store"))
 	return s, nil

@@ -44,7 +44,7 @@ const (
 	flushAfter = 2
 	// flushQuiet is how long values written and deleted may wait for a flush when fewer than flushAfter
 	// files' worth were written.
-	flushQuiet = 10 * time.Second
+	flushQuiet = 5 * time.Second
 	// reclaimInterval spaces the flushes of a full disk.
 	reclaimInterval = 2 * time.Second
 )
