@@ -190,14 +190,15 @@ func stripMessageJSON(data []byte) ([]byte, []uint64) {
 // newEvent creates an event with the next key. d is marshalled here, once.
 func (g *gatewayState) newEvent(name string, guildID uint64, data []byte) *gwEvent {
 	e := &gwEvent{}
-	g.initEvent(e, name, guildID, data)
+	g.initEvent(e, name, guildID, data, time.Now())
 	return e
 }
 
-// initEvent makes e an event with the next key (for an event allocated with what it is made of).
-func (g *gatewayState) initEvent(e *gwEvent, name string, guildID uint64, data []byte) {
+// initEvent makes e an event with the next key, created at now (for an event allocated with what it is
+// made of).
+func (g *gatewayState) initEvent(e *gwEvent, name string, guildID uint64, data []byte, now time.Time) {
 	*e = gwEvent{n: g.eventSeq.Add(1), name: name, guildID: guildID, intent: eventIntent(name, guildID != 0),
-		at: time.Now().UnixNano(), data: data}
+		at: now.UnixNano(), data: data}
 	e.stripContent = guildID != 0 && (name == "MESSAGE_CREATE" || name == "MESSAGE_UPDATE")
 	g.eventsCreated.Add(1)
 }
@@ -397,6 +398,7 @@ type firehose struct {
 	rnd    uint64
 	recent [64]recentMessage // messages created lately, for updates and reactions
 	nRec   int
+	now    time.Time // when the event being made is made
 }
 
 type recentMessage struct {
@@ -491,10 +493,10 @@ func (f *firehose) rand() uint64 {
 }
 
 func (f *firehose) refreshGuilds() {
-	if time.Since(f.loaded) < 100*time.Millisecond && f.guilds != nil {
+	if f.now.Sub(f.loaded) < 100*time.Millisecond && f.guilds != nil {
 		return
 	}
-	f.loaded = time.Now()
+	f.loaded = f.now
 	f.guilds = f.guilds[:0]
 	want := map[uint64]bool{}
 	for _, id := range f.opts.Guilds {
@@ -523,6 +525,7 @@ func (f *firehose) emit() bool {
 
 // next makes the next event; nil if there is no guild to send it to.
 func (f *firehose) next() *gwEvent {
+	f.now = time.Now() // one clock reading for everything the event says of the time
 	f.refreshGuilds()
 	if len(f.guilds) == 0 {
 		return nil
@@ -559,8 +562,8 @@ func (f *firehose) pickAuthor() (firehoseGuild, uint64, uint64) {
 
 // uniqueID makes a snowflake for a new object: the current millisecond and a per-server counter, so
 // IDs are unique and increase, as Discord's do.
-func (g *gatewayState) uniqueID() uint64 {
-	return Snowflake(time.Now().UnixMilli(), 0) | g.idSeq.Add(1)&(1<<22-1)
+func (g *gatewayState) uniqueID(now time.Time) uint64 {
+	return Snowflake(now.UnixMilli(), 0) | g.idSeq.Add(1)&(1<<22-1)
 }
 
 // The firehose's events, each allocated with the numbers its d is made of (gateway_firehose_json.go).
@@ -586,9 +589,9 @@ type (
 func (f *firehose) messageCreate() *gwEvent {
 	gd, ch, author := f.pickAuthor()
 	g := f.g
-	id := g.uniqueID()
+	id := g.uniqueID(f.now)
 	ev := &fhMessageEvent{}
-	g.initEvent(&ev.gwEvent, "MESSAGE_CREATE", gd.id, nil)
+	g.initEvent(&ev.gwEvent, "MESSAGE_CREATE", gd.id, nil, f.now)
 	ev.p = fhMessage{kind: fhCreate, id: id, channel: ch, guild: gd.id, author: author, created: ev.n, n: ev.n}
 	ev.gen = &ev.p
 	f.recent[f.nRec%len(f.recent)] = recentMessage{id: id, channel: ch, guild: gd.id, author: author, created: ev.n}
@@ -607,12 +610,12 @@ func (f *firehose) pickRecent() recentMessage {
 func (f *firehose) messageUpdate() *gwEvent {
 	rm := f.pickRecent()
 	ev := &fhMessageEvent{}
-	f.g.initEvent(&ev.gwEvent, "MESSAGE_UPDATE", rm.guild, nil)
+	f.g.initEvent(&ev.gwEvent, "MESSAGE_UPDATE", rm.guild, nil, f.now)
 	ev.p = fhMessage{kind: fhUnfurl, id: rm.id, channel: rm.channel, guild: rm.guild, author: rm.author,
 		created: rm.created, n: ev.n}
 	if f.rand()%2 != 0 {
 		// Edited; else a link unfurl: same content, an embed added, not an edit.
-		ev.p.kind, ev.p.edited = fhEdit, time.Now().UnixNano()
+		ev.p.kind, ev.p.edited = fhEdit, f.now.UnixNano()
 	}
 	ev.gen = &ev.p
 	return &ev.gwEvent
@@ -620,16 +623,16 @@ func (f *firehose) messageUpdate() *gwEvent {
 
 func (f *firehose) memberAdd() *gwEvent {
 	gd := f.guilds[f.rand()%uint64(len(f.guilds))]
-	ev := &fhMemberAddEvent{p: fhMemberAdd{user: f.g.uniqueID(), guild: gd.id, joined: time.Now().UnixNano()}}
-	f.g.initEvent(&ev.gwEvent, "GUILD_MEMBER_ADD", gd.id, nil)
+	ev := &fhMemberAddEvent{p: fhMemberAdd{user: f.g.uniqueID(f.now), guild: gd.id, joined: f.now.UnixNano()}}
+	f.g.initEvent(&ev.gwEvent, "GUILD_MEMBER_ADD", gd.id, nil, f.now)
 	ev.gen = &ev.p
 	return &ev.gwEvent
 }
 
 func (f *firehose) typingStart() *gwEvent {
 	gd, ch, author := f.pickAuthor()
-	ev := &fhTypingEvent{p: fhTyping{channel: ch, guild: gd.id, user: author, at: time.Now().Unix()}}
-	f.g.initEvent(&ev.gwEvent, "TYPING_START", gd.id, nil)
+	ev := &fhTypingEvent{p: fhTyping{channel: ch, guild: gd.id, user: author, at: f.now.Unix()}}
+	f.g.initEvent(&ev.gwEvent, "TYPING_START", gd.id, nil, f.now)
 	ev.gen = &ev.p
 	return &ev.gwEvent
 }
@@ -645,7 +648,7 @@ func (f *firehose) reactionAdd() *gwEvent {
 	user := MemberUserID(rm.guild, int(f.rand()%uint64(members)))
 	ev := &fhReactionEvent{p: fhReaction{user: user, channel: rm.channel, message: rm.id, guild: rm.guild,
 		author: rm.author}}
-	f.g.initEvent(&ev.gwEvent, "MESSAGE_REACTION_ADD", rm.guild, nil)
+	f.g.initEvent(&ev.gwEvent, "MESSAGE_REACTION_ADD", rm.guild, nil, f.now)
 	ev.gen = &ev.p
 	return &ev.gwEvent
 }
