@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/klauspost/compress/s2"
+
 	"github.com/ddhq/dd/store"
 )
 
@@ -20,7 +22,12 @@ import (
 // as blocks of one.
 const (
 	blockKeyLen = eventKeyLen + 8 + 4
-	recordV2    = 2 // a block's value: version, then per record uvarint seq delta, time (8), uvarint length, payload
+	// A block's value: its version, then per record the uvarint seq delta, time (8), uvarint length and
+	// payload; recordV2S2 is that body compressed with S2 (Snappy's successor), when that saves at least
+	// an eighth. The store keeps events uncompressed (its value log, store/valuelog.go), and JSON events
+	// of one shard compress several times: a backlog takes that much less disk.
+	recordV2   = 2
+	recordV2S2 = 3
 	// A block holds at most this many records or bytes: a consumer behind the cache decodes a whole block
 	// to read its first event.
 	blockMaxRecords = 256
@@ -65,14 +72,9 @@ func parseBlockKey(k []byte) (blockRef, error) {
 	return blockRef{}, fmt.Errorf("queue: malformed event key %x", k)
 }
 
-// encodeBlock encodes recs, one shard's records in sequence order.
-func encodeBlock(recs []*Record) []byte {
-	size := 1
-	for _, r := range recs {
-		size += 2*binary.MaxVarintLen64 + 8 + len(r.Payload)
-	}
-	b := make([]byte, 1, size)
-	b[0] = recordV2
+// encodeBlock encodes recs, one shard's records in sequence order. buf is scratch space it may reuse.
+func encodeBlock(recs []*Record, buf []byte) (value, scratch []byte) {
+	b := append(buf[:0], recordV2)
 	var prev uint64
 	for _, r := range recs {
 		b = binary.AppendUvarint(b, r.Seq-prev)
@@ -81,7 +83,13 @@ func encodeBlock(recs []*Record) []byte {
 		b = binary.AppendUvarint(b, uint64(len(r.Payload)))
 		b = append(b, r.Payload...)
 	}
-	return b
+	z := make([]byte, 1, 1+s2.MaxEncodedLen(len(b)-1))
+	z[0] = recordV2S2
+	z = append(z, s2.Encode(z[1:cap(z)], b[1:])...)
+	if len(z) <= len(b)-len(b)/8 {
+		return z, b
+	}
+	return append([]byte(nil), b...), b
 }
 
 // decodeBlock calls fn for each record of the block stored at key with value v, in order, until fn
@@ -96,10 +104,23 @@ func decodeBlock(shard int, key, v []byte, fn func(r Record) bool) error {
 		fn(r)
 		return nil
 	}
-	if len(v) < 1 || v[0] != recordV2 {
+	var own []byte // v's copy (or its decompressed body), made for the first record fn takes
+	switch {
+	case len(v) >= 1 && v[0] == recordV2:
+	case len(v) >= 1 && v[0] == recordV2S2:
+		n, err := s2.DecodedLen(v[1:])
+		if err != nil {
+			return fmt.Errorf("queue: block %x: %w", key, err)
+		}
+		own = make([]byte, 1+n)
+		own[0] = recordV2
+		if _, err := s2.Decode(own[1:], v[1:]); err != nil {
+			return fmt.Errorf("queue: block %x: %w", key, err)
+		}
+		v = own
+	default:
 		return fmt.Errorf("queue: block %x: unknown encoding (%d bytes)", key, len(v))
 	}
-	var own []byte // v's copy, made for the first record fn takes
 	var seq uint64
 	for i := 1; i < len(v); {
 		d, n := binary.Uvarint(v[i:])

@@ -3,6 +3,8 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -126,5 +128,49 @@ func TestRecordsOfAnOlderVersionAreReadAndDeleted(t *testing.T) {
 	e.flush()
 	if s := e.storedSeqs(); len(s) != 0 {
 		t.Fatalf("after everything was acknowledged, stored %v", s)
+	}
+}
+
+// Blocks are stored compressed when that saves space (JSON events of one shard), raw otherwise, and
+// read back the same either way.
+func TestBlocksAreCompressedWhenThatSavesSpace(t *testing.T) {
+	e := newEnv(t, Options{CacheBytes: 1})
+	c := e.consumer("bot")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	noise := func() []byte {
+		b := make([]byte, 300)
+		for i := range b {
+			b[i] = byte(rnd.Uint32())
+		}
+		return b
+	}
+	json, random := make([]Record, 50), make([]Record, 50)
+	for i := range json {
+		json[i] = rec(0, i)
+		random[i] = Record{Shard: 1, Payload: noise()}
+	}
+	e.append(json)
+	e.append(random)
+	versions := map[int]byte{}
+	err := e.st.Scan([]byte(eventPrefix), nil, func(k, v []byte) error {
+		versions[int(binary.BigEndian.Uint32(k[len(eventPrefix):]))] = v[0]
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions[0] != recordV2S2 || versions[1] != recordV2 {
+		t.Fatalf("stored versions %v: want JSON events compressed (%d), random bytes raw (%d)", versions, recordV2S2, recordV2)
+	}
+	for shard, want := range [][]Record{json, random} {
+		got := readAll(t, c, shard)
+		if len(got) != len(want) {
+			t.Fatalf("shard %d: read %d events, want %d", shard, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Payload, want[i].Payload) {
+				t.Fatalf("shard %d event %d: %d %q, want %d %q", shard, i, got[i].Seq, got[i].Payload, want[i].Seq, want[i].Payload)
+			}
+		}
 	}
 }

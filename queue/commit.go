@@ -191,10 +191,13 @@ func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
 	open := map[int][]*Record{}
 	openBytes := map[int]int{}
 	var order []int
+	var scratch []byte
 	writeBlock := func(shard int) error {
 		recs := open[shard]
 		open[shard], openBytes[shard] = recs[:0], 0
-		return w.Set(blockKey(shard, recs[0].Seq, recs[len(recs)-1].Seq, len(recs)), encodeBlock(recs))
+		var v []byte
+		v, scratch = encodeBlock(recs, scratch)
+		return w.Set(blockKey(shard, recs[0].Seq, recs[len(recs)-1].Seq, len(recs)), v)
 	}
 	for _, p := range ps {
 		for i := range p.recs {
