@@ -93,7 +93,8 @@ func eventIntent(name string, inGuild bool) int {
 }
 
 // gwEvent is one dispatch, marshalled once and shared by every session that receives it (a session's
-// replay log holds pointers to it, so a resume re-sends the same bytes).
+// replay log holds pointers to it, so a resume re-sends the same bytes). The firehose's events are not
+// marshalled: they write their d at each send (gen), the same bytes each time.
 type gwEvent struct {
 	n       uint64 // the event key is "evt-<n>"
 	name    string
