@@ -34,11 +34,14 @@ func (s *Store) View(fn func(r Reader) error) error {
 }
 
 // Begin starts a read-write transaction.
-func (s *Store) Begin() Txn { return badgerTxn{txn: s.db.NewTransaction(true), s: s} }
+func (s *Store) Begin() Txn {
+	return badgerTxn{txn: s.db.NewTransaction(true), s: s, w: &txnWriter{}}
+}
 
 type badgerTxn struct {
 	txn *badger.Txn
-	s   *Store // nil in View
+	s   *Store     // nil in View
+	w   *txnWriter // counts what Commit writes, as Update does
 }
 
 func (t badgerTxn) Get(key []byte) ([]byte, error) {
@@ -64,8 +67,14 @@ func (t badgerTxn) Scan(prefix, from []byte, keysOnly bool, fn func(key, value [
 	return scan(t.txn, prefix, from, keysOnly, fn)
 }
 
-func (t badgerTxn) Set(k, v []byte) error { return t.txn.Set(k, v) }
-func (t badgerTxn) Delete(k []byte) error { return t.txn.Delete(k) }
+func (t badgerTxn) Set(k, v []byte) error {
+	if len(v) >= valueThreshold {
+		t.w.values += len(v)
+	}
+	return t.txn.Set(k, v)
+}
+
+func (t badgerTxn) Delete(k []byte) error { t.w.deleted++; return t.txn.Delete(k) }
 func (t badgerTxn) Discard()              { t.txn.Discard() }
 
 func (t badgerTxn) Commit() error {
@@ -73,5 +82,12 @@ func (t badgerTxn) Commit() error {
 		t.txn.Discard()
 		return err
 	}
-	return t.txn.Commit()
+	t.s.writeMu.RLock() // not while the store flushes (valuelog.go)
+	defer t.s.writeMu.RUnlock()
+	if err := t.txn.Commit(); err != nil {
+		return err
+	}
+	t.s.deleted.Add(int64(t.w.deleted))
+	t.s.valuesWritten.Add(int64(t.w.values))
+	return nil
 }

@@ -109,3 +109,48 @@ func TestValueLogOfDeletedValuesIsCollected(t *testing.T) {
 		t.Errorf("metrics after the value log was collected: %v", got)
 	}
 }
+
+// The store's flushes block Badger's writes while they run: writes through Update and through a Txn
+// wait for them instead of failing.
+func TestWritesWaitWhileTheStoreFlushes(t *testing.T) {
+	s, err := Open(Options{Path: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := make(chan struct{})
+	flushed := make(chan int)
+	go func() {
+		n := 0
+		defer func() { flushed <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.flushTree(); err != nil {
+				t.Errorf("flush: %v", err)
+				return
+			}
+			n++
+		}
+	}()
+	for i := 0; i < 300; i++ {
+		v := firehoseEvent(0, i)
+		if i%2 == 0 {
+			err = s.Update(func(w Writer) error { return w.Set(seqKey(i), v) })
+		} else {
+			txn := s.Begin()
+			if err = txn.Set(seqKey(i), v); err == nil {
+				err = txn.Commit()
+			}
+		}
+		if err != nil {
+			close(stop)
+			t.Fatalf("write %d while the store flushes: %v", i, err)
+		}
+	}
+	close(stop)
+	t.Logf("300 writes during %d flushes", <-flushed)
+}
