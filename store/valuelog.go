@@ -83,7 +83,12 @@ func (s *Store) collectGarbage(done <-chan struct{}, log *zap.Logger) {
 			}
 		}
 		for range gcMaxRewrites {
+			// Writes wait: Badger's collection reads the memtable's newest version without the lock its
+			// writes take (DB.MaxVersion against memTable.Put, a data race in Badger 4.9.6). A file takes
+			// tens of milliseconds, and the queue's group commit takes up what waited.
+			s.writeMu.Lock()
 			err := s.db.RunValueLogGC(gcDiscardRatio)
+			s.writeMu.Unlock()
 			if err == nil {
 				s.gcRewrites.Add(1)
 				continue
