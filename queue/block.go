@@ -29,9 +29,9 @@ const (
 	recordV2   = 2
 	recordV2S2 = 3
 	// A block holds at most this many records or bytes: a consumer behind the cache decodes a whole block
-	// to read its first event.
+	// to read its first event, and the records it keeps (what it read ahead) hold the block's buffer.
 	blockMaxRecords = 256
-	blockMaxBytes   = 256 << 10
+	blockMaxBytes   = 64 << 10
 )
 
 // blockRef is what a block's key says.
