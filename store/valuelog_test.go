@@ -34,7 +34,7 @@ func valueLogBytes(t *testing.T, dir string) int64 {
 // everything is deleted, it shrinks to the file being written without another write.
 func TestValueLogOfDeletedValuesIsCollected(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes 160 MB through Badger")
+		t.Skip("writes 100 MB through Badger")
 	}
 	dir := t.TempDir()
 	reg := prometheus.NewRegistry()
@@ -48,7 +48,7 @@ func TestValueLogOfDeletedValuesIsCollected(t *testing.T) {
 	val := func(i int) []byte { return append(firehoseEvent(i%4, i), make([]byte, 200)...) }
 	var written, peak int64
 	n := 0
-	for written < 10*file {
+	for written < 6*file {
 		err := s.Update(func(w Writer) error {
 			for j := n; j < n+batch; j++ {
 				v := val(j)
