@@ -174,3 +174,106 @@ func TestBlocksAreCompressedWhenThatSavesSpace(t *testing.T) {
 		}
 	}
 }
+
+// Random appends of one to 300 records (so blocks of every size, several per commit), two consumers
+// reading random amounts and acknowledging random prefixes of what they read, flushes and reopens, with
+// and without the in-memory cache: every Read, Pending and depth agrees with a model of the log, and
+// once both consumers acknowledged everything nothing is stored.
+func TestBlocksAgreeWithAModelUnderRandomOperations(t *testing.T) {
+	for _, cache := range []int{1, 0} {
+		for seed := uint64(1); seed <= 3; seed++ {
+			rnd := rand.New(rand.NewPCG(seed, uint64(cache)))
+			e := newEnv(t, Options{CacheBytes: cache, FlushInterval: time.Hour})
+			const shards = 3
+			names := []string{"bot", "cache"}
+			log := map[int][]uint64{} // the model: each shard's sequences
+			pos := map[string]map[int]uint64{"bot": {}, "cache": {}}
+			after := func(name string, shard int) []uint64 {
+				var out []uint64
+				for _, s := range log[shard] {
+					if s > pos[name][shard] {
+						out = append(out, s)
+					}
+				}
+				return out
+			}
+			cons := map[string]*Consumer{}
+			register := func() {
+				for _, n := range names {
+					cons[n] = e.consumer(n)
+				}
+			}
+			register()
+			for step := 0; step < 300; step++ {
+				switch op := rnd.IntN(10); {
+				case op < 4:
+					recs := make([]Record, 1+rnd.IntN(300))
+					for i := range recs {
+						recs[i] = rec(rnd.IntN(shards), step*1000+i)
+					}
+					e.append(recs)
+					for _, r := range recs {
+						log[r.Shard] = append(log[r.Shard], r.Seq)
+					}
+				case op < 8:
+					name, shard, max := names[rnd.IntN(2)], rnd.IntN(shards), 1+rnd.IntN(100)
+					got, err := cons[name].Read(shard, max)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := after(name, shard)
+					want = want[:min(len(want), max)]
+					if len(got) != len(want) {
+						t.Fatalf("seed %d cache %d step %d: %s read %d of shard %d, want %d", seed, cache, step, name, len(got), shard, len(want))
+					}
+					for i := range got {
+						if got[i].Seq != want[i] {
+							t.Fatalf("seed %d step %d: %s read seq %d at %d, want %d", seed, step, name, got[i].Seq, i, want[i])
+						}
+					}
+					if len(got) > 0 {
+						k := rnd.IntN(len(got))
+						cons[name].Ack(shard, got[k].Seq)
+						pos[name][shard] = got[k].Seq
+					}
+				case op < 9:
+					name, shard := names[rnd.IntN(2)], rnd.IntN(shards)
+					rest := after(name, shard)
+					if len(rest) > 0 {
+						probe := rest[rnd.IntN(len(rest))]
+						if p, err := cons[name].Pending(shard, probe); err != nil || !p {
+							t.Fatalf("seed %d step %d: Pending(%d, %d) = %v, %v; want true", seed, step, shard, probe, p, err)
+						}
+						if p, _ := cons[name].Pending(shard, rest[0]-1); p {
+							t.Fatalf("seed %d step %d: Pending before the next event = true", seed, step)
+						}
+					}
+				default:
+					if rnd.IntN(2) == 0 {
+						e.flush()
+					} else {
+						e.reopen()
+						register()
+					}
+				}
+				for _, name := range names {
+					for shard, d := range cons[name].ShardDepths() {
+						if want := len(after(name, shard)); d != want {
+							t.Fatalf("seed %d cache %d step %d: %s's depth of shard %d = %d, want %d", seed, cache, step, name, shard, d, want)
+						}
+					}
+				}
+			}
+			for _, name := range names {
+				for shard := range shards {
+					readAll(t, cons[name], shard)
+				}
+			}
+			e.flush()
+			if s := e.storedSeqs(); len(s) != 0 || e.q.Depth() != 0 {
+				t.Fatalf("seed %d cache %d: everything acknowledged, %d stored, Depth %d", seed, cache, len(s), e.q.Depth())
+			}
+			e.close()
+		}
+	}
+}
