@@ -277,3 +277,38 @@ func TestBlocksAgreeWithAModelUnderRandomOperations(t *testing.T) {
 		}
 	}
 }
+
+// Past the bound the oldest blocks go whole: a consumer inside one skips the rest of it, its depth
+// follows, and only what no consumer had acknowledged counts as dropped.
+func TestBoundDropsWholeBlocksAroundAConsumersPosition(t *testing.T) {
+	e := newEnv(t, Options{MaxEvents: 12, CacheBytes: 1, FlushInterval: time.Hour})
+	c := e.consumer("bot")
+	block := make([]Record, 10)
+	for i := range block {
+		block[i] = rec(0, i)
+	}
+	e.append(block)
+	got, _ := c.Read(0, 3)
+	c.Ack(0, got[2].Seq) // inside the block: 7 of its events not acknowledged
+	var later []Record
+	for i := range 5 {
+		r := []Record{rec(i%2, 100+i)}
+		e.append(r)
+		later = append(later, r[0])
+	}
+	e.flush()
+	// 15 stored, bound 12: the block (10) goes whole, 7 of it unacknowledged.
+	if got := e.metric("dd_queue_dropped_events_total"); got != 7 {
+		t.Fatalf("dd_queue_dropped_events_total = %v, want 7", got)
+	}
+	if d := e.q.Depth(); d != 5 {
+		t.Fatalf("Depth = %d, want the 5 later events", d)
+	}
+	if d := c.ShardDepths(); d[0] != 3 || d[1] != 2 {
+		t.Fatalf("consumer's depths %v, want shard 0: 3, shard 1: 2", d)
+	}
+	rest := readAll(t, c, 0)
+	if len(rest) != 3 || rest[0].Seq != later[0].Seq {
+		t.Fatalf("after the drop shard 0 read %d events from %d, want the 3 later ones from %d", len(rest), rest[0].Seq, later[0].Seq)
+	}
+}
