@@ -3,6 +3,7 @@ package queue
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -83,9 +84,9 @@ func encodeBlock(recs []*Record, buf []byte) (value, scratch []byte) {
 		b = binary.AppendUvarint(b, uint64(len(r.Payload)))
 		b = append(b, r.Payload...)
 	}
-	z := make([]byte, 1, 1+s2.MaxEncodedLen(len(b)-1))
+	z := make([]byte, 1+s2.MaxEncodedLen(len(b)-1))
 	z[0] = recordV2S2
-	z = append(z, s2.Encode(z[1:cap(z)], b[1:])...)
+	z = z[:1+len(s2.Encode(z[1:], b[1:]))]
 	if len(z) <= len(b)-len(b)/8 {
 		return z, b
 	}
@@ -147,6 +148,17 @@ func decodeBlock(shard int, key, v []byte, fn func(r Record) bool) error {
 	return nil
 }
 
+// forgetBlocksThrough drops the deleted blocks, those whose last event is at most last, from the
+// committer's record. Committer only.
+func forgetBlocksThrough(s *shardLog, last uint64) {
+	i := 0
+	for i < len(s.blocks) && s.blocks[i].last <= last {
+		i++
+	}
+	clear(s.blocks[:i])
+	s.blocks = s.blocks[i:]
+}
+
 // blockSeqs returns the sequences a stored block holds.
 func (q *Queue) blockSeqs(shard int, b blockRef) ([]uint64, error) {
 	if b.n == 1 {
@@ -163,8 +175,19 @@ func (q *Queue) blockSeqs(shard int, b blockRef) ([]uint64, error) {
 
 // blocksIn returns, in order, the shard's stored blocks from the one holding from (or the first after
 // it) on whose last event is at most to, up to limit of them; next is the first sequence of the block
-// after those (0 if none).
+// after those (0 if none). It reads the committer's record of the blocks when that covers from, else
+// the store's keys. Committer only.
 func (q *Queue) blocksIn(s *shardLog, from, to uint64, limit int) (blocks []blockRef, next uint64, err error) {
+	if from >= s.blocksFrom {
+		i := sort.Search(len(s.blocks), func(i int) bool { return s.blocks[i].last >= from })
+		for ; i < len(s.blocks); i++ {
+			if b := s.blocks[i]; b.last > to || len(blocks) == limit {
+				return blocks, b.first, nil
+			}
+			blocks = append(blocks, s.blocks[i])
+		}
+		return blocks, 0, nil
+	}
 	err = q.scanKeys(shardPrefix(s.id), eventKey(s.id, from), func(k []byte) error {
 		b, err := parseBlockKey(k)
 		if err != nil {

@@ -273,6 +273,11 @@ func TestBlocksAgreeWithAModelUnderRandomOperations(t *testing.T) {
 			if s := e.storedSeqs(); len(s) != 0 || e.q.Depth() != 0 {
 				t.Fatalf("seed %d cache %d: everything acknowledged, %d stored, Depth %d", seed, cache, len(s), e.q.Depth())
 			}
+			for shard := range shards {
+				if s := e.q.shard(shard); s != nil && len(s.blocks) != 0 {
+					t.Fatalf("seed %d cache %d: shard %d remembers %d deleted blocks", seed, cache, shard, len(s.blocks))
+				}
+			}
 			e.close()
 		}
 	}

@@ -124,10 +124,14 @@ func (q *Queue) commitPieces(ps []piece) {
 	}
 	start := time.Now()
 	metas := q.appendMetas(live)
-	err := q.st.Update(func(w store.Writer) error { return writePieces(w, live, metas) })
+	var written map[int][]blockRef
+	err := q.st.Update(func(w store.Writer) (err error) {
+		written, err = writePieces(w, live, metas)
+		return err
+	})
 	if err == nil {
 		q.m.commitSeconds.Observe(time.Since(start).Seconds())
-		q.applyAppended(live)
+		q.applyAppended(live, written)
 		return
 	}
 	tooBig := errors.Is(err, store.ErrTooBig)
@@ -185,19 +189,24 @@ func (q *Queue) appendMetas(ps []piece) map[int]*shardAppend {
 	return out
 }
 
-func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
+// writePieces stores the pieces' records, each shard's in blocks, and returns the blocks by shard.
+func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) (map[int][]blockRef, error) {
 	var last uint64
 	// Each shard's records go in blocks (block.go), in sequence order: the pieces' order.
 	open := map[int][]*Record{}
 	openBytes := map[int]int{}
+	written := map[int][]blockRef{}
 	var order []int
 	var scratch []byte
 	writeBlock := func(shard int) error {
 		recs := open[shard]
 		open[shard], openBytes[shard] = recs[:0], 0
+		b := blockRef{first: recs[0].Seq, last: recs[len(recs)-1].Seq, n: len(recs)}
+		b.key = blockKey(shard, b.first, b.last, b.n)
 		var v []byte
 		v, scratch = encodeBlock(recs, scratch)
-		return w.Set(blockKey(shard, recs[0].Seq, recs[len(recs)-1].Seq, len(recs)), v)
+		written[shard] = append(written[shard], b)
+		return w.Set(b.key, v)
 	}
 	for _, p := range ps {
 		for i := range p.recs {
@@ -209,7 +218,7 @@ func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
 			openBytes[r.Shard] += len(r.Payload)
 			if len(open[r.Shard]) == blockMaxRecords || openBytes[r.Shard] >= blockMaxBytes {
 				if err := writeBlock(r.Shard); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			last = r.Seq
@@ -218,7 +227,7 @@ func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
 	for _, shard := range order {
 		if len(open[shard]) > 0 {
 			if err := writeBlock(shard); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
@@ -231,23 +240,23 @@ func writePieces(w store.Writer, ps []piece, metas map[int]*shardAppend) error {
 				err = w.Set(kv.Key, kv.Value)
 			}
 			if err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	for shard, a := range metas {
 		if err := w.Set(shardMetaKey(shard), a.meta.encode()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if last != 0 {
-		return w.Set([]byte(seqKey), encodeUint64(last))
+		return written, w.Set([]byte(seqKey), encodeUint64(last))
 	}
-	return nil
+	return written, nil
 }
 
 // applyAppended brings memory in line with a committed append transaction and wakes readers.
-func (q *Queue) applyAppended(ps []piece) {
+func (q *Queue) applyAppended(ps []piece, written map[int][]blockRef) {
 	byShard := map[int][]*Record{}
 	var order []int
 	total := 0
@@ -272,6 +281,12 @@ func (q *Queue) applyAppended(ps []piece) {
 		s.count += len(recs)
 		for _, r := range recs {
 			q.cacheAdd(s, r)
+		}
+		s.blocks = append(s.blocks, written[id]...)
+		if over := len(s.blocks) - maxCachedPerShard; over > 0 {
+			clear(s.blocks[:over])
+			s.blocks = s.blocks[over:]
+			s.blocksFrom = s.blocks[0].first
 		}
 		for i := range s.cons {
 			s.cons[i].unacked += len(recs)

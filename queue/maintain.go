@@ -172,6 +172,7 @@ func (q *Queue) planAckDeletes(s *shardLog, names []string, b *maintBatch, room 
 		if len(blocks) > 0 {
 			s.count, s.head = meta.count, meta.head
 			q.cacheDropThrough(s, blocks[len(blocks)-1].last)
+			forgetBlocksThrough(s, blocks[len(blocks)-1].last)
 		}
 		s.mu.Unlock()
 		q.total.Add(-int64(n))
@@ -325,6 +326,7 @@ func (q *Queue) dropOldest(k int) (int, error) {
 			s.mu.Lock()
 			s.count, s.head = meta.count, meta.head
 			q.cacheDropThrough(s, last)
+			forgetBlocksThrough(s, last)
 			for i := range s.cons {
 				cp := &s.cons[i]
 				// Dropped events after a consumer's position were counted as unacknowledged. A block

@@ -102,7 +102,7 @@ const (
 	// read-ahead of every consumer and shard together stays under half of CacheBytes.
 	readAheadRecords = 256
 	readAheadBytes   = 64 << 10
-	// A shard keeps at most this many records in memory.
+	// A shard keeps at most this many records in memory, and the bounds of at most this many blocks.
 	maxCachedPerShard = 1024
 	// recordOverhead is what a cached record costs beyond its payload.
 	recordOverhead = 96
@@ -171,6 +171,12 @@ type shardLog struct {
 	cacheFrom uint64        // the cache holds every stored record with Seq >= cacheFrom
 	cons      []consumerPos // by consumer index
 	changed   chan struct{} // closed and replaced when records are appended
+
+	// The committer's record of the shard's stored blocks (block.go), so that finding what to delete
+	// reads no keys while it covers the range: every stored block whose first event is at or after
+	// blocksFrom, oldest first. Committer only.
+	blocks     []blockRef
+	blocksFrom uint64
 }
 
 // consumerPos is one consumer's position in one shard.
@@ -299,7 +305,7 @@ func (q *Queue) load() error {
 		id := int(binary.BigEndian.Uint32(k[len(shardMetaPrefix):]))
 		s := newShardLog(id)
 		s.head, s.tail, s.count = meta.head, meta.tail, meta.count
-		s.cacheFrom = meta.tail + 1
+		s.cacheFrom, s.blocksFrom = meta.tail+1, meta.tail+1
 		q.shards[id] = s
 		q.total.Add(int64(meta.count))
 		q.nextSeq = max(q.nextSeq, meta.tail+1)
@@ -331,7 +337,7 @@ func (q *Queue) load() error {
 }
 
 func newShardLog(id int) *shardLog {
-	return &shardLog{id: id, cacheFrom: 1, changed: make(chan struct{})}
+	return &shardLog{id: id, cacheFrom: 1, blocksFrom: 1, changed: make(chan struct{})}
 }
 
 // Append stores recs and the key/values also in one atomic commit, and returns once they are committed.
